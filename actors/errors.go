@@ -1,0 +1,94 @@
+package actors
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/affinity-go/affinity/messages"
+)
+
+// Sentinel errors. Every error the runtime returns wraps one of these (or the
+// caller's context error), so test them with errors.Is.
+var (
+	// ErrWorkerBusy: the preferred worker is at capacity and the call may not
+	// wait (strict_fail_fast, or any streaming call).
+	ErrWorkerBusy = errors.New("affinity: worker busy")
+	// ErrSessionWorkerUnavailable: a strict call's bound worker is tainted,
+	// restarting, removed, or restarted since the session bound to it.
+	ErrSessionWorkerUnavailable = errors.New("affinity: session worker unavailable")
+	// ErrNoWorkersAvailable: no worker can take the call (a streaming call
+	// found none free, or the pool has no live worker).
+	ErrNoWorkersAvailable = errors.New("affinity: no workers available")
+	// ErrPoolSaturated: the pool's wait queue is full.
+	ErrPoolSaturated = errors.New("affinity: pool saturated")
+	// ErrQueueTimeout: the call waited longer than the pool's queue timeout.
+	// It was removed from the queue and will never run.
+	ErrQueueTimeout = errors.New("affinity: queue timeout")
+	// ErrPoolNotFound: the call named a pool the runtime does not have.
+	ErrPoolNotFound = errors.New("affinity: pool not found")
+	// ErrRefLost: the worker incarnation holding the ref is gone.
+	ErrRefLost = errors.New("affinity: ref lost")
+	// ErrWorkerFailed: the worker running the call panicked or was tainted
+	// while the call ran.
+	ErrWorkerFailed = errors.New("affinity: worker failed")
+	// ErrShutdown: the runtime is shutting down or has shut down.
+	ErrShutdown = errors.New("affinity: runtime shut down")
+	// ErrInvalidConfig wraps every configuration problem found by Start.
+	ErrInvalidConfig = errors.New("affinity: invalid config")
+	// ErrInvalidArgument: a call was made with bad input (nil context,
+	// invalid affinity, a ref that conflicts with the named pool, ...).
+	ErrInvalidArgument = errors.New("affinity: invalid argument")
+	// ErrStreamingUnsupported: a streaming call reached a worker that does
+	// not implement StreamWorker.
+	ErrStreamingUnsupported = errors.New("affinity: worker does not support streaming")
+	// ErrInvalidAffinity is messages.ErrInvalidAffinity, re-exported.
+	ErrInvalidAffinity = messages.ErrInvalidAffinity
+)
+
+// fatalError marks a worker error as fatal: the call fails with it and the
+// worker is tainted and restarted.
+type fatalError struct{ err error }
+
+func (e *fatalError) Error() string { return "fatal: " + e.err.Error() }
+func (e *fatalError) Unwrap() error { return e.err }
+
+// Fatal marks err as fatal. A worker returning it fails the call with err and
+// is then restarted (its state is lost). Fatal(nil) is nil.
+func Fatal(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &fatalError{err: err}
+}
+
+// IsFatal reports whether err was marked with Fatal.
+func IsFatal(err error) bool {
+	var f *fatalError
+	return errors.As(err, &f)
+}
+
+// callError adds where a call failed to a sentinel, keeping errors.Is intact.
+type callError struct {
+	sentinel error
+	pool     string
+	session  string
+	worker   int // -1: none
+	detail   string
+}
+
+func (e *callError) Error() string {
+	msg := e.sentinel.Error() + " (pool " + e.pool
+	if e.worker >= 0 {
+		msg += fmt.Sprintf(", worker %d", e.worker)
+	}
+	if e.session != "" {
+		msg += ", session " + e.session
+	}
+	msg += ")"
+	if e.detail != "" {
+		msg += ": " + e.detail
+	}
+	return msg
+}
+
+func (e *callError) Unwrap() error { return e.sentinel }

@@ -1,0 +1,60 @@
+package actors
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/affinity-go/affinity/messages"
+)
+
+// CallOption overrides the pool or affinity of one call. Options are plain
+// values (no allocation); later options win.
+type CallOption struct {
+	pool     string
+	affinity Affinity
+}
+
+// WithPool runs the call in the named pool instead of the default one.
+func WithPool(name string) CallOption { return CallOption{pool: name} }
+
+// WithAffinity overrides the pool's default affinity mode for this call.
+func WithAffinity(a Affinity) CallOption { return CallOption{affinity: a} }
+
+// resolve validates a call's input and picks its pool and mode.
+func (rt *Runtime) resolve(ctx context.Context, opts []CallOption, ref *messages.Ref) (*pool, Affinity, error) {
+	if ctx == nil {
+		return nil, 0, fmt.Errorf("%w: nil context", ErrInvalidArgument)
+	}
+	var poolName string
+	mode := DefaultAffinity
+	for _, o := range opts {
+		if o.pool != "" {
+			poolName = o.pool
+		}
+		if o.affinity != DefaultAffinity {
+			mode = o.affinity
+		}
+	}
+	if !mode.Valid() {
+		return nil, 0, fmt.Errorf("%w: %w: %d", ErrInvalidArgument, ErrInvalidAffinity, uint8(mode))
+	}
+	if ref != nil {
+		if !ref.Valid() {
+			return nil, 0, fmt.Errorf("%w: incomplete ref %+v", ErrInvalidArgument, *ref)
+		}
+		if poolName != "" && poolName != ref.Pool {
+			return nil, 0, fmt.Errorf("%w: ref lives in pool %q, call names pool %q", ErrInvalidArgument, ref.Pool, poolName)
+		}
+		poolName = ref.Pool
+	}
+	p := rt.defaultPool
+	if poolName != "" {
+		if p = rt.byName[poolName]; p == nil {
+			return nil, 0, fmt.Errorf("%w: %q", ErrPoolNotFound, poolName)
+		}
+	}
+	if mode == DefaultAffinity {
+		mode = p.cfg.Affinity
+	}
+	return p, mode, nil
+}

@@ -1,0 +1,481 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/rs/zerolog"
+
+	"github.com/affinity-go/affinity/internal/zlog"
+	"github.com/affinity-go/affinity/messages"
+	"github.com/affinity-go/affinity/supervisor"
+)
+
+// Runtime holds the actor system, the pools and the sessions. Create it with
+// Start; every method is safe for concurrent use.
+type Runtime struct {
+	cfg         Config
+	log         zerolog.Logger
+	system      *actor.ActorSystem
+	pools       []*pool
+	byName      map[string]*pool
+	defaultPool *pool
+	sessions    sessionTable
+	wantEvents  bool
+
+	// ctx is cancelled by Shutdown; factories, health checks and session
+	// releases run under it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // every goroutine the runtime starts
+
+	ownersMu     sync.Mutex
+	ownersClosed bool
+
+	closed       atomic.Bool
+	shutdownOnce sync.Once
+	shutdownDone chan struct{}
+	shutdownErr  error
+
+	autoSeq         atomic.Uint64
+	sessionsCreated atomic.Uint64
+	cleanups        [messages.CleanupSourceCount]atomic.Uint64
+}
+
+// Start validates cfg, starts the actor system and every pool's workers, and
+// returns once all workers are ready. A factory error fails Start.
+func Start(cfg Config) (*Runtime, error) {
+	cfg, err := cfg.validated()
+	if err != nil {
+		return nil, err
+	}
+	rt := &Runtime{
+		cfg:          cfg,
+		log:          zerolog.Nop(),
+		byName:       make(map[string]*pool, len(cfg.Pools)),
+		wantEvents:   cfg.OnEvent != nil || cfg.PublishEvents,
+		shutdownDone: make(chan struct{}),
+	}
+	if cfg.Logger != nil {
+		rt.log = *cfg.Logger
+	}
+	rt.ctx, rt.cancel = context.WithCancel(context.Background())
+	rt.sessions.init()
+	logger := zlog.New(rt.log.With().Str("component", "protoactor").Logger())
+	rt.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return logger }))
+
+	for i, pc := range cfg.Pools {
+		p := newPool(rt, i, pc)
+		rt.pools = append(rt.pools, p)
+		rt.byName[pc.Name] = p
+	}
+	rt.defaultPool = rt.byName[cfg.DefaultPool]
+
+	var startErrs []error
+	for _, p := range rt.pools {
+		if err := p.start(); err != nil {
+			startErrs = append(startErrs, err)
+		}
+	}
+	if len(startErrs) > 0 {
+		_ = rt.Shutdown(context.Background())
+		return nil, errors.Join(startErrs...)
+	}
+
+	rt.wg.Add(2)
+	go rt.healthLoop()
+	go rt.expiryLoop()
+	rt.log.Info().Int("pools", len(rt.pools)).Msg("affinity runtime started")
+	return rt, nil
+}
+
+// ActorSystem exposes the underlying protoactor system, e.g. to subscribe to
+// its EventStream when Config.PublishEvents is set.
+func (rt *Runtime) ActorSystem() *actor.ActorSystem { return rt.system }
+
+// Call runs req in the session carried by ctx (see AutoSession and
+// ContextWithSession). Without one, it runs in a new auto-session owned by
+// ctx, cleaned up when ctx ends; to keep affinity across calls, create the
+// auto-session once with AutoSession and reuse its context.
+func (rt *Runtime) Call(ctx context.Context, req any, opts ...CallOption) (any, error) {
+	if ctx == nil {
+		return nil, fmt.Errorf("%w: nil context", ErrInvalidArgument)
+	}
+	s := SessionFromContext(ctx)
+	if s == nil {
+		var owned context.Context
+		owned, s = rt.AutoSession(ctx)
+		if ctx.Done() == nil {
+			defer s.Close() // nothing could ever reuse it
+		}
+		ctx = owned
+	}
+	return s.Call(ctx, req, opts...)
+}
+
+// CallRef runs req on the worker incarnation holding ref, in ref's session
+// and pool. It never moves: if that incarnation is gone the call fails with
+// ErrRefLost. StrictFailFast (as an option) fails with ErrWorkerBusy instead
+// of waiting when the worker is busy.
+func (rt *Runtime) CallRef(ctx context.Context, ref messages.Ref, req any, opts ...CallOption) (any, error) {
+	p, mode, err := rt.resolve(ctx, opts, &ref)
+	if err != nil {
+		return nil, err
+	}
+	return rt.call(ctx, rt.session(ref.Session, false), p, mode, &ref, req)
+}
+
+// StreamRef is CallRef for streaming calls.
+func (rt *Runtime) StreamRef(ctx context.Context, ref messages.Ref, req any, opts ...CallOption) (*Stream, error) {
+	p, mode, err := rt.resolve(ctx, opts, &ref)
+	if err != nil {
+		return nil, err
+	}
+	return rt.stream(ctx, rt.session(ref.Session, false), p, mode, &ref, req)
+}
+
+// maxStaleRetries bounds how often a hint call is re-routed because its
+// worker was tainted between being chosen and running the call.
+const maxStaleRetries = 8
+
+func (rt *Runtime) call(ctx context.Context, s *Session, p *pool, mode Affinity, ref *messages.Ref, req any) (any, error) {
+	if s.id == "" {
+		return nil, fmt.Errorf("%w: empty session id", ErrInvalidArgument)
+	}
+	s.active.Add(1)
+	defer s.active.Add(-1)
+	for attempt := 0; ; attempt++ {
+		env := getEnvelope()
+		env.ctx, env.pool, env.mode, env.ref = ctx, p, mode, ref
+		env.call = messages.Call{Pool: p.cfg.Name, Ref: ref, Payload: req}
+		pid, queued, err := rt.dispatch(s, env)
+		if err != nil {
+			putEnvelope(env)
+			return nil, err
+		}
+		if pid != nil {
+			rt.system.Root.Send(pid, env)
+		}
+		r, reusable := rt.await(env, queued)
+		worker := env.call.Worker
+		if reusable {
+			putEnvelope(env)
+		}
+		if r.err != errStale {
+			return r.val, r.err
+		}
+		switch {
+		case ref != nil:
+			return nil, &callError{sentinel: ErrRefLost, pool: p.cfg.Name, session: s.id, worker: worker, detail: "worker restarted"}
+		case mode != Hint:
+			return nil, &callError{sentinel: ErrSessionWorkerUnavailable, pool: p.cfg.Name, session: s.id, worker: worker, detail: "worker restarted"}
+		case attempt >= maxStaleRetries:
+			return nil, &callError{sentinel: ErrNoWorkersAvailable, pool: p.cfg.Name, session: s.id, worker: -1, detail: "workers keep restarting"}
+		}
+	}
+}
+
+// dispatch takes the routing decision inside the session's lock. It returns
+// the pid to deliver env to, or queued=true, or an error.
+func (rt *Runtime) dispatch(s *Session, env *envelope) (pid *actor.PID, queued bool, err error) {
+	if rt.closed.Load() {
+		return nil, false, ErrShutdown
+	}
+	for {
+		s.mu.Lock()
+		if !s.closed {
+			break
+		}
+		s.mu.Unlock()
+		s = rt.session(s.id, s.auto) // closed or expired: start afresh
+	}
+	s.lastUsed.Store(time.Now().UnixNano())
+	if s.bindings == nil {
+		s.bindings = make([]binding, len(rt.pools))
+	}
+	env.sess, env.call.Session = s, s.id
+	p := env.pool
+	p.mu.Lock()
+	w, outcome, err := p.route(env, &s.bindings[p.index])
+	if w != nil {
+		pid = w.pid
+	}
+	queued = err == nil && w == nil
+	queuedNow := p.queued
+	p.mu.Unlock()
+	s.mu.Unlock()
+
+	p.stats.dispatched[outcome].Add(1)
+	workerID := -1
+	if w != nil {
+		workerID = w.id
+	}
+	if rt.wantEvents {
+		rt.emit(messages.CallDispatched{Pool: p.cfg.Name, Session: s.id, Worker: workerID, Incarnation: env.inc,
+			Affinity: env.mode, Outcome: outcome, Stream: env.stream != nil})
+	}
+	if err != nil {
+		if err == ErrPoolSaturated {
+			p.stats.saturated.Add(1)
+			rt.emit(messages.PoolSaturated{Pool: p.cfg.Name, Session: s.id, Queued: queuedNow})
+		}
+		worker := -1
+		if env.ref != nil {
+			worker = env.ref.Worker
+		}
+		return nil, false, &callError{sentinel: err, pool: p.cfg.Name, session: s.id, worker: worker}
+	}
+	return pid, queued, nil
+}
+
+// await waits for env's one outcome. reusable says whether env may be
+// recycled (nobody else will touch it again).
+func (rt *Runtime) await(env *envelope, queued bool) (r reply, reusable bool) {
+	ctx, p := env.ctx, env.pool
+	if !queued {
+		select {
+		case r = <-env.replyCh:
+			return r, true
+		case <-ctx.Done():
+			p.abandon(env)
+			p.stats.cancelled.Add(1)
+			return reply{err: ctx.Err()}, false
+		}
+	}
+	timer := time.NewTimer(p.cfg.QueueTimeout)
+	defer timer.Stop()
+	select {
+	case r = <-env.replyCh:
+		return r, true
+	case <-ctx.Done():
+		p.abandon(env)
+		p.stats.cancelled.Add(1)
+		return reply{err: ctx.Err()}, false
+	case <-timer.C:
+		if p.abandon(env) {
+			p.stats.queueTimeouts.Add(1)
+			return reply{err: &callError{sentinel: ErrQueueTimeout, pool: p.cfg.Name, session: env.call.Session, worker: -1,
+				detail: p.cfg.QueueTimeout.String()}}, false
+		}
+	}
+	// It started running just as the timeout fired: it is no longer waiting.
+	select {
+	case r = <-env.replyCh:
+		return r, true
+	case <-ctx.Done():
+		p.stats.cancelled.Add(1)
+		return reply{err: ctx.Err()}, false
+	}
+}
+
+func (rt *Runtime) stream(ctx context.Context, s *Session, p *pool, mode Affinity, ref *messages.Ref, req any) (*Stream, error) {
+	if s.id == "" {
+		return nil, fmt.Errorf("%w: empty session id", ErrInvalidArgument)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	st := &Stream{ctx: sctx, cancel: cancel, items: make(chan any, streamBuffer)}
+	env := &envelope{ctx: sctx, pool: p, mode: mode, ref: ref, stream: st}
+	env.call = messages.Call{Pool: p.cfg.Name, Ref: ref, Payload: req}
+	pid, _, err := rt.dispatch(s, env)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	st.worker, st.incarnation = env.call.Worker, env.call.Incarnation
+	rt.system.Root.Send(pid, env)
+	return st, nil
+}
+
+// emit hands ev to the configured subscribers.
+func (rt *Runtime) emit(ev messages.Event) {
+	if !rt.wantEvents {
+		return
+	}
+	if rt.cfg.OnEvent != nil {
+		rt.cfg.OnEvent(ev)
+	}
+	if rt.cfg.PublishEvents {
+		rt.system.EventStream.Publish(ev)
+	}
+}
+
+func (rt *Runtime) healthLoop() {
+	defer rt.wg.Done()
+	t := time.NewTicker(rt.cfg.HealthInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-rt.ctx.Done():
+			return
+		case <-t.C:
+			for _, p := range rt.pools {
+				for _, pid := range p.readyPIDs() {
+					rt.system.Root.Send(pid, &messages.CheckHealth{})
+				}
+			}
+		}
+	}
+}
+
+func (rt *Runtime) expiryLoop() {
+	defer rt.wg.Done()
+	ttl := rt.cfg.SessionIdleTTL
+	if ttl < 0 {
+		return
+	}
+	tick := min(max(ttl/4, time.Millisecond), time.Minute)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-rt.ctx.Done():
+			return
+		case now := <-t.C:
+			rt.expireIdle(now.Add(-ttl).UnixNano())
+		}
+	}
+}
+
+// Resize changes a pool's size. Growing returns once the new workers are
+// ready. Shrinking removes the highest worker ids: their queued calls fail
+// with ErrSessionWorkerUnavailable (ErrRefLost for ref calls), their running
+// calls finish, and Resize returns once they have stopped or ctx ends.
+func (rt *Runtime) Resize(ctx context.Context, poolName string, size int) error {
+	if ctx == nil {
+		return fmt.Errorf("%w: nil context", ErrInvalidArgument)
+	}
+	if size < 0 {
+		return fmt.Errorf("%w: negative pool size %d", ErrInvalidArgument, size)
+	}
+	p := rt.byName[poolName]
+	if p == nil {
+		return fmt.Errorf("%w: %q", ErrPoolNotFound, poolName)
+	}
+	if rt.closed.Load() {
+		return ErrShutdown
+	}
+	req := &resizeRequest{size: size, done: make(chan resizeResult, 1)}
+	rt.system.Root.Send(p.sup, req)
+	var res resizeResult
+	select {
+	case res = <-req.done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	var errs []error
+	for _, w := range res.added {
+		select {
+		case err := <-w.started:
+			if err != nil {
+				errs = append(errs, fmt.Errorf("worker %d: %w", w.id, err))
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	for _, w := range res.removed {
+		select {
+		case <-w.stopped:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if res.from != res.to {
+		p.stats.resizes.Add(1)
+		rt.emit(messages.PoolResized{Pool: poolName, From: res.from, To: res.to})
+		rt.log.Info().Str("pool", poolName).Int("from", res.from).Int("to", res.to).Msg("pool resized")
+	}
+	return errors.Join(errs...)
+}
+
+// Shutdown stops taking calls, fails waiting calls with ErrShutdown, lets
+// running calls finish (until ctx ends), stops every actor and goroutine the
+// runtime started, and returns. It is idempotent; concurrent calls all wait
+// for the one shutdown.
+func (rt *Runtime) Shutdown(ctx context.Context) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	rt.shutdownOnce.Do(func() {
+		go func() {
+			rt.shutdownErr = rt.shutdown(ctx)
+			close(rt.shutdownDone)
+		}()
+	})
+	select {
+	case <-rt.shutdownDone:
+		return rt.shutdownErr
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (rt *Runtime) shutdown(ctx context.Context) error {
+	rt.closed.Store(true)
+	for _, p := range rt.pools {
+		p.close()
+	}
+	var errs []error
+	for _, p := range rt.pools {
+		select {
+		case <-p.drained:
+		case <-ctx.Done():
+			errs = append(errs, fmt.Errorf("pool %q: running calls did not finish: %w", p.cfg.Name, ctx.Err()))
+		}
+	}
+	rt.cancel()
+	rt.ownersMu.Lock()
+	rt.ownersClosed = true
+	rt.ownersMu.Unlock()
+	for i := range rt.sessions.shards {
+		sh := &rt.sessions.shards[i]
+		sh.mu.Lock()
+		for id, s := range sh.m {
+			s.mu.Lock()
+			s.closed = true
+			stop := s.stopOwner
+			s.stopOwner = nil
+			s.mu.Unlock()
+			if stop != nil && stop() {
+				rt.wg.Done()
+			}
+			delete(sh.m, id)
+		}
+		sh.mu.Unlock()
+	}
+	for _, p := range rt.pools {
+		p.strategy.Stop()
+		if p.sup != nil {
+			rt.system.Root.Stop(p.sup)
+		}
+	}
+	for _, p := range rt.pools {
+		if p.sup == nil {
+			continue
+		}
+		select {
+		case <-p.supStopped:
+		case <-ctx.Done():
+			errs = append(errs, fmt.Errorf("pool %q: workers did not stop: %w", p.cfg.Name, ctx.Err()))
+		}
+	}
+	waited := make(chan struct{})
+	go func() { rt.wg.Wait(); close(waited) }()
+	select {
+	case <-waited:
+	case <-ctx.Done():
+		errs = append(errs, fmt.Errorf("runtime goroutines did not finish: %w", ctx.Err()))
+	}
+	rt.system.Shutdown()
+	rt.log.Info().Msg("affinity runtime stopped")
+	return errors.Join(errs...)
+}
+
+// compile-time check that the supervisor strategy fits protoactor.
+var _ actor.SupervisorStrategy = (*supervisor.Strategy)(nil)

@@ -1,0 +1,280 @@
+package actors
+
+import (
+	"context"
+	"hash/maphash"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/affinity-go/affinity/messages"
+)
+
+// Session is a session actor: the one place where a session's bindings (its
+// preferred worker per pool) are read and changed. Every routing decision of
+// the session is taken while holding its lock, one at a time, which is what
+// makes two concurrent first calls bind once. The lock is never held while a
+// call waits or runs.
+//
+// A Session is lightweight (no goroutine, no mailbox) so that millions of
+// idle sessions cost little. After Close (or expiry), calls on the same
+// handle start a fresh session with the same id and no bindings.
+type Session struct {
+	rt   *Runtime
+	id   string
+	auto bool
+
+	active   atomic.Int32 // calls in progress; idle expiry skips busy sessions
+	lastUsed atomic.Int64 // unix nanoseconds
+
+	mu        sync.Mutex
+	closed    bool
+	bindings  []binding   // by pool index; nil until the first call
+	stopOwner func() bool // auto-sessions: unregisters the owner watch
+}
+
+// ID returns the session id.
+func (s *Session) ID() string { return s.id }
+
+// Call runs req in this session, in the default pool and mode unless
+// overridden by opts. It returns the worker's result, or an error wrapping
+// one of the package's sentinels (or ctx's error).
+func (s *Session) Call(ctx context.Context, req any, opts ...CallOption) (any, error) {
+	p, mode, err := s.rt.resolve(ctx, opts, nil)
+	if err != nil {
+		return nil, err
+	}
+	return s.rt.call(ctx, s, p, mode, nil, req)
+}
+
+// Stream starts a streaming call. Its checkout never waits: a busy preferred
+// worker gives ErrWorkerBusy (even under StrictQueue), and Hint with no free
+// worker gives ErrNoWorkersAvailable. Close the stream, or cancel ctx, to
+// stop it and free the worker.
+func (s *Session) Stream(ctx context.Context, req any, opts ...CallOption) (*Stream, error) {
+	p, mode, err := s.rt.resolve(ctx, opts, nil)
+	if err != nil {
+		return nil, err
+	}
+	return s.rt.stream(ctx, s, p, mode, nil, req)
+}
+
+// Close ends the session (cleanup source "manual"): bound workers are told
+// to release its state. Closing twice is a no-op.
+func (s *Session) Close() { s.rt.closeSession(s, messages.CleanupManual) }
+
+// Binding reports the session's preferred worker in a pool and the
+// incarnation it bound to; ok is false when unbound.
+func (s *Session) Binding(pool string) (worker int, incarnation uint64, ok bool) {
+	p := s.rt.byName[pool]
+	if p == nil {
+		return -1, 0, false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.bindings == nil || s.bindings[p.index].inc == 0 {
+		return -1, 0, false
+	}
+	b := s.bindings[p.index]
+	return int(b.worker), b.inc, true
+}
+
+// bindAfterWait binds an unbound session to the worker that ran its queued
+// hint call.
+func (s *Session) bindAfterWait(p *pool, w *worker, inc uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	if s.bindings == nil {
+		s.bindings = make([]binding, len(s.rt.pools))
+	}
+	b := &s.bindings[p.index]
+	p.mu.Lock()
+	if b.inc == 0 && w.incarnation == inc && w.state == wsReady {
+		p.bind(b, w)
+	}
+	p.mu.Unlock()
+}
+
+const sessionShards = 64
+
+type sessionShard struct {
+	mu sync.RWMutex
+	m  map[string]*Session
+	_  [24]byte // keep neighbouring shard locks off one cache line
+}
+
+type sessionTable struct {
+	seed   maphash.Seed
+	shards [sessionShards]sessionShard
+}
+
+func (t *sessionTable) init() {
+	t.seed = maphash.MakeSeed()
+	for i := range t.shards {
+		t.shards[i].m = make(map[string]*Session)
+	}
+}
+
+func (t *sessionTable) shard(id string) *sessionShard {
+	return &t.shards[maphash.String(t.seed, id)%sessionShards]
+}
+
+// Session returns the session with this id, creating it on first use.
+func (rt *Runtime) Session(id string) *Session {
+	return rt.session(id, false)
+}
+
+func (rt *Runtime) session(id string, auto bool) *Session {
+	sh := rt.sessions.shard(id)
+	sh.mu.RLock()
+	s := sh.m[id]
+	sh.mu.RUnlock()
+	if s != nil {
+		return s
+	}
+	sh.mu.Lock()
+	s = sh.m[id]
+	created := s == nil
+	if created {
+		s = &Session{rt: rt, id: id, auto: auto}
+		s.lastUsed.Store(time.Now().UnixNano())
+		if id != "" {
+			sh.m[id] = s
+		}
+	}
+	sh.mu.Unlock()
+	if created {
+		rt.sessionsCreated.Add(1)
+		rt.emit(messages.SessionCreated{Session: id, Auto: auto})
+	}
+	return s
+}
+
+type sessionKey struct{}
+
+// ContextWithSession returns a context carrying s; Runtime.Call made with it
+// runs in s.
+func ContextWithSession(ctx context.Context, s *Session) context.Context {
+	return context.WithValue(ctx, sessionKey{}, s)
+}
+
+// SessionFromContext returns the session ctx carries, or nil.
+func SessionFromContext(ctx context.Context) *Session {
+	s, _ := ctx.Value(sessionKey{}).(*Session)
+	return s
+}
+
+// AutoSession creates a session owned by ctx: it is cleaned up (source
+// "owner_down") when ctx ends. The returned context carries the session, so
+// Runtime.Call made with it (or a context derived from it) runs there.
+func (rt *Runtime) AutoSession(ctx context.Context) (context.Context, *Session) {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	s := rt.session("auto-"+strconv.FormatUint(rt.autoSeq.Add(1), 10), true)
+	rt.watchOwner(ctx, s)
+	return ContextWithSession(ctx, s), s
+}
+
+// watchOwner closes s when ctx ends. The watch is a goroutine the runtime
+// owns: Shutdown unregisters it or waits for it.
+func (rt *Runtime) watchOwner(ctx context.Context, s *Session) {
+	if ctx.Done() == nil {
+		return
+	}
+	rt.ownersMu.Lock()
+	defer rt.ownersMu.Unlock()
+	if rt.ownersClosed {
+		return
+	}
+	rt.wg.Add(1)
+	stop := context.AfterFunc(ctx, func() {
+		defer rt.wg.Done()
+		rt.closeSession(s, messages.CleanupOwnerDown)
+	})
+	s.mu.Lock()
+	s.stopOwner = stop
+	s.mu.Unlock()
+}
+
+// closeSession ends s once: bound workers are told to release its state and
+// a cleanup event is emitted.
+func (rt *Runtime) closeSession(s *Session, source messages.CleanupSource) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	bindings := s.bindings
+	s.bindings = nil
+	stop := s.stopOwner
+	s.stopOwner = nil
+	s.mu.Unlock()
+	if stop != nil && stop() {
+		rt.wg.Done() // the watch will never run
+	}
+
+	sh := rt.sessions.shard(s.id)
+	sh.mu.Lock()
+	if sh.m[s.id] == s {
+		delete(sh.m, s.id)
+	}
+	sh.mu.Unlock()
+
+	released := 0
+	for i := range bindings {
+		b := &bindings[i]
+		if b.inc == 0 {
+			continue
+		}
+		p := rt.pools[i]
+		p.mu.Lock()
+		var target *worker
+		if w := p.workerByID(int(b.worker)); w != nil && w.incarnation == b.inc {
+			p.unbind(b)
+			if w.state == wsReady {
+				target = w
+			}
+		}
+		var pid *actor.PID
+		if target != nil {
+			pid = target.pid
+		}
+		p.mu.Unlock()
+		if pid != nil {
+			rt.system.Root.Send(pid, &messages.ReleaseSession{Session: s.id, Source: source})
+			released++
+		}
+	}
+	rt.cleanups[source].Add(1)
+	rt.emit(messages.SessionCleanup{Session: s.id, Source: source, Workers: released})
+	if rt.cfg.LogSessionCleanup {
+		rt.log.Debug().Str("session", s.id).Str("source", source.String()).Int("workers", released).Msg("session cleanup")
+	}
+}
+
+// expireIdle closes sessions idle since before cutoff with no call running.
+func (rt *Runtime) expireIdle(cutoff int64) {
+	var idle []*Session
+	for i := range rt.sessions.shards {
+		sh := &rt.sessions.shards[i]
+		sh.mu.RLock()
+		for _, s := range sh.m {
+			if s.lastUsed.Load() < cutoff && s.active.Load() == 0 {
+				idle = append(idle, s)
+			}
+		}
+		sh.mu.RUnlock()
+		for _, s := range idle {
+			rt.closeSession(s, messages.CleanupExpired)
+		}
+		idle = idle[:0]
+	}
+}

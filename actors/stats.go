@@ -1,0 +1,89 @@
+package actors
+
+import (
+	"sync/atomic"
+
+	"github.com/affinity-go/affinity/messages"
+)
+
+type poolStats struct {
+	dispatched    [messages.OutcomeCount]atomic.Uint64
+	executed      atomic.Uint64
+	execErrors    atomic.Uint64
+	saturated     atomic.Uint64
+	queueTimeouts atomic.Uint64
+	cancelled     atomic.Uint64
+	tainted       [messages.TaintReasonCount]atomic.Uint64
+	restarts      atomic.Uint64
+	failed        atomic.Uint64
+	resizes       atomic.Uint64
+}
+
+// PoolStats is a snapshot of one pool's counters and gauges.
+type PoolStats struct {
+	Dispatched    [messages.OutcomeCount]uint64 // by messages.Outcome
+	Executed      uint64                        // calls a worker finished (incl. errors)
+	ExecErrors    uint64                        // of which returned an error or panicked
+	Saturated     uint64                        // refused with ErrPoolSaturated
+	QueueTimeouts uint64                        // gave up with ErrQueueTimeout
+	Cancelled     uint64                        // caller's context ended first
+	Tainted       [messages.TaintReasonCount]uint64
+	Restarts      uint64 // new incarnations after a taint
+	Failed        uint64 // workers out of restart budget
+	Resizes       uint64
+	Size          int // workers neither removed nor failed
+	Ready         int // of which taking calls
+	Queued        int // calls waiting now
+	Inflight      int // calls running now
+}
+
+// Stats is a snapshot of the runtime's counters. Reading it is cheap: a few
+// atomic loads per counter, and each pool's lock held for a moment.
+type Stats struct {
+	Pools           map[string]PoolStats
+	Sessions        int // live sessions
+	SessionsCreated uint64
+	Cleanups        [messages.CleanupSourceCount]uint64 // by messages.CleanupSource
+}
+
+// Stats returns a snapshot of the runtime's counters.
+func (rt *Runtime) Stats() Stats {
+	st := Stats{Pools: make(map[string]PoolStats, len(rt.pools)), SessionsCreated: rt.sessionsCreated.Load()}
+	for i := range st.Cleanups {
+		st.Cleanups[i] = rt.cleanups[i].Load()
+	}
+	for i := range rt.sessions.shards {
+		sh := &rt.sessions.shards[i]
+		sh.mu.RLock()
+		st.Sessions += len(sh.m)
+		sh.mu.RUnlock()
+	}
+	for _, p := range rt.pools {
+		var ps PoolStats
+		for i := range ps.Dispatched {
+			ps.Dispatched[i] = p.stats.dispatched[i].Load()
+		}
+		for i := range ps.Tainted {
+			ps.Tainted[i] = p.stats.tainted[i].Load()
+		}
+		ps.Executed = p.stats.executed.Load()
+		ps.ExecErrors = p.stats.execErrors.Load()
+		ps.Saturated = p.stats.saturated.Load()
+		ps.QueueTimeouts = p.stats.queueTimeouts.Load()
+		ps.Cancelled = p.stats.cancelled.Load()
+		ps.Restarts = p.stats.restarts.Load()
+		ps.Failed = p.stats.failed.Load()
+		ps.Resizes = p.stats.resizes.Load()
+		p.mu.Lock()
+		ps.Size = len(p.active)
+		for _, w := range p.active {
+			if w.state == wsReady {
+				ps.Ready++
+			}
+		}
+		ps.Queued, ps.Inflight = p.queued, p.inflight
+		p.mu.Unlock()
+		st.Pools[p.cfg.Name] = ps
+	}
+	return st
+}

@@ -1,0 +1,347 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/affinity-go/affinity/messages"
+	"github.com/affinity-go/affinity/supervisor"
+)
+
+// maxInline bounds how many queued calls a worker actor runs back to back
+// before yielding its mailbox, so control messages (health checks, session
+// releases, stop) are not starved under sustained load.
+const maxInline = 64
+
+// errStale answers a call that reached a worker incarnation other than the
+// one it was claimed on (the worker was tainted or restarted in between).
+// The caller turns it into a rebind (hint) or the documented error.
+var errStale = errors.New("affinity: stale worker incarnation")
+
+// escalateMsg asks the worker actor to hand its taint to the supervisor.
+type escalateMsg struct {
+	inc   uint64
+	taint *supervisor.Taint
+}
+
+// workerActor is one incarnation of a worker: protoactor builds a new one on
+// every restart, and the worker struct it points to stays.
+type workerActor struct {
+	w     *worker
+	self  *actor.PID
+	impl  Worker
+	inc   uint64
+	born  time.Time
+	async bool // Capacity > 1: calls run on goroutines the worker owns
+	calls atomic.Int64
+	dead  atomic.Bool // tainted: everything still addressed to it is stale
+}
+
+func (p *pool) workerProps(w *worker) *actor.Props {
+	return actor.PropsFromProducer(func() actor.Actor {
+		return &workerActor{w: w, async: p.cfg.Capacity > 1}
+	})
+}
+
+// Receive implements actor.Actor.
+func (a *workerActor) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *envelope:
+		a.pump(ctx, m)
+	case *messages.ReleaseSession:
+		a.releaseSession(m)
+	case *messages.CheckHealth:
+		a.checkHealth()
+	case *escalateMsg:
+		if m.inc == a.inc {
+			if f, ok := ctx.(interface{ EscalateFailure(reason, message any) }); ok {
+				f.EscalateFailure(m.taint, nil)
+			} else {
+				panic(m.taint) // the mailbox escalates recovered panics
+			}
+		}
+	case *actor.Started:
+		a.start(ctx)
+	case *actor.Restarting, *actor.Stopping:
+		a.closeImpl()
+	case *actor.Stopped:
+		a.w.pool.workerStopped(a.w)
+	}
+}
+
+func (a *workerActor) start(ctx actor.Context) {
+	w, p := a.w, a.w.pool
+	a.self = ctx.Self()
+	p.mu.Lock()
+	p.nextInc++
+	a.inc = p.nextInc
+	w.pid = a.self
+	first := w.incarnation == 0
+	p.mu.Unlock()
+
+	impl, err := buildWorker(p, WorkerInfo{Pool: p.cfg.Name, ID: w.id, Incarnation: a.inc})
+	if err != nil {
+		if first {
+			p.mu.Lock()
+			own, hint := p.takeOutOfService(w, wsFailed)
+			p.mu.Unlock()
+			failWaiting(own, lostWorkerErr)
+			failWaiting(hint, func(*envelope) error { return ErrNoWorkersAvailable })
+			w.started <- err
+			ctx.Stop(a.self)
+			return
+		}
+		a.taintNow(messages.TaintStartFailed, err)
+		return
+	}
+	a.impl, a.born = impl, time.Now()
+
+	p.mu.Lock()
+	if w.state == wsRemoved || w.state == wsFailed || p.closed {
+		p.mu.Unlock()
+		if first {
+			w.started <- ErrShutdown
+		}
+		return
+	}
+	w.incarnation, w.state, w.bound = a.inc, wsReady, 0
+	next := p.nextFor(w)
+	p.mu.Unlock()
+
+	if first {
+		w.started <- nil
+	} else {
+		p.stats.restarts.Add(1)
+		p.rt.emit(messages.WorkerRestarted{Pool: p.cfg.Name, Worker: w.id, Incarnation: a.inc})
+	}
+	a.pump(ctx, next)
+}
+
+func buildWorker(p *pool, info WorkerInfo) (impl Worker, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("worker factory panicked: %v", r)
+		}
+	}()
+	impl, err = p.cfg.NewWorker(p.rt.ctx, info)
+	if err == nil && impl == nil {
+		err = errors.New("worker factory returned a nil Worker")
+	}
+	return impl, err
+}
+
+// pump runs env and then whatever the worker claims next.
+func (a *workerActor) pump(ctx actor.Context, env *envelope) {
+	p := a.w.pool
+	for n := 0; env != nil; n++ {
+		if a.async {
+			p.rt.wg.Add(1)
+			go func(env *envelope) {
+				defer p.rt.wg.Done()
+				if next := a.execute(env); next != nil {
+					p.rt.system.Root.Send(a.self, next)
+				}
+			}(env)
+			p.mu.Lock()
+			env = p.nextFor(a.w)
+			p.mu.Unlock()
+			continue
+		}
+		if n == maxInline {
+			ctx.Send(a.self, env)
+			return
+		}
+		env = a.execute(env)
+	}
+}
+
+// execute runs one claimed call and returns the next call claimed for this
+// worker. The slot is released before the reply is sent, so a caller that
+// calls again at once finds the worker free.
+func (a *workerActor) execute(env *envelope) *envelope {
+	w, p := a.w, a.w.pool
+	if !env.state.CompareAndSwap(envClaimed, envRunning) {
+		return p.release(w, env) // the caller gave up before it started
+	}
+	if env.inc != a.inc || a.dead.Load() {
+		next := p.release(w, env)
+		env.finish(nil, errStale)
+		return next
+	}
+	if err := env.ctx.Err(); err != nil {
+		next := p.release(w, env)
+		env.finish(nil, err)
+		return next
+	}
+	if env.bindOnRun {
+		env.sess.bindAfterWait(p, w, a.inc)
+	}
+
+	started := time.Now()
+	val, err, panicVal := a.invoke(env)
+	elapsed := time.Since(started)
+	calls := a.calls.Add(1)
+
+	switch {
+	case panicVal != nil:
+		a.taintNow(messages.TaintPanic, fmt.Errorf("panic: %v", panicVal))
+		err = &callError{sentinel: ErrWorkerFailed, pool: p.cfg.Name, session: env.call.Session, worker: w.id,
+			detail: fmt.Sprintf("panic: %v", panicVal)}
+	case err != nil && IsFatal(err):
+		a.taintNow(messages.TaintFatalError, err)
+	case (p.cfg.MaxCalls > 0 && calls >= int64(p.cfg.MaxCalls)) || (p.cfg.MaxAge > 0 && elapsedSince(a.born) >= p.cfg.MaxAge):
+		a.taintNow(messages.TaintRecycle, nil)
+	}
+
+	p.stats.executed.Add(1)
+	if err != nil {
+		p.stats.execErrors.Add(1)
+	}
+	if p.rt.wantEvents {
+		p.rt.emit(messages.CallExecuted{Pool: p.cfg.Name, Session: env.call.Session, Worker: w.id,
+			Incarnation: a.inc, Duration: elapsed, Err: err})
+	}
+	next := p.release(w, env)
+	env.finish(val, err)
+	return next
+}
+
+func elapsedSince(t time.Time) time.Duration { return time.Since(t) }
+
+// invoke runs user code, turning a panic into a value.
+func (a *workerActor) invoke(env *envelope) (val any, err error, panicVal any) {
+	defer func() {
+		if r := recover(); r != nil {
+			panicVal = r
+		}
+	}()
+	if env.stream != nil {
+		sw, ok := a.impl.(StreamWorker)
+		if !ok {
+			return nil, ErrStreamingUnsupported, nil
+		}
+		return nil, sw.HandleStream(env.stream.ctx, env.call, env.stream.send), nil
+	}
+	val, err = a.impl.Handle(env.ctx, env.call)
+	return val, err, nil
+}
+
+// taintNow takes this incarnation out of service: no new call reaches it,
+// calls waiting for it fail now, and the supervisor is asked to restart it.
+// Safe from any goroutine; only the first taint of an incarnation counts.
+func (a *workerActor) taintNow(reason messages.TaintReason, cause error) {
+	if !a.dead.CompareAndSwap(false, true) {
+		return
+	}
+	w, p := a.w, a.w.pool
+	p.mu.Lock()
+	var own []*envelope
+	if w.incarnation == a.inc && w.state == wsReady {
+		own, _ = p.takeOutOfService(w, wsRestarting)
+	} else if w.state == wsStarting || w.state == wsReady {
+		w.state = wsRestarting
+	}
+	p.mu.Unlock()
+	failWaiting(own, lostWorkerErr)
+
+	p.stats.tainted[reason].Add(1)
+	p.rt.emit(messages.WorkerTainted{Pool: p.cfg.Name, Worker: w.id, Incarnation: a.inc, Reason: reason, Err: cause})
+	p.rt.log.Warn().Str("pool", p.cfg.Name).Int("worker", w.id).Uint64("incarnation", a.inc).
+		Str("reason", reason.String()).AnErr("cause", cause).Msg("worker tainted")
+	p.rt.system.Root.Send(a.self, &escalateMsg{inc: a.inc, taint: &supervisor.Taint{Reason: reason, Err: cause}})
+}
+
+func (a *workerActor) releaseSession(m *messages.ReleaseSession) {
+	r, ok := a.impl.(SessionReleaser)
+	if !ok || a.dead.Load() {
+		return
+	}
+	if panicVal := protect(func() { r.ReleaseSession(a.w.pool.rt.ctx, m.Session, m.Source) }); panicVal != nil {
+		a.taintNow(messages.TaintPanic, fmt.Errorf("panic in ReleaseSession: %v", panicVal))
+	}
+}
+
+func (a *workerActor) checkHealth() {
+	p := a.w.pool
+	if a.impl == nil || a.dead.Load() {
+		return
+	}
+	if p.cfg.MaxAge > 0 && elapsedSince(a.born) >= p.cfg.MaxAge {
+		a.taintNow(messages.TaintRecycle, nil)
+		return
+	}
+	hc, ok := a.impl.(HealthChecker)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(p.rt.ctx, p.rt.cfg.HealthTimeout)
+	defer cancel()
+	var err error
+	if panicVal := protect(func() { err = hc.CheckHealth(ctx) }); panicVal != nil {
+		err = fmt.Errorf("panic in CheckHealth: %v", panicVal)
+	}
+	if err != nil {
+		a.taintNow(messages.TaintHealthCheck, err)
+	}
+}
+
+func (a *workerActor) closeImpl() {
+	if c, ok := a.impl.(io.Closer); ok {
+		protect(func() { _ = c.Close() })
+	}
+	a.impl = nil
+}
+
+func protect(f func()) (panicVal any) {
+	defer func() { panicVal = recover() }()
+	f()
+	return nil
+}
+
+// workerStopped runs when w's actor stopped for good. Calls claimed on it but
+// never started (still in its mailbox, or sent after it stopped) are
+// answered here: protoactor drops a stopped actor's messages.
+func (p *pool) workerStopped(w *worker) {
+	p.mu.Lock()
+	var orphans []*envelope
+	for e := w.running.head; e != nil; {
+		next := e.next
+		switch {
+		case e.state.CompareAndSwap(envClaimed, envDone):
+			orphans = append(orphans, e)
+			fallthrough
+		case e.state.Load() == envAbandoned:
+			w.running.remove(e)
+			w.inflight--
+			p.inflight--
+		}
+		e = next
+	}
+	var own, hint []*envelope
+	if w.state != wsRemoved && w.state != wsFailed {
+		own, hint = p.takeOutOfService(w, wsRemoved)
+	}
+	closed := p.closed
+	drained := closed && p.inflight == 0
+	p.mu.Unlock()
+
+	for _, e := range orphans {
+		if closed {
+			e.finish(nil, ErrShutdown)
+		} else {
+			e.finish(nil, lostWorkerErr(e))
+		}
+	}
+	failWaiting(own, lostWorkerErr)
+	failWaiting(hint, func(*envelope) error { return ErrNoWorkersAvailable })
+	if drained {
+		p.markDrained()
+	}
+	close(w.stopped)
+}
