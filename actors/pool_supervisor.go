@@ -170,4 +170,3 @@ func (p *pool) readyPIDs() []*actor.PID {
 	}
 	return pids
 }
-
