@@ -150,6 +150,9 @@ func (tw *testWorker) ReleaseSession(_ context.Context, session string, _ messag
 	tw.w.mu.Lock()
 	tw.w.released = append(tw.w.released, session)
 	tw.w.mu.Unlock()
+	tw.mu.Lock()
+	delete(tw.hits, session)
+	tw.mu.Unlock()
 }
 
 func (tw *testWorker) CheckHealth(context.Context) error {
