@@ -24,8 +24,9 @@ const (
 type worker struct {
 	pool    *pool
 	id      int
-	started chan error    // first start's outcome, written once
-	stopped chan struct{} // closed when the actor has stopped for good
+	started    chan error    // first start's outcome, written once
+	stopped    chan struct{} // closed when the actor has stopped for good
+	dispatcher *pinnedDispatcher
 
 	// Guarded by pool.mu.
 	pid         *actor.PID

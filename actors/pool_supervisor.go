@@ -71,7 +71,8 @@ func (p *pool) resize(ctx actor.Context, size int) resizeResult {
 		return res
 	}
 	for len(p.active) < size {
-		w := &worker{pool: p, id: len(p.workers), started: make(chan error, 1), stopped: make(chan struct{})}
+		w := &worker{pool: p, id: len(p.workers), started: make(chan error, 1), stopped: make(chan struct{}),
+			dispatcher: newPinnedDispatcher(p.rt)}
 		p.workers = append(p.workers, w)
 		p.active = append(p.active, w)
 		res.added = append(res.added, w)
@@ -109,6 +110,7 @@ func (p *pool) resize(ctx actor.Context, size int) resizeResult {
 			p.mu.Unlock()
 			w.started <- err
 			close(w.stopped)
+			w.dispatcher.stop()
 		}
 	}
 	return res

@@ -43,6 +43,7 @@ type Runtime struct {
 	shutdownDone chan struct{}
 	shutdownErr  error
 
+	clock           atomic.Int64 // coarse unix nanoseconds, ticked by expiryLoop
 	autoSeq         atomic.Uint64
 	sessionsCreated atomic.Uint64
 	cleanups        [messages.CleanupSourceCount]atomic.Uint64
@@ -66,9 +67,16 @@ func Start(cfg Config) (*Runtime, error) {
 		rt.log = *cfg.Logger
 	}
 	rt.ctx, rt.cancel = context.WithCancel(context.Background())
+	rt.clock.Store(time.Now().UnixNano())
 	rt.sessions.init()
 	logger := zlog.New(rt.log.With().Str("component", "protoactor").Logger())
-	rt.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return logger }))
+	rt.system = actor.NewActorSystem(
+		actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return logger }),
+		// Dead letters (a health check racing a worker's stop, say) start a
+		// throttle goroutine that lives one interval; keep it short so none
+		// outlives Shutdown by long.
+		actor.WithDeadLetterThrottleInterval(50*time.Millisecond),
+	)
 
 	for i, pc := range cfg.Pools {
 		p := newPool(rt, i, pc)
@@ -195,7 +203,7 @@ func (rt *Runtime) dispatch(s *Session, env *envelope) (pid *actor.PID, queued b
 		s.mu.Unlock()
 		s = rt.session(s.id, s.auto) // closed or expired: start afresh
 	}
-	s.lastUsed.Store(time.Now().UnixNano())
+	s.lastUsed.Store(rt.clock.Load())
 	if s.bindings == nil {
 		s.bindings = make([]binding, len(rt.pools))
 	}
@@ -239,6 +247,9 @@ func (rt *Runtime) dispatch(s *Session, env *envelope) (pid *actor.PID, queued b
 func (rt *Runtime) await(env *envelope, queued bool) (r reply, reusable bool) {
 	ctx, p := env.ctx, env.pool
 	if !queued {
+		if ctx.Done() == nil { // cannot be cancelled: a plain receive is cheaper than select
+			return <-env.replyCh, true
+		}
 		select {
 		case r = <-env.replyCh:
 			return r, true
@@ -329,15 +340,23 @@ func (rt *Runtime) expiryLoop() {
 	if ttl < 0 {
 		return
 	}
-	tick := min(max(ttl/4, time.Millisecond), time.Minute)
+	// The clock that stamps session use ticks often; the scan for idle
+	// sessions runs less often, since it walks every session.
+	tick := min(max(ttl/8, time.Millisecond), 100*time.Millisecond)
+	scanEvery := min(max(ttl/4, tick), time.Minute)
 	t := time.NewTicker(tick)
 	defer t.Stop()
+	lastScan := time.Now()
 	for {
 		select {
 		case <-rt.ctx.Done():
 			return
 		case now := <-t.C:
-			rt.expireIdle(now.Add(-ttl).UnixNano())
+			rt.clock.Store(now.UnixNano())
+			if now.Sub(lastScan) >= scanEvery {
+				lastScan = now
+				rt.expireIdle(now.Add(-ttl).UnixNano())
+			}
 		}
 	}
 }

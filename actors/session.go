@@ -6,7 +6,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -143,7 +142,7 @@ func (rt *Runtime) session(id string, auto bool) *Session {
 	created := s == nil
 	if created {
 		s = &Session{rt: rt, id: id, auto: auto}
-		s.lastUsed.Store(time.Now().UnixNano())
+		s.lastUsed.Store(rt.clock.Load())
 		if id != "" {
 			sh.m[id] = s
 		}

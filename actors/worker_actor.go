@@ -46,7 +46,7 @@ type workerActor struct {
 func (p *pool) workerProps(w *worker) *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor {
 		return &workerActor{w: w, async: p.cfg.Capacity > 1}
-	})
+	}, actor.WithDispatcher(w.dispatcher))
 }
 
 // Receive implements actor.Actor.
@@ -72,6 +72,7 @@ func (a *workerActor) Receive(ctx actor.Context) {
 		a.closeImpl()
 	case *actor.Stopped:
 		a.w.pool.workerStopped(a.w)
+		a.w.dispatcher.stop()
 	}
 }
 
@@ -183,9 +184,11 @@ func (a *workerActor) execute(env *envelope) *envelope {
 		env.sess.bindAfterWait(p, w, a.inc)
 	}
 
-	started := time.Now()
+	var started time.Time
+	if p.rt.wantEvents {
+		started = time.Now() // only events carry durations; time.Now is not free
+	}
 	val, err, panicVal := a.invoke(env)
-	elapsed := time.Since(started)
 	calls := a.calls.Add(1)
 
 	switch {
@@ -205,7 +208,7 @@ func (a *workerActor) execute(env *envelope) *envelope {
 	}
 	if p.rt.wantEvents {
 		p.rt.emit(messages.CallExecuted{Pool: p.cfg.Name, Session: env.call.Session, Worker: w.id,
-			Incarnation: a.inc, Duration: elapsed, Err: err})
+			Incarnation: a.inc, Duration: time.Since(started), Err: err})
 	}
 	next := p.release(w, env)
 	env.finish(val, err)
