@@ -156,6 +156,10 @@ func (rt *Runtime) call(ctx context.Context, s *Session, p *pool, mode Affinity,
 	if s.id == "" {
 		return nil, fmt.Errorf("%w: empty session id", ErrInvalidArgument)
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, err // never start what the caller already gave up on
+	}
+	s = s.current()
 	s.active.Add(1)
 	defer s.active.Add(-1)
 	for attempt := 0; ; attempt++ {
@@ -197,7 +201,7 @@ func (rt *Runtime) dispatch(s *Session, env *envelope) (pid *actor.PID, queued b
 	}
 	for {
 		s.mu.Lock()
-		if !s.closed {
+		if !s.closed.Load() {
 			break
 		}
 		s.mu.Unlock()
@@ -288,6 +292,9 @@ func (rt *Runtime) await(env *envelope, queued bool) (r reply, reusable bool) {
 func (rt *Runtime) stream(ctx context.Context, s *Session, p *pool, mode Affinity, ref *messages.Ref, req any) (*Stream, error) {
 	if s.id == "" {
 		return nil, fmt.Errorf("%w: empty session id", ErrInvalidArgument)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	st := &Stream{ctx: sctx, cancel: cancel, items: make(chan any, streamBuffer)}
@@ -457,7 +464,7 @@ func (rt *Runtime) shutdown(ctx context.Context) error {
 		sh.mu.Lock()
 		for id, s := range sh.m {
 			s.mu.Lock()
-			s.closed = true
+			s.closed.Store(true)
 			stop := s.stopOwner
 			s.stopOwner = nil
 			s.mu.Unlock()

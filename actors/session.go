@@ -29,8 +29,9 @@ type Session struct {
 	active   atomic.Int32 // calls in progress; idle expiry skips busy sessions
 	lastUsed atomic.Int64 // unix nanoseconds
 
+	closed atomic.Bool // written under mu; read without it on the call path
+
 	mu        sync.Mutex
-	closed    bool
 	bindings  []binding   // by pool index; nil until the first call
 	stopOwner func() bool // auto-sessions: unregisters the owner watch
 }
@@ -72,13 +73,23 @@ func (s *Session) Binding(pool string) (worker int, incarnation uint64, ok bool)
 	if p == nil {
 		return -1, 0, false
 	}
+	s = s.current()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed || s.bindings == nil || s.bindings[p.index].inc == 0 {
+	if s.closed.Load() || s.bindings == nil || s.bindings[p.index].inc == 0 {
 		return -1, 0, false
 	}
 	b := s.bindings[p.index]
 	return int(b.worker), b.inc, true
+}
+
+// current returns the live session for this handle's id: s itself, or the
+// fresh session that replaced it after it was closed or expired.
+func (s *Session) current() *Session {
+	if !s.closed.Load() {
+		return s
+	}
+	return s.rt.session(s.id, s.auto)
 }
 
 // bindAfterWait binds an unbound session to the worker that ran its queued
@@ -86,7 +97,7 @@ func (s *Session) Binding(pool string) (worker int, incarnation uint64, ok bool)
 func (s *Session) bindAfterWait(p *pool, w *worker, inc uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	if s.closed.Load() {
 		return
 	}
 	if s.bindings == nil {
@@ -206,11 +217,11 @@ func (rt *Runtime) watchOwner(ctx context.Context, s *Session) {
 // a cleanup event is emitted.
 func (rt *Runtime) closeSession(s *Session, source messages.CleanupSource) {
 	s.mu.Lock()
-	if s.closed {
+	if s.closed.Load() {
 		s.mu.Unlock()
 		return
 	}
-	s.closed = true
+	s.closed.Store(true)
 	bindings := s.bindings
 	s.bindings = nil
 	stop := s.stopOwner
