@@ -249,43 +249,44 @@ func (rt *Runtime) dispatch(s *Session, env *envelope) (pid *actor.PID, queued b
 // await waits for env's one outcome. reusable says whether env may be
 // recycled (nobody else will touch it again).
 func (rt *Runtime) await(env *envelope, queued bool) (r reply, reusable bool) {
-	ctx, p := env.ctx, env.pool
 	if !queued {
-		if ctx.Done() == nil { // cannot be cancelled: a plain receive is cheaper than select
+		if env.ctx.Done() == nil { // cannot be cancelled: a plain receive is cheaper than select
 			return <-env.replyCh, true
 		}
-		select {
-		case r = <-env.replyCh:
-			return r, true
-		case <-ctx.Done():
-			p.abandon(env)
-			p.stats.cancelled.Add(1)
-			return reply{err: ctx.Err()}, false
-		}
+		return rt.awaitClaimed(env)
 	}
+	p := env.pool
 	timer := time.NewTimer(p.cfg.QueueTimeout)
 	defer timer.Stop()
 	select {
 	case r = <-env.replyCh:
 		return r, true
-	case <-ctx.Done():
+	case <-env.ctx.Done():
 		p.abandon(env)
 		p.stats.cancelled.Add(1)
-		return reply{err: ctx.Err()}, false
+		return reply{err: env.ctx.Err()}, false
 	case <-timer.C:
 		if p.abandon(env) {
 			p.stats.queueTimeouts.Add(1)
 			return reply{err: &callError{sentinel: ErrQueueTimeout, pool: p.cfg.Name, session: env.call.Session, worker: -1,
 				detail: p.cfg.QueueTimeout.String()}}, false
 		}
+		// It started running just as the timeout fired: no longer waiting.
+		return rt.awaitClaimed(env)
 	}
-	// It started running just as the timeout fired: it is no longer waiting.
+}
+
+// awaitClaimed waits for a call that holds a worker slot. If the caller
+// gives up first, a call that has not started is taken back (it never runs);
+// one that is running finishes unobserved.
+func (rt *Runtime) awaitClaimed(env *envelope) (reply, bool) {
 	select {
-	case r = <-env.replyCh:
+	case r := <-env.replyCh:
 		return r, true
-	case <-ctx.Done():
-		p.stats.cancelled.Add(1)
-		return reply{err: ctx.Err()}, false
+	case <-env.ctx.Done():
+		env.pool.abandon(env)
+		env.pool.stats.cancelled.Add(1)
+		return reply{err: env.ctx.Err()}, false
 	}
 }
 

@@ -29,28 +29,25 @@ func (s *Stream) Worker() (id int, incarnation uint64) { return s.worker, s.inca
 func (s *Stream) Recv() (any, error) {
 	select {
 	case item, ok := <-s.items:
-		if ok {
-			return item, nil
-		}
-		if s.err != nil {
-			return nil, s.err
-		}
-		return nil, io.EOF
+		return s.outcome(item, ok)
 	case <-s.ctx.Done():
-		// Prefer items already delivered over reporting the cancel.
-		select {
+		select { // items already delivered come before the cancel
 		case item, ok := <-s.items:
-			if ok {
-				return item, nil
-			}
-			if s.err != nil {
-				return nil, s.err
-			}
-			return nil, io.EOF
+			return s.outcome(item, ok)
 		default:
 			return nil, s.ctx.Err()
 		}
 	}
+}
+
+func (s *Stream) outcome(item any, ok bool) (any, error) {
+	switch {
+	case ok:
+		return item, nil
+	case s.err != nil:
+		return nil, s.err
+	}
+	return nil, io.EOF
 }
 
 // Close cancels the stream. It is safe to call more than once.
