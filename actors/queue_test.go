@@ -277,3 +277,17 @@ func TestCapacityAboveOne(t *testing.T) {
 	require.ErrorIs(t, err, ErrWorkerFailed)
 	require.Eventually(t, func() bool { return rt.Stats().Pools["p"].Restarts == 1 }, 10*time.Second, time.Millisecond)
 }
+
+func TestCapacityAboveOneTaintedMidCall(t *testing.T) {
+	w := &world{}
+	slow := supervisorPolicy(time.Hour)
+	rt := onePool(t, w, 1, Hint, func(pc *PoolConfig) { pc.Capacity = 2; pc.Restart = &slow })
+	s := rt.Session("s")
+	_, release, done := occupy(t, s)
+	_, err := call(t, s, op{Panic: true})
+	require.ErrorIs(t, err, ErrWorkerFailed)
+	release()
+	err = <-done
+	require.ErrorIs(t, err, ErrWorkerFailed, "its incarnation was tainted while it ran")
+	assert.Contains(t, err.Error(), "tainted while the call ran")
+}

@@ -194,8 +194,13 @@ func (a *workerActor) execute(env *envelope) *envelope {
 	switch {
 	case panicVal != nil:
 		a.taintNow(messages.TaintPanic, fmt.Errorf("panic: %v", panicVal))
-		err = &callError{sentinel: ErrWorkerFailed, pool: p.cfg.Name, session: env.call.Session, worker: w.id,
+		val, err = nil, &callError{sentinel: ErrWorkerFailed, pool: p.cfg.Name, session: env.call.Session, worker: w.id,
 			detail: fmt.Sprintf("panic: %v", panicVal)}
+	case a.dead.Load():
+		// Another call (Capacity > 1) tainted this incarnation meanwhile:
+		// whatever this call changed is lost with it.
+		val, err = nil, &callError{sentinel: ErrWorkerFailed, pool: p.cfg.Name, session: env.call.Session, worker: w.id,
+			detail: "worker tainted while the call ran"}
 	case err != nil && IsFatal(err):
 		a.taintNow(messages.TaintFatalError, err)
 	case (p.cfg.MaxCalls > 0 && calls >= int64(p.cfg.MaxCalls)) || (p.cfg.MaxAge > 0 && elapsedSince(a.born) >= p.cfg.MaxAge):
