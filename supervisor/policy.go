@@ -95,9 +95,31 @@ func NewTracker(p Policy) *Tracker { return &Tracker{policy: p.WithDefaults()} }
 
 // Decide records a taint at now and says what to do.
 func (t *Tracker) Decide(now time.Time, reason messages.TaintReason) Decision {
+	t.forget(now)
 	if reason == messages.TaintRecycle {
 		return Decision{Directive: Restart, Restarts: len(t.failures)}
 	}
+	t.failures = append(t.failures, now)
+	n := len(t.failures)
+	if t.policy.MaxRestarts >= 0 && n > t.policy.MaxRestarts {
+		return Decision{Directive: Fail, Restarts: n - 1}
+	}
+	delay := t.policy.InitialBackoff
+	for i := 1; i < n && delay < t.policy.MaxBackoff; i++ {
+		if delay > t.policy.MaxBackoff/2 {
+			delay = t.policy.MaxBackoff // doubling would pass the cap (or overflow)
+			break
+		}
+		delay *= 2
+	}
+	if delay > t.policy.MaxBackoff {
+		delay = t.policy.MaxBackoff
+	}
+	return Decision{Directive: Restart, Delay: delay, Restarts: n}
+}
+
+// forget drops the failures that have left the window ending at now.
+func (t *Tracker) forget(now time.Time) {
 	cutoff := now.Add(-t.policy.Window)
 	kept := t.failures[:0]
 	for _, at := range t.failures {
@@ -105,17 +127,5 @@ func (t *Tracker) Decide(now time.Time, reason messages.TaintReason) Decision {
 			kept = append(kept, at)
 		}
 	}
-	t.failures = append(kept, now)
-	n := len(t.failures)
-	if t.policy.MaxRestarts >= 0 && n > t.policy.MaxRestarts {
-		return Decision{Directive: Fail, Restarts: n - 1}
-	}
-	delay := t.policy.InitialBackoff
-	for i := 1; i < n && delay < t.policy.MaxBackoff; i++ {
-		delay *= 2
-	}
-	if delay > t.policy.MaxBackoff {
-		delay = t.policy.MaxBackoff
-	}
-	return Decision{Directive: Restart, Delay: delay, Restarts: n}
+	t.failures = kept
 }

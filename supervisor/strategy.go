@@ -99,6 +99,9 @@ func (s *Strategy) HandleFailure(_ *actor.ActorSystem, sup actor.Supervisor, chi
 func (s *Strategy) restartLater(sup actor.Supervisor, child *actor.PID, delay time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.stopped {
+		return // Stop ran while the failure was being handled
+	}
 	var t *time.Timer
 	t = time.AfterFunc(delay, func() {
 		s.mu.Lock()
