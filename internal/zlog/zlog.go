@@ -53,11 +53,47 @@ func (h *Handler) Handle(_ context.Context, r slog.Record) error {
 
 // WithAttrs implements slog.Handler.
 func (h *Handler) WithAttrs(attrs []slog.Attr) slog.Handler {
-	ctx := h.log.With()
-	for _, a := range attrs {
-		ctx = ctx.Interface(h.prefix+a.Key, a.Value.Resolve().Any())
+	attrs = resolve(attrs)
+	if len(attrs) == 0 {
+		return h // embedding nothing would leave a stray comma in the context
 	}
+	// Embedded through the same mapping as record attributes, so an error
+	// keeps its message, a group is flattened and a duration keeps its unit.
+	ctx := h.log.With().EmbedObject(attrObject{prefix: h.prefix, attrs: attrs})
 	return &Handler{log: ctx.Logger(), prefix: h.prefix}
+}
+
+// resolve resolves attrs once and drops those slog says to ignore (empty
+// attrs, groups with nothing in them).
+func resolve(attrs []slog.Attr) []slog.Attr {
+	var out []slog.Attr
+	for _, a := range attrs {
+		if a.Key == "" && a.Equal(slog.Attr{}) {
+			continue
+		}
+		a.Value = a.Value.Resolve()
+		if a.Value.Kind() == slog.KindGroup {
+			g := resolve(a.Value.Group())
+			if len(g) == 0 {
+				continue
+			}
+			a.Value = slog.GroupValue(g...)
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// attrObject writes attributes added with WithAttrs into the logger context.
+type attrObject struct {
+	prefix string
+	attrs  []slog.Attr
+}
+
+func (o attrObject) MarshalZerologObject(ev *zerolog.Event) {
+	for _, a := range o.attrs {
+		addAttr(ev, o.prefix, a)
+	}
 }
 
 // WithGroup implements slog.Handler.
@@ -69,6 +105,9 @@ func (h *Handler) WithGroup(name string) slog.Handler {
 }
 
 func addAttr(ev *zerolog.Event, prefix string, a slog.Attr) {
+	if a.Key == "" && a.Equal(slog.Attr{}) {
+		return // slog: an empty Attr is ignored
+	}
 	v := a.Value.Resolve()
 	key := prefix + a.Key
 	switch v.Kind() {
@@ -87,8 +126,11 @@ func addAttr(ev *zerolog.Event, prefix string, a slog.Attr) {
 	case slog.KindTime:
 		ev.Time(key, v.Time())
 	case slog.KindGroup:
+		if a.Key != "" {
+			prefix = key + "." // slog: a group with an empty key is inlined
+		}
 		for _, g := range v.Group() {
-			addAttr(ev, key+".", g)
+			addAttr(ev, prefix, g)
 		}
 	default:
 		if err, ok := v.Any().(error); ok {
