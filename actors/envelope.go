@@ -106,13 +106,16 @@ func (l *envList) pop() *envelope {
 	return e
 }
 
-// drain empties the list and returns its envelopes in order.
+// drain empties a list of waiting calls and returns them in order, marked
+// done while the pool lock is still held, so a caller giving up at the same
+// moment sees they are no longer waiting and waits for the answer instead.
 func (l *envList) drain() []*envelope {
 	if l.n == 0 {
 		return nil
 	}
 	out := make([]*envelope, 0, l.n)
 	for e := l.pop(); e != nil; e = l.pop() {
+		e.state.Store(envDone)
 		out = append(out, e)
 	}
 	return out

@@ -141,45 +141,61 @@ func buildWorker(p *pool, info WorkerInfo) (impl Worker, err error) {
 func (a *workerActor) pump(ctx actor.Context, env *envelope) {
 	p := a.w.pool
 	for n := 0; env != nil; n++ {
-		if a.async {
-			p.rt.wg.Add(1)
-			go func(env *envelope) {
-				defer p.rt.wg.Done()
-				if next := a.execute(env); next != nil {
-					p.rt.system.Root.Send(a.self, next)
-				}
-			}(env)
-			p.mu.Lock()
-			env = p.nextFor(a.w)
-			p.mu.Unlock()
-			continue
-		}
-		if n == maxInline {
+		if !a.async && n == maxInline {
 			ctx.Send(a.self, env)
 			return
 		}
-		env = a.execute(env)
+		if ok, next := a.begin(env); !ok {
+			env = next
+			continue
+		}
+		if !a.async {
+			env = a.run(env)
+			continue
+		}
+		// Begun here, in the actor, so a stop processed before the
+		// goroutine gets going cannot answer the call a second time.
+		p.rt.wg.Add(1)
+		go func(env *envelope) {
+			defer p.rt.wg.Done()
+			if next := a.run(env); next != nil {
+				p.rt.system.Root.Send(a.self, next)
+			}
+		}(env)
+		p.mu.Lock()
+		env = p.nextFor(a.w)
+		p.mu.Unlock()
 	}
 }
 
-// execute runs one claimed call and returns the next call claimed for this
-// worker. The slot is released before the reply is sent, so a caller that
-// calls again at once finds the worker free.
-func (a *workerActor) execute(env *envelope) *envelope {
+// begin moves a claimed call to running. When the call must not run (its
+// caller gave up, it was claimed on an earlier incarnation, its context
+// ended) it is answered here, and begin returns false with the next call
+// claimed for this worker.
+func (a *workerActor) begin(env *envelope) (ok bool, next *envelope) {
 	w, p := a.w, a.w.pool
 	if !env.state.CompareAndSwap(envClaimed, envRunning) {
-		return p.release(w, env) // the caller gave up before it started
+		return false, p.release(w, env) // the caller gave up before it started
 	}
-	if env.inc != a.inc || a.dead.Load() {
-		next := p.release(w, env)
-		env.finish(nil, errStale)
-		return next
+	var err error
+	switch {
+	case env.inc != a.inc || a.dead.Load():
+		err = errStale
+	case env.ctx.Err() != nil:
+		err = env.ctx.Err()
+	default:
+		return true, nil
 	}
-	if err := env.ctx.Err(); err != nil {
-		next := p.release(w, env)
-		env.finish(nil, err)
-		return next
-	}
+	next = p.release(w, env)
+	env.finish(nil, err)
+	return false, next
+}
+
+// run executes a begun call and returns the next call claimed for this
+// worker. The slot is released before the reply is sent, so a caller that
+// calls again at once finds the worker free.
+func (a *workerActor) run(env *envelope) *envelope {
+	w, p := a.w, a.w.pool
 	if env.bindOnRun {
 		env.sess.bindAfterWait(p, w, a.inc)
 	}
@@ -303,7 +319,6 @@ func (a *workerActor) closeImpl() {
 	if c, ok := a.impl.(io.Closer); ok {
 		protect(func() { _ = c.Close() })
 	}
-	a.impl = nil
 }
 
 func protect(f func()) (panicVal any) {
