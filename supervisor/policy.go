@@ -21,7 +21,7 @@ type Policy struct {
 	// InitialBackoff before the first restart in a window; it doubles with
 	// each further restart up to MaxBackoff. Default 10 ms.
 	InitialBackoff time.Duration
-	// MaxBackoff caps the backoff. Default 5 s.
+	// MaxBackoff caps the backoff. Default 5 s (or InitialBackoff, if larger).
 	MaxBackoff time.Duration
 }
 
@@ -37,7 +37,7 @@ func (p Policy) WithDefaults() Policy {
 		p.InitialBackoff = 10 * time.Millisecond
 	}
 	if p.MaxBackoff == 0 {
-		p.MaxBackoff = 5 * time.Second
+		p.MaxBackoff = max(5*time.Second, p.InitialBackoff) // an unset cap never undercuts the start
 	}
 	return p
 }

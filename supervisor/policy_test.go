@@ -41,6 +41,11 @@ func TestPolicyWithDefaults(t *testing.T) {
 			Policy{MaxRestarts: -1, Window: time.Minute, InitialBackoff: 10 * time.Millisecond, MaxBackoff: 5 * time.Second},
 		},
 		{
+			"an unset cap never undercuts the initial backoff",
+			Policy{InitialBackoff: 10 * time.Second},
+			Policy{MaxRestarts: 10, Window: time.Minute, InitialBackoff: 10 * time.Second, MaxBackoff: 10 * time.Second},
+		},
+		{
 			// Negative durations are left for Validate to reject, not hidden.
 			"negative durations are kept",
 			Policy{Window: -time.Second, InitialBackoff: -time.Second, MaxBackoff: -time.Second},
@@ -81,7 +86,6 @@ func TestPolicyValidate(t *testing.T) {
 		{"max below initial", Policy{InitialBackoff: time.Second, MaxBackoff: time.Millisecond}, "max backoff 1ms below initial backoff 1s"},
 		// Validation applies to the effective policy, so an initial backoff
 		// above the default cap is reported too.
-		{"initial above default max", Policy{InitialBackoff: 10 * time.Second}, "max backoff 5s below initial backoff 10s"},
 	}
 	for _, tt := range invalid {
 		t.Run("invalid/"+tt.name, func(t *testing.T) {
