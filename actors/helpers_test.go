@@ -220,12 +220,6 @@ func occupy(t *testing.T, s *Session, opts ...CallOption) (worker int, release f
 	return worker, release, errc
 }
 
-// waitReady waits until the pool has n ready workers.
-func waitReady(t *testing.T, rt *Runtime, pool string, n int) {
-	t.Helper()
-	require.Eventually(t, func() bool { return rt.Stats().Pools[pool].Ready == n }, 10*time.Second, time.Millisecond)
-}
-
 // waitQueued waits until the pool has n calls waiting.
 func waitQueued(t *testing.T, rt *Runtime, pool string, n int) {
 	t.Helper()

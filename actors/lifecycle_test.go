@@ -95,7 +95,7 @@ func TestResizeBadInput(t *testing.T) {
 	rt := onePool(t, &world{}, 1, Hint)
 	require.ErrorIs(t, rt.Resize(context.Background(), "nope", 1), ErrPoolNotFound)
 	require.ErrorIs(t, rt.Resize(context.Background(), "p", -1), ErrInvalidArgument)
-	//nolint:staticcheck // a nil context is exactly the bad input under test
+	//lint:ignore SA1012 a nil context is exactly the bad input under test
 	require.ErrorIs(t, rt.Resize(nil, "p", 1), ErrInvalidArgument)
 }
 
@@ -349,10 +349,10 @@ func TestBadConfig(t *testing.T) {
 
 func TestBadCallInput(t *testing.T) {
 	rt := onePool(t, &world{}, 1, Hint)
-	//nolint:staticcheck // a nil context is exactly the bad input under test
+	//lint:ignore SA1012 a nil context is exactly the bad input under test
 	_, err := rt.Session("s").Call(nil, op{})
 	require.ErrorIs(t, err, ErrInvalidArgument)
-	//nolint:staticcheck
+	//lint:ignore SA1012 as above
 	_, err = rt.Call(nil, op{})
 	require.ErrorIs(t, err, ErrInvalidArgument)
 	_, err = rt.Session("").Call(context.Background(), op{})

@@ -362,10 +362,3 @@ func (p *pool) takeOutOfService(w *worker, state workerState) (own, hint []*enve
 	}
 	return own, hint
 }
-
-// size counts the workers that are neither removed nor failed.
-func (p *pool) size() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.active)
-}

@@ -14,7 +14,6 @@ import (
 
 	"github.com/affinity-go/affinity/internal/zlog"
 	"github.com/affinity-go/affinity/messages"
-	"github.com/affinity-go/affinity/supervisor"
 )
 
 // Runtime holds the actor system, the pools and the sessions. Create it with
@@ -503,6 +502,3 @@ func (rt *Runtime) shutdown(ctx context.Context) error {
 	rt.log.Info().Msg("affinity runtime stopped")
 	return errors.Join(errs...)
 }
-
-// compile-time check that the supervisor strategy fits protoactor.
-var _ actor.SupervisorStrategy = (*supervisor.Strategy)(nil)

@@ -204,7 +204,7 @@ func (a *workerActor) run(env *envelope) *envelope {
 	if p.rt.wantEvents {
 		started = time.Now() // only events carry durations; time.Now is not free
 	}
-	val, err, panicVal := a.invoke(env)
+	val, panicVal, err := a.invoke(env)
 	calls := a.calls.Add(1)
 
 	switch {
@@ -219,7 +219,7 @@ func (a *workerActor) run(env *envelope) *envelope {
 			detail: "worker tainted while the call ran"}
 	case err != nil && IsFatal(err):
 		a.taintNow(messages.TaintFatalError, err)
-	case (p.cfg.MaxCalls > 0 && calls >= int64(p.cfg.MaxCalls)) || (p.cfg.MaxAge > 0 && elapsedSince(a.born) >= p.cfg.MaxAge):
+	case (p.cfg.MaxCalls > 0 && calls >= int64(p.cfg.MaxCalls)) || (p.cfg.MaxAge > 0 && time.Since(a.born) >= p.cfg.MaxAge):
 		a.taintNow(messages.TaintRecycle, nil)
 	}
 
@@ -236,10 +236,8 @@ func (a *workerActor) run(env *envelope) *envelope {
 	return next
 }
 
-func elapsedSince(t time.Time) time.Duration { return time.Since(t) }
-
 // invoke runs user code, turning a panic into a value.
-func (a *workerActor) invoke(env *envelope) (val any, err error, panicVal any) {
+func (a *workerActor) invoke(env *envelope) (val, panicVal any, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			panicVal = r
@@ -248,12 +246,12 @@ func (a *workerActor) invoke(env *envelope) (val any, err error, panicVal any) {
 	if env.stream != nil {
 		sw, ok := a.impl.(StreamWorker)
 		if !ok {
-			return nil, ErrStreamingUnsupported, nil
+			return nil, nil, ErrStreamingUnsupported
 		}
-		return nil, sw.HandleStream(env.stream.ctx, env.call, env.stream.send), nil
+		return nil, nil, sw.HandleStream(env.stream.ctx, env.call, env.stream.send)
 	}
 	val, err = a.impl.Handle(env.ctx, env.call)
-	return val, err, nil
+	return val, nil, err
 }
 
 // taintNow takes this incarnation out of service: no new call reaches it,
@@ -296,7 +294,7 @@ func (a *workerActor) checkHealth() {
 	if a.impl == nil || a.dead.Load() {
 		return
 	}
-	if p.cfg.MaxAge > 0 && elapsedSince(a.born) >= p.cfg.MaxAge {
+	if p.cfg.MaxAge > 0 && time.Since(a.born) >= p.cfg.MaxAge {
 		a.taintNow(messages.TaintRecycle, nil)
 		return
 	}
