@@ -168,6 +168,27 @@ func TestCleanupSources(t *testing.T) {
 		release()
 		require.NoError(t, <-done)
 	})
+	t.Run("rt.Call: the context owns an auto-session", func(t *testing.T) {
+		w := &world{}
+		var events eventLog
+		rt := start(t, Config{Pools: []PoolConfig{{Name: "p", Size: 2, NewWorker: w.factory}}, OnEvent: events.add})
+		owner, cancel := context.WithCancel(context.Background())
+		a, err := rt.Call(owner, op{})
+		require.NoError(t, err)
+		b, err := rt.Call(context.WithValue(owner, struct{}{}, 1), op{})
+		require.NoError(t, err)
+		assert.Equal(t, a.(result).Worker, b.(result).Worker)
+		assert.Equal(t, 1, b.(result).Hits, "same session: the worker kept its state")
+		other, cancelOther := context.WithCancel(context.Background())
+		defer cancelOther()
+		c, err := rt.Call(other, op{})
+		require.NoError(t, err)
+		assert.Zero(t, c.(result).Hits, "another owner, another session")
+		assert.Len(t, events.of("session_created"), 2)
+		cancel()
+		require.Eventually(t, func() bool { return len(events.of("session_cleanup")) == 1 }, 10*time.Second, time.Millisecond)
+		assert.Equal(t, messages.CleanupOwnerDown, events.of("session_cleanup")[0].(messages.SessionCleanup).Source)
+	})
 	t.Run("rt.Call without a session", func(t *testing.T) {
 		w := &world{}
 		var events eventLog

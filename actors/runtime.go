@@ -36,6 +36,7 @@ type Runtime struct {
 
 	ownersMu     sync.Mutex
 	ownersClosed bool
+	byOwner      map[<-chan struct{}]*Session // Runtime.Call's auto-sessions, by owner's Done
 
 	closed       atomic.Bool
 	shutdownOnce sync.Once
@@ -59,6 +60,7 @@ func Start(cfg Config) (*Runtime, error) {
 		cfg:          cfg,
 		log:          zerolog.Nop(),
 		byName:       make(map[string]*pool, len(cfg.Pools)),
+		byOwner:      make(map[<-chan struct{}]*Session),
 		wantEvents:   cfg.OnEvent != nil || cfg.PublishEvents,
 		shutdownDone: make(chan struct{}),
 	}
@@ -107,21 +109,21 @@ func Start(cfg Config) (*Runtime, error) {
 func (rt *Runtime) ActorSystem() *actor.ActorSystem { return rt.system }
 
 // Call runs req in the session carried by ctx (see AutoSession and
-// ContextWithSession). Without one, it runs in a new auto-session owned by
-// ctx, cleaned up when ctx ends; to keep affinity across calls, create the
-// auto-session once with AutoSession and reuse its context.
+// ContextWithSession). Without one, it runs in the auto-session owned by
+// ctx: calls made with the same ctx (or contexts derived from it that share
+// its cancellation, such as context.WithValue) share one session, cleaned
+// up when ctx ends. A ctx that can never end owns nothing, so such a call
+// runs in a one-off session closed when it returns.
 func (rt *Runtime) Call(ctx context.Context, req any, opts ...CallOption) (any, error) {
 	if ctx == nil {
 		return nil, fmt.Errorf("%w: nil context", ErrInvalidArgument)
 	}
 	s := SessionFromContext(ctx)
 	if s == nil {
-		var owned context.Context
-		owned, s = rt.AutoSession(ctx)
-		if ctx.Done() == nil {
-			defer s.Close() // nothing could ever reuse it
+		if s = rt.ownedSession(ctx); s == nil {
+			_, s = rt.AutoSession(ctx)
+			defer s.Close()
 		}
-		ctx = owned
 	}
 	return s.Call(ctx, req, opts...)
 }
@@ -458,6 +460,7 @@ func (rt *Runtime) shutdown(ctx context.Context) error {
 	rt.cancel()
 	rt.ownersMu.Lock()
 	rt.ownersClosed = true
+	clear(rt.byOwner)
 	rt.ownersMu.Unlock()
 	for i := range rt.sessions.shards {
 		sh := &rt.sessions.shards[i]

@@ -32,8 +32,9 @@ type Session struct {
 	closed atomic.Bool // written under mu; read without it on the call path
 
 	mu        sync.Mutex
-	bindings  []binding   // by pool index; nil until the first call
-	stopOwner func() bool // auto-sessions: unregisters the owner watch
+	bindings  []binding       // by pool index; nil until the first call
+	stopOwner func() bool     // auto-sessions: unregisters the owner watch
+	ownerDone <-chan struct{} // Runtime.Call's auto-sessions: key in byOwner
 }
 
 // ID returns the session id.
@@ -192,6 +193,37 @@ func (rt *Runtime) AutoSession(ctx context.Context) (context.Context, *Session) 
 	return ContextWithSession(ctx, s), s
 }
 
+// ownedSession returns the auto-session owned by ctx for Runtime.Call,
+// creating it on first use, or nil when ctx can never end.
+func (rt *Runtime) ownedSession(ctx context.Context) *Session {
+	done := ctx.Done()
+	if done == nil {
+		return nil
+	}
+	rt.ownersMu.Lock()
+	s := rt.byOwner[done]
+	rt.ownersMu.Unlock()
+	if s != nil && !s.closed.Load() {
+		return s
+	}
+	s = rt.session("auto-"+strconv.FormatUint(rt.autoSeq.Add(1), 10), true)
+	s.mu.Lock()
+	s.ownerDone = done
+	s.mu.Unlock()
+	rt.ownersMu.Lock()
+	if prev := rt.byOwner[done]; prev != nil && !prev.closed.Load() {
+		rt.ownersMu.Unlock()
+		s.Close() // lost a race with a concurrent first call of the same owner
+		return prev
+	}
+	if !rt.ownersClosed {
+		rt.byOwner[done] = s
+	}
+	rt.ownersMu.Unlock()
+	rt.watchOwner(ctx, s)
+	return s
+}
+
 // watchOwner closes s when ctx ends. The watch is a goroutine the runtime
 // owns: Shutdown unregisters it or waits for it.
 func (rt *Runtime) watchOwner(ctx context.Context, s *Session) {
@@ -226,9 +258,17 @@ func (rt *Runtime) closeSession(s *Session, source messages.CleanupSource) {
 	s.bindings = nil
 	stop := s.stopOwner
 	s.stopOwner = nil
+	ownerDone := s.ownerDone
 	s.mu.Unlock()
 	if stop != nil && stop() {
 		rt.wg.Done() // the watch will never run
+	}
+	if ownerDone != nil {
+		rt.ownersMu.Lock()
+		if rt.byOwner[ownerDone] == s {
+			delete(rt.byOwner, ownerDone)
+		}
+		rt.ownersMu.Unlock()
 	}
 
 	sh := rt.sessions.shard(s.id)
