@@ -107,6 +107,40 @@ func TestAffinityBusyPreferred(t *testing.T) {
 		require.NoError(t, <-done0)
 	})
 
+	t.Run("hint: a freed worker prefers waiting calls bound to it", func(t *testing.T) {
+		w := &world{}
+		rt := onePool(t, w, 2, Hint)
+		a, b := rt.Session("a"), rt.Session("b")
+		wa, releaseA, doneA := occupy(t, a)
+		wb, releaseB, doneB := occupy(t, b)
+		require.NotEqual(t, wa, wb)
+		gotA := make(chan result, 1)
+		go func() {
+			r, err := call(t, a, op{ID: 100})
+			assert.NoError(t, err)
+			gotA <- r
+		}()
+		waitQueued(t, rt, "p", 1) // a's call waits longest
+		holdB, startedB := make(chan struct{}), make(chan int, 1)
+		defer close(holdB)
+		go func() { _, _ = call(t, b, op{ID: 101, Block: holdB, Started: startedB}) }()
+		waitQueued(t, rt, "p", 2)
+		releaseB()
+		require.NoError(t, <-doneB)
+		select {
+		case id := <-startedB:
+			assert.Equal(t, wb, id, "b's worker took b's call")
+		case r := <-gotA:
+			t.Fatalf("a's call ran first (on worker %d) though b's worker freed up", r.Worker)
+		case <-time.After(10 * time.Second):
+			t.Fatal("b's call never started")
+		}
+		releaseA()
+		require.NoError(t, <-doneA)
+		assert.Equal(t, wa, (<-gotA).Worker)
+		assert.Zero(t, rt.Stats().Pools["p"].Dispatched[messages.OutcomeDetour])
+	})
+
 	t.Run("strict_queue waits FIFO for the bound worker", func(t *testing.T) {
 		w := &world{}
 		rt := onePool(t, w, 2, StrictQueue)
@@ -145,6 +179,7 @@ func TestAffinityBusyPreferred(t *testing.T) {
 		require.ErrorIs(t, err, ErrWorkerBusy)
 		assert.False(t, w.ran(2))
 		assert.Contains(t, err.Error(), "session s")
+		assert.Contains(t, err.Error(), "worker ", "names the busy worker")
 		release()
 		require.NoError(t, <-done)
 		_, err = call(t, s, op{ID: 3})
@@ -187,6 +222,8 @@ func TestAffinityTaintedPreferred(t *testing.T) {
 		bound, _, _ := s.Binding("p")
 		assert.Equal(t, r.Worker, bound, "rebound to the new worker")
 		assert.Equal(t, uint64(1), rt.Stats().Pools["p"].Dispatched[messages.OutcomeRebind])
+		assert.Equal(t, uint64(1), rt.Stats().Pools["p"].Rebinds)
+		assert.Equal(t, uint64(2), rt.Stats().Pools["p"].Bindings)
 	})
 	for _, mode := range []Affinity{StrictQueue, StrictFailFast} {
 		t.Run(mode.String()+" strict + taint", func(t *testing.T) {
@@ -473,8 +510,8 @@ func TestFatalErrorTaints(t *testing.T) {
 	_, err := call(t, s, op{ID: 1})
 	require.NoError(t, err)
 	_, err = call(t, s, op{ID: 2, Fatal: true})
-	require.Error(t, err)
-	assert.True(t, IsFatal(err), "the caller gets the worker's own error")
+	require.ErrorIs(t, err, ErrWorkerFailed)
+	assert.True(t, IsFatal(err), "and the worker's own error")
 	_, err = call(t, s, op{ID: 3})
 	require.ErrorIs(t, err, ErrSessionWorkerUnavailable)
 	require.Eventually(t, func() bool { return rt.Stats().Pools["p"].Restarts == 1 }, 10*time.Second, time.Millisecond)

@@ -52,8 +52,9 @@ type fatalError struct{ err error }
 func (e *fatalError) Error() string { return "fatal: " + e.err.Error() }
 func (e *fatalError) Unwrap() error { return e.err }
 
-// Fatal marks err as fatal. A worker returning it fails the call with err and
-// is then restarted (its state is lost). Fatal(nil) is nil.
+// Fatal marks err as fatal. A worker returning it is tainted and restarted
+// (its state is lost); the caller gets an error that is both ErrWorkerFailed
+// and err for errors.Is. Fatal(nil) is nil.
 func Fatal(err error) error {
 	if err == nil {
 		return nil
@@ -67,13 +68,15 @@ func IsFatal(err error) bool {
 	return errors.As(err, &f)
 }
 
-// callError adds where a call failed to a sentinel, keeping errors.Is intact.
+// callError adds where a call failed to a sentinel, keeping errors.Is intact
+// for the sentinel and, when set, for the cause (e.g. the worker's own error).
 type callError struct {
 	sentinel error
 	pool     string
 	session  string
 	worker   int // -1: none
 	detail   string
+	cause    error
 }
 
 func (e *callError) Error() string {
@@ -88,7 +91,20 @@ func (e *callError) Error() string {
 	if e.detail != "" {
 		msg += ": " + e.detail
 	}
+	if e.cause != nil {
+		msg += ": " + e.cause.Error()
+	}
 	return msg
 }
 
-func (e *callError) Unwrap() error { return e.sentinel }
+func (e *callError) Unwrap() []error {
+	if e.cause == nil {
+		return []error{e.sentinel}
+	}
+	return []error{e.sentinel, e.cause}
+}
+
+// fail wraps sentinel with where env was headed.
+func (e *envelope) fail(sentinel error, detail string) error {
+	return &callError{sentinel: sentinel, pool: e.pool.cfg.Name, session: e.call.Session, worker: e.call.Worker, detail: detail}
+}

@@ -156,6 +156,7 @@ func (p *pool) bind(b *binding, w *worker) {
 	p.unbind(b)
 	b.worker, b.inc = int32(w.id), w.incarnation
 	w.bound++
+	p.stats.bindings.Add(1)
 }
 
 // unbind clears b, keeping the bound-session counts right. Caller holds mu.
@@ -180,6 +181,7 @@ func (p *pool) route(env *envelope, b *binding) (w *worker, outcome messages.Out
 	mode := env.mode
 
 	if ref := env.ref; ref != nil {
+		env.call.Worker = ref.Worker // named in errors; claim overwrites it
 		w = p.workerByID(ref.Worker)
 		switch {
 		case w == nil || w.incarnation != ref.Incarnation || w.state != wsReady:
@@ -198,6 +200,7 @@ func (p *pool) route(env *envelope, b *binding) (w *worker, outcome messages.Out
 
 	outcome = messages.OutcomeBound
 	if b.inc != 0 {
+		env.call.Worker = int(b.worker)
 		pref := p.workerByID(int(b.worker))
 		if pref != nil && pref.state == wsReady && pref.incarnation == b.inc {
 			if p.hasRoom(pref) {
@@ -231,6 +234,8 @@ func (p *pool) route(env *envelope, b *binding) (w *worker, outcome messages.Out
 			return nil, messages.OutcomeFailed, ErrSessionWorkerUnavailable
 		}
 		p.unbind(b)
+		p.stats.rebinds.Add(1)
+		env.call.Worker = -1
 		outcome = messages.OutcomeRebind
 	}
 
@@ -247,6 +252,7 @@ func (p *pool) route(env *envelope, b *binding) (w *worker, outcome messages.Out
 	case mode == StrictFailFast:
 		return nil, messages.OutcomeFailed, ErrWorkerBusy
 	case mode == StrictQueue:
+		env.call.Worker = ready.id
 		if err := p.enqueue(env, &ready.queue); err != nil {
 			return nil, messages.OutcomeFailed, err
 		}
@@ -268,7 +274,7 @@ func (p *pool) nextFor(w *worker) *envelope {
 	}
 	e := w.queue.pop()
 	if e == nil {
-		e = p.waiting.pop()
+		e = p.takeHintWaiter(w)
 	}
 	if e == nil {
 		return nil
@@ -276,6 +282,26 @@ func (p *pool) nextFor(w *worker) *envelope {
 	p.queued--
 	p.claim(e, w)
 	return e
+}
+
+// hintScan is how far into the hint queue a freed worker looks for a call
+// of a session bound to it.
+const hintScan = 16
+
+// takeHintWaiter picks the hint call w runs next: the oldest of the first
+// hintScan waiting calls whose session is bound to w (it finds its state
+// there), else the oldest waiting call. So under load, hint calls still
+// mostly reach their own worker, and none waits longer than for its own
+// worker to free up. Caller holds mu.
+func (p *pool) takeHintWaiter(w *worker) *envelope {
+	n := 0
+	for e := p.waiting.head; e != nil && n < hintScan; e, n = e.next, n+1 {
+		if e.call.Worker == w.id {
+			p.waiting.remove(e)
+			return e
+		}
+	}
+	return p.waiting.pop()
 }
 
 // release frees env's slot on w and claims the next call for w, if any.
@@ -324,7 +350,7 @@ func (p *pool) abandon(env *envelope) bool {
 // removed under mu by the caller, so nobody else can answer it.
 func failWaiting(envs []*envelope, err func(*envelope) error) {
 	for _, e := range envs {
-		e.finish(nil, err(e))
+		e.finish(nil, e.fail(err(e), "no longer waiting"))
 	}
 }
 

@@ -166,7 +166,7 @@ func (rt *Runtime) call(ctx context.Context, s *Session, p *pool, mode Affinity,
 	for attempt := 0; ; attempt++ {
 		env := getEnvelope()
 		env.ctx, env.pool, env.mode, env.ref = ctx, p, mode, ref
-		env.call = messages.Call{Pool: p.cfg.Name, Ref: ref, Payload: req}
+		env.call = messages.Call{Pool: p.cfg.Name, Worker: -1, Ref: ref, Payload: req}
 		pid, queued, err := rt.dispatch(s, env)
 		if err != nil {
 			putEnvelope(env)
@@ -225,12 +225,8 @@ func (rt *Runtime) dispatch(s *Session, env *envelope) (pid *actor.PID, queued b
 	s.mu.Unlock()
 
 	p.stats.dispatched[outcome].Add(1)
-	workerID := -1
-	if w != nil {
-		workerID = w.id
-	}
 	if rt.wantEvents {
-		rt.emit(messages.CallDispatched{Pool: p.cfg.Name, Session: s.id, Worker: workerID, Incarnation: env.inc,
+		rt.emit(messages.CallDispatched{Pool: p.cfg.Name, Session: s.id, Worker: env.call.Worker, Incarnation: env.inc,
 			Affinity: env.mode, Outcome: outcome, Stream: env.stream != nil})
 	}
 	if err != nil {
@@ -238,11 +234,7 @@ func (rt *Runtime) dispatch(s *Session, env *envelope) (pid *actor.PID, queued b
 			p.stats.saturated.Add(1)
 			rt.emit(messages.PoolSaturated{Pool: p.cfg.Name, Session: s.id, Queued: queuedNow})
 		}
-		worker := -1
-		if env.ref != nil {
-			worker = env.ref.Worker
-		}
-		return nil, false, &callError{sentinel: err, pool: p.cfg.Name, session: s.id, worker: worker}
+		return nil, false, env.fail(err, "")
 	}
 	return pid, queued, nil
 }
@@ -269,8 +261,7 @@ func (rt *Runtime) await(env *envelope, queued bool) (r reply, reusable bool) {
 	case <-timer.C:
 		if p.abandon(env) {
 			p.stats.queueTimeouts.Add(1)
-			return reply{err: &callError{sentinel: ErrQueueTimeout, pool: p.cfg.Name, session: env.call.Session, worker: -1,
-				detail: p.cfg.QueueTimeout.String()}}, false
+			return reply{err: env.fail(ErrQueueTimeout, "waited "+p.cfg.QueueTimeout.String())}, false
 		}
 		// It started running just as the timeout fired: no longer waiting.
 		return rt.awaitClaimed(env)
@@ -301,7 +292,7 @@ func (rt *Runtime) stream(ctx context.Context, s *Session, p *pool, mode Affinit
 	sctx, cancel := context.WithCancel(ctx)
 	st := &Stream{ctx: sctx, cancel: cancel, items: make(chan any, streamBuffer)}
 	env := &envelope{ctx: sctx, pool: p, mode: mode, ref: ref, stream: st}
-	env.call = messages.Call{Pool: p.cfg.Name, Ref: ref, Payload: req}
+	env.call = messages.Call{Pool: p.cfg.Name, Worker: -1, Ref: ref, Payload: req}
 	pid, _, err := rt.dispatch(s, env)
 	if err != nil {
 		cancel()

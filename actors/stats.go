@@ -17,6 +17,8 @@ type poolStats struct {
 	restarts      atomic.Uint64
 	failed        atomic.Uint64
 	resizes       atomic.Uint64
+	bindings      atomic.Uint64
+	rebinds       atomic.Uint64
 }
 
 // PoolStats is a snapshot of one pool's counters and gauges.
@@ -31,10 +33,12 @@ type PoolStats struct {
 	Restarts      uint64 // new incarnations after a taint
 	Failed        uint64 // workers out of restart budget
 	Resizes       uint64
-	Size          int // workers neither removed nor failed
-	Ready         int // of which taking calls
-	Queued        int // calls waiting now
-	Inflight      int // calls running now
+	Bindings      uint64 // sessions bound to a worker (first binding or rebind)
+	Rebinds       uint64 // bindings dropped because their worker was lost (hint)
+	Size          int    // workers neither removed nor failed
+	Ready         int    // of which taking calls
+	Queued        int    // calls waiting now
+	Inflight      int    // calls running now
 }
 
 // Stats is a snapshot of the runtime's counters. Reading it is cheap: a few
@@ -74,6 +78,8 @@ func (rt *Runtime) Stats() Stats {
 		ps.Restarts = p.stats.restarts.Load()
 		ps.Failed = p.stats.failed.Load()
 		ps.Resizes = p.stats.resizes.Load()
+		ps.Bindings = p.stats.bindings.Load()
+		ps.Rebinds = p.stats.rebinds.Load()
 		p.mu.Lock()
 		ps.Size = len(p.active)
 		for _, w := range p.active {

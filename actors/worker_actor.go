@@ -210,15 +210,15 @@ func (a *workerActor) run(env *envelope) *envelope {
 	switch {
 	case panicVal != nil:
 		a.taintNow(messages.TaintPanic, fmt.Errorf("panic: %v", panicVal))
-		val, err = nil, &callError{sentinel: ErrWorkerFailed, pool: p.cfg.Name, session: env.call.Session, worker: w.id,
-			detail: fmt.Sprintf("panic: %v", panicVal)}
+		val, err = nil, env.fail(ErrWorkerFailed, fmt.Sprintf("panic: %v", panicVal))
 	case a.dead.Load():
 		// Another call (Capacity > 1) tainted this incarnation meanwhile:
 		// whatever this call changed is lost with it.
-		val, err = nil, &callError{sentinel: ErrWorkerFailed, pool: p.cfg.Name, session: env.call.Session, worker: w.id,
-			detail: "worker tainted while the call ran"}
+		val, err = nil, env.fail(ErrWorkerFailed, "worker tainted while the call ran")
 	case err != nil && IsFatal(err):
 		a.taintNow(messages.TaintFatalError, err)
+		val, err = nil, &callError{sentinel: ErrWorkerFailed, pool: p.cfg.Name, session: env.call.Session, worker: w.id,
+			detail: "fatal error", cause: err}
 	case (p.cfg.MaxCalls > 0 && calls >= int64(p.cfg.MaxCalls)) || (p.cfg.MaxAge > 0 && time.Since(a.born) >= p.cfg.MaxAge):
 		a.taintNow(messages.TaintRecycle, nil)
 	}
@@ -354,9 +354,9 @@ func (p *pool) workerStopped(w *worker) {
 
 	for _, e := range orphans {
 		if closed {
-			e.finish(nil, ErrShutdown)
+			e.finish(nil, e.fail(ErrShutdown, "worker stopped"))
 		} else {
-			e.finish(nil, lostWorkerErr(e))
+			e.finish(nil, e.fail(lostWorkerErr(e), "worker stopped before running the call"))
 		}
 	}
 	failWaiting(own, lostWorkerErr)

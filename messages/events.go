@@ -91,7 +91,7 @@ func (r TaintReason) String() string {
 type CallDispatched struct {
 	Pool        string
 	Session     string
-	Worker      int // -1 when no worker was chosen
+	Worker      int // chosen worker, else the preferred one that refused or queued it; -1: none
 	Incarnation uint64
 	Affinity    Affinity
 	Outcome     Outcome
