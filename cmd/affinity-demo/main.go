@@ -406,10 +406,11 @@ func explain(o options, results []result) {
 		var line string
 		switch r.mode {
 		case actors.Hint:
-			line = fmt.Sprintf("hint: %s, but only %.0f%% of calls found their session's state, for %.0f ok/s. When the "+
-				"bound worker is busy a hint call runs on any free worker, or on whichever frees up first (%d calls ran "+
-				"elsewhere at once, %d waited), and that worker rarely has the state; after the crash the lost worker's "+
-				"sessions rebound silently and rebuilt their state too.",
+			line = fmt.Sprintf("hint: %s, and %.1f%% of calls found their session's state, for %.0f ok/s. "+
+				"When the bound worker is busy a hint call runs on any free worker (%d did), else it waits "+
+				"(%d did) and the first worker to free up takes it, preferring calls of its own sessions; the "+
+				"misses are calls that ran elsewhere (no state there), first calls, and the crashed worker's "+
+				"sessions, which rebound silently and rebuilt their state. Nothing fails, nothing is guaranteed.",
 				failed, hitPct, okRate, r.stats.Dispatched[messages.OutcomeDetour], r.stats.Dispatched[messages.OutcomeQueued])
 		case actors.StrictQueue:
 			line = fmt.Sprintf("strict_queue: %.1f%% of calls found their state (%s), for %.0f ok/s. The price is waiting "+
