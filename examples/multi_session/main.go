@@ -278,10 +278,10 @@ func fatalErrors(ctx context.Context, rt *actors.Runtime) error {
 	say("erin: call", "%s worker %d, incarnation %d, n=%d", hintPool, r.Worker, r.Incarnation, r.N)
 	restarts := rt.Stats().Pools[hintPool].Restarts
 	_, err = call(ctx, erin, corrupt{})
-	if !errors.Is(err, errCorrupt) || !actors.IsFatal(err) {
+	if !errors.Is(err, errCorrupt) || !errors.Is(err, actors.ErrWorkerFailed) || !actors.IsFatal(err) {
 		return unexpected("fatal call", errCorrupt, err)
 	}
-	say("erin: call returning Fatal", "the caller gets the worker's own error (%q, errors.Is(err, errCorrupt) holds), and the worker is tainted",
+	say("erin: call returning Fatal", "ErrWorkerFailed wrapping the worker's own error (%q: errors.Is holds for both), and the worker is tainted",
 		err)
 	if err := waitRestarted(ctx, rt, hintPool, restarts); err != nil {
 		return err
