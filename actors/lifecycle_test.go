@@ -175,7 +175,7 @@ func TestCleanupSources(t *testing.T) {
 		owner, cancel := context.WithCancel(context.Background())
 		a, err := rt.Call(owner, op{})
 		require.NoError(t, err)
-		b, err := rt.Call(context.WithValue(owner, struct{}{}, 1), op{})
+		b, err := rt.Call(context.WithValue(owner, testKey{}, 1), op{})
 		require.NoError(t, err)
 		assert.Equal(t, a.(result).Worker, b.(result).Worker)
 		assert.Equal(t, 1, b.(result).Hits, "same session: the worker kept its state")
@@ -216,6 +216,8 @@ func TestCleanupDebugLogOnlyWhenConfigured(t *testing.T) {
 		})
 	}
 }
+
+type testKey struct{}
 
 type syncBuffer struct {
 	mu  sync.Mutex
