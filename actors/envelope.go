@@ -39,9 +39,6 @@ type envelope struct {
 	ref    *messages.Ref
 	stream *Stream
 
-	// Set when claimed, under the pool lock.
-	w   *worker
-	inc uint64
 	// bindOnRun: a hint call queued while its session had no binding in this
 	// pool binds to whichever worker runs it.
 	bindOnRun bool

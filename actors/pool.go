@@ -82,7 +82,6 @@ func (p *pool) hasRoom(w *worker) bool {
 
 // claim gives env a slot on w. Caller holds mu.
 func (p *pool) claim(env *envelope, w *worker) {
-	env.w, env.inc = w, w.incarnation
 	env.call.Worker, env.call.Incarnation = w.id, w.incarnation
 	w.inflight++
 	p.inflight++

@@ -226,7 +226,7 @@ func (rt *Runtime) dispatch(s *Session, env *envelope) (pid *actor.PID, queued b
 
 	p.stats.dispatched[outcome].Add(1)
 	if rt.wantEvents {
-		rt.emit(messages.CallDispatched{Pool: p.cfg.Name, Session: s.id, Worker: env.call.Worker, Incarnation: env.inc,
+		rt.emit(messages.CallDispatched{Pool: p.cfg.Name, Session: s.id, Worker: env.call.Worker, Incarnation: env.call.Incarnation,
 			Affinity: env.mode, Outcome: outcome, Stream: env.stream != nil})
 	}
 	if err != nil {

@@ -179,7 +179,7 @@ func (a *workerActor) begin(env *envelope) (ok bool, next *envelope) {
 	}
 	var err error
 	switch {
-	case env.inc != a.inc || a.dead.Load():
+	case env.call.Incarnation != a.inc || a.dead.Load():
 		err = errStale
 	case env.ctx.Err() != nil:
 		err = env.ctx.Err()
