@@ -575,3 +575,79 @@ func (l *eventLog) of(kind string) []messages.Event {
 }
 
 var _ = errors.Is
+
+// Row "not bound yet" when no worker is free.
+func TestAffinityUnboundNoneFree(t *testing.T) {
+	t.Run("hint waits and binds where it runs", func(t *testing.T) {
+		w := &world{}
+		rt := onePool(t, w, 2, Hint)
+		_, release0, done0 := occupy(t, rt.Session("x"))
+		w1, release1, done1 := occupy(t, rt.Session("y"))
+		s := rt.Session("new")
+		got := make(chan result, 1)
+		go func() {
+			r, err := call(t, s, op{ID: 1})
+			assert.NoError(t, err)
+			got <- r
+		}()
+		waitQueued(t, rt, "p", 1)
+		_, _, bound := s.Binding("p")
+		assert.False(t, bound, "not bound while waiting")
+		release1()
+		require.NoError(t, <-done1)
+		r := <-got
+		assert.Equal(t, w1, r.Worker)
+		b, _, ok := s.Binding("p")
+		require.True(t, ok)
+		assert.Equal(t, w1, b, "bound to the worker that ran it")
+		release0()
+		require.NoError(t, <-done0)
+	})
+	t.Run("strict_queue binds to the least-loaded worker and waits", func(t *testing.T) {
+		w := &world{}
+		rt := onePool(t, w, 2, StrictQueue)
+		// Two sessions on worker 0, one on worker 1: worker 1 is least loaded.
+		var on0, on1 []*Session
+		for i := 0; len(on0) < 2 || len(on1) < 1; i++ {
+			s := rt.Session(fmt.Sprint("pre", i))
+			r, err := call(t, s, op{})
+			require.NoError(t, err)
+			if r.Worker == 0 {
+				on0 = append(on0, s)
+			} else {
+				on1 = append(on1, s)
+			}
+		}
+		require.Len(t, on1, 1, "balanced binding alternates")
+		_, release0, done0 := occupy(t, on0[0])
+		_, release1, done1 := occupy(t, on1[0])
+		s := rt.Session("new")
+		errc := make(chan error, 1)
+		go func() {
+			_, err := call(t, s, op{ID: 1})
+			errc <- err
+		}()
+		waitQueued(t, rt, "p", 1)
+		b, _, ok := s.Binding("p")
+		require.True(t, ok)
+		assert.Equal(t, 1, b)
+		release0()
+		require.NoError(t, <-done0)
+		release1()
+		require.NoError(t, <-done1)
+		require.NoError(t, <-errc)
+		assert.Equal(t, 1, filter(w.executions(), func(e execution) bool { return e.ID == 1 })[0].Worker)
+	})
+	t.Run("strict_fail_fast refuses without binding", func(t *testing.T) {
+		w := &world{}
+		rt := onePool(t, w, 1, StrictFailFast)
+		_, release, done := occupy(t, rt.Session("x"))
+		s := rt.Session("new")
+		_, err := call(t, s, op{ID: 1})
+		require.ErrorIs(t, err, ErrWorkerBusy)
+		_, _, bound := s.Binding("p")
+		assert.False(t, bound)
+		release()
+		require.NoError(t, <-done)
+	})
+}
