@@ -23,6 +23,7 @@ type op struct {
 	Block   chan struct{} // wait until closed (or the call's ctx ends)
 	Started chan int      // receives the worker id when the call starts
 	Panic   bool
+	PanicIf *atomic.Bool // checked once unblocked: panic if set by then
 	Fatal   bool
 	Ref     string // return call.NewRef(Ref)
 	Items   int    // streaming: number of items to send
@@ -110,7 +111,7 @@ func (tw *testWorker) Handle(ctx context.Context, c messages.Call) (any, error) 
 			return nil, ctx.Err()
 		}
 	}
-	if o.Panic {
+	if o.Panic || (o.PanicIf != nil && o.PanicIf.Load()) {
 		panic("boom")
 	}
 	if o.Fatal {
