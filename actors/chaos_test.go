@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math/rand"
+	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -11,62 +13,121 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/affinity-go/affinity/messages"
 )
 
-// TestChaosEveryCallAnswered mixes every kind of call with panics, stream
-// cancels, session closes, short deadlines, recycling, health checks and
-// resizes, and checks that every call returns and the pools end empty.
-func TestChaosEveryCallAnswered(t *testing.T) {
+// TestChaos runs many sessions, each owned by one goroutine making calls one
+// after another in random modes and pools, with ref calls, streams, panics,
+// fatal errors, cancels, session closes, recycling, health checks and
+// resizes going on, and checks:
+//   - every call returns (none is lost),
+//   - a strict call that succeeds ran on its session's bound incarnation,
+//     and a ref call on its ref's incarnation (none is misrouted),
+//   - the executions the workers saw match the runtime's counters,
+//   - after Shutdown the pools are empty, no goroutine is left (TestMain),
+//     and the heap is back near where it started.
+//
+// It is short by default; AFFINITY_SOAK=2m (any duration) makes it a soak.
+func TestChaos(t *testing.T) {
+	soak := time.Duration(0)
+	if v := os.Getenv("AFFINITY_SOAK"); v != "" {
+		d, err := time.ParseDuration(v)
+		require.NoError(t, err, "AFFINITY_SOAK")
+		soak = d
+	}
+	sessions, opsPerSession := 200, 40
+	if soak > 0 {
+		sessions = 2000
+	}
+	baseline := heapAlloc()
+
 	w := &world{}
 	rt, err := Start(Config{Pools: []PoolConfig{
-		{Name: "a", Size: 4, Affinity: Hint, NewWorker: w.factory, QueueSize: 64, QueueTimeout: 50 * time.Millisecond},
+		{Name: "a", Size: 4, Affinity: Hint, NewWorker: w.factory, QueueSize: 256, QueueTimeout: 50 * time.Millisecond},
 		{Name: "b", Size: 3, Affinity: StrictQueue, NewWorker: w.factory, Capacity: 2, MaxCalls: 50},
-	}, Restart: fastRestarts, HealthInterval: 2 * time.Millisecond, SessionIdleTTL: 20 * time.Millisecond})
+	}, Restart: fastRestarts, HealthInterval: 2 * time.Millisecond,
+		SessionIdleTTL: -1}) // expiry would reset bindings behind the owners' backs
 	require.NoError(t, err)
 
-	const callers, opsPerCaller = 32, 300
-	var answered atomic.Int64
+	deadline := time.Now().Add(soak)
+	var calls, misrouted atomic.Int64
 	var wg sync.WaitGroup
-	for g := 0; g < callers; g++ {
+	for i := 0; i < sessions; i++ {
 		wg.Add(1)
-		go func(g int) {
+		go func(i int) {
 			defer wg.Done()
-			r := rand.New(rand.NewSource(int64(g)))
-			for i := 0; i < opsPerCaller; i++ {
-				s := rt.Session(fmt.Sprint("s", r.Intn(100)))
-				opts := []CallOption{WithPool([]string{"a", "b"}[r.Intn(2)]), WithAffinity(allModes[r.Intn(3)])}
-				ctx, cancel := context.WithTimeout(context.Background(), time.Duration(r.Intn(20))*time.Millisecond)
-				switch r.Intn(25) {
-				case 0:
-					_, _ = s.Call(ctx, op{Panic: true}, opts...)
-				case 1:
-					if st, err := s.Stream(ctx, op{Items: 3}, opts...); err == nil {
+			r := rand.New(rand.NewSource(int64(i)))
+			s := rt.Session(fmt.Sprint("chaos-", i))
+			var refs []messages.Ref
+			for n := 0; n < opsPerSession || time.Now().Before(deadline); n++ {
+				calls.Add(1)
+				pool := []string{"a", "b"}[r.Intn(2)]
+				mode := allModes[r.Intn(3)]
+				ctx, cancel := context.WithTimeout(context.Background(), time.Duration(1+r.Intn(50))*time.Millisecond)
+				o := op{ID: i*1_000_000 + n, Ref: "r", Panic: r.Intn(60) == 0, Fatal: r.Intn(80) == 0}
+				switch k := r.Intn(30); {
+				case k == 0:
+					s.Close()
+				case k == 1 && i == 0:
+					_ = rt.Resize(ctx, "a", 1+r.Intn(5))
+				case k == 2:
+					if st, err := s.Stream(ctx, op{ID: o.ID, Items: 2}, WithPool(pool), WithAffinity(mode)); err == nil {
 						_, _ = st.Recv()
 						st.Close()
 					}
-				case 2:
-					s.Close()
-				case 3:
-					if g == 0 {
-						_ = rt.Resize(ctx, "a", 1+r.Intn(5))
+				case k < 8 && len(refs) > 0:
+					ref := refs[r.Intn(len(refs))]
+					v, err := rt.CallRef(ctx, ref, o, WithAffinity(mode))
+					if err == nil && (v.(result).Worker != ref.Worker || v.(result).Incarnation != ref.Incarnation) {
+						misrouted.Add(1)
+						t.Errorf("ref call ran on %d/%d, ref is %d/%d", v.(result).Worker, v.(result).Incarnation, ref.Worker, ref.Incarnation)
 					}
 				default:
-					_, _ = s.Call(ctx, op{}, opts...)
+					worker, inc, bound := s.Binding(pool)
+					v, err := s.Call(ctx, o, WithPool(pool), WithAffinity(mode))
+					if err != nil {
+						break
+					}
+					res := v.(result)
+					if mode != Hint && bound && (res.Worker != worker || res.Incarnation != inc) {
+						misrouted.Add(1)
+						t.Errorf("%s call of %s ran on %d/%d, bound to %d/%d", mode, s.ID(), res.Worker, res.Incarnation, worker, inc)
+					}
+					if res.Ref.Valid() && r.Intn(4) == 0 {
+						refs = append(refs, res.Ref)
+					}
 				}
 				cancel()
-				answered.Add(1)
 			}
-		}(g)
+		}(i)
 	}
 	wg.Wait()
-	assert.Equal(t, int64(callers*opsPerCaller), answered.Load(), "every operation returned")
-	for name, ps := range rt.Stats().Pools {
-		assert.Zero(t, ps.Queued, "pool %s", name)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	assert.Zero(t, misrouted.Load())
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	require.NoError(t, rt.Shutdown(ctx))
-	for name, ps := range rt.Stats().Pools {
+	st := rt.Stats()
+	var executed uint64
+	for name, ps := range st.Pools {
+		assert.Zero(t, ps.Queued, "pool %s", name)
 		assert.Zero(t, ps.Inflight, "pool %s", name)
+		executed += ps.Executed
 	}
+	assert.Equal(t, uint64(len(w.executions())), executed, "every execution counted once")
+	t.Logf("%d calls over %d sessions; executed %d; restarts a=%d b=%d",
+		calls.Load(), sessions, executed, st.Pools["a"].Restarts, st.Pools["b"].Restarts)
+
+	// The runtime is no longer referenced: its memory (sessions, workers,
+	// envelopes) must be collectable, so the heap returns near its start.
+	require.Eventually(t, func() bool { return heapAlloc() < baseline+8<<20 }, 10*time.Second, 10*time.Millisecond,
+		"heap stayed above baseline %d", baseline)
+}
+
+func heapAlloc() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
 }

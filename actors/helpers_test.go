@@ -126,6 +126,9 @@ func (tw *testWorker) Handle(ctx context.Context, c messages.Call) (any, error) 
 
 func (tw *testWorker) HandleStream(ctx context.Context, c messages.Call, send func(any) error) error {
 	o, _ := c.Payload.(op)
+	tw.w.mu.Lock()
+	tw.w.execs = append(tw.w.execs, execution{ID: o.ID, Session: c.Session, Worker: c.Worker, Incarnation: c.Incarnation, Ref: c.Ref != nil})
+	tw.w.mu.Unlock()
 	if o.Started != nil {
 		o.Started <- c.Worker
 	}
