@@ -1,0 +1,89 @@
+package actors
+
+import (
+	"context"
+	"os"
+	"runtime"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/affinity-go/affinity/messages"
+)
+
+// settledHeap returns the live heap after a full collection. Two cycles let
+// objects freed by finalizers or sync.Pool victim caches go too.
+func settledHeap() uint64 {
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+// TestIdleSessionMemory checks the target of 512 bytes per idle bound
+// session, with 1,000,000 sessions. It allocates a few hundred MB and takes
+// seconds, so it runs only with AFFINITY_MEMORY_TEST=1.
+func TestIdleSessionMemory(t *testing.T) {
+	if os.Getenv("AFFINITY_MEMORY_TEST") != "1" {
+		t.Skip("set AFFINITY_MEMORY_TEST=1 to measure 1,000,000 idle sessions")
+	}
+	const sessions, callers = 1_000_000, 8
+	noop := func(context.Context, WorkerInfo) (Worker, error) {
+		return WorkerFunc(func(context.Context, messages.Call) (any, error) { return nil, nil }), nil
+	}
+	var baseline, after uint64
+	// The runtime lives only in this function, so that after it returns
+	// what the runtime held for the sessions must be garbage (Go maps never
+	// shrink: a live runtime keeps its session tables at their peak size).
+	func() {
+		rt, err := Start(Config{Pools: []PoolConfig{{Name: "p", Size: 8, Affinity: Hint, NewWorker: noop}}})
+		require.NoError(t, err)
+		baseline = settledHeap()
+
+		// Every session is created by a call and kept only by the runtime:
+		// what the heap grows by is what the runtime spends on idle sessions.
+		var wg sync.WaitGroup
+		errs := make(chan error, callers)
+		for g := 0; g < callers; g++ {
+			wg.Add(1)
+			go func(g int) {
+				defer wg.Done()
+				ctx := context.Background()
+				for i := g; i < sessions; i += callers {
+					if _, err := rt.Session("user-"+strconv.Itoa(i)).Call(ctx, nil); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}(g)
+		}
+		wg.Wait()
+		close(errs)
+		require.NoError(t, <-errs)
+
+		after = settledHeap()
+		runtime.KeepAlive(rt)
+		perSession := float64(int64(after)-int64(baseline)) / sessions
+		t.Logf("heap: baseline %d B, with %d idle sessions %d B: %.1f B/session", baseline, sessions, after, perSession)
+		st := rt.Stats()
+		require.Equal(t, sessions, st.Sessions)
+		require.Equal(t, uint64(sessions), st.Pools["p"].Bindings, "every session bound once")
+		for _, i := range []int{0, 1, sessions / 2, sessions - 1} {
+			_, _, ok := rt.Session("user-" + strconv.Itoa(i)).Binding("p")
+			require.True(t, ok, "session user-%d kept its binding", i)
+		}
+		require.LessOrEqual(t, perSession, 512.0)
+
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		require.NoError(t, rt.Shutdown(ctx))
+	}()
+	released := settledHeap()
+	t.Logf("heap after Shutdown: %d B (%+d B against the baseline)", released, int64(released)-int64(baseline))
+	slack := max((int64(after)-int64(baseline))/20, 4<<20) // 5% of the sessions' cost, at least 4 MB
+	require.LessOrEqual(t, int64(released), int64(baseline)+slack, "sessions released after Shutdown")
+}
