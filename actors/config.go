@@ -45,6 +45,8 @@ const (
 	DefaultSessionIdleTTL = 30 * time.Minute
 	DefaultHealthInterval = 10 * time.Second
 	DefaultHealthTimeout  = 2 * time.Second
+	// MinHealthInterval keeps health checks from flooding worker mailboxes.
+	MinHealthInterval = time.Millisecond
 )
 
 // PoolConfig describes one named pool. Zero values take the documented
@@ -160,6 +162,8 @@ func (c Config) validated() (Config, error) {
 	}
 	if c.HealthInterval < 0 || c.HealthTimeout < 0 {
 		bad("negative health interval or timeout")
+	} else if c.HealthInterval > 0 && c.HealthInterval < MinHealthInterval {
+		bad("health interval %v below the minimum %v", c.HealthInterval, MinHealthInterval)
 	}
 	if c.HealthInterval == 0 {
 		c.HealthInterval = DefaultHealthInterval

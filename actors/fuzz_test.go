@@ -122,6 +122,8 @@ func problem(cfg Config) string {
 		return "unknown default pool"
 	case cfg.HealthInterval < 0 || cfg.HealthTimeout < 0:
 		return "negative health interval or timeout"
+	case cfg.HealthInterval > 0 && cfg.HealthInterval < MinHealthInterval:
+		return "health interval too short"
 	case cfg.Restart.Validate() != nil:
 		return "bad restart policy"
 	}

@@ -345,6 +345,7 @@ func TestBadConfig(t *testing.T) {
 		"negative queue":  {Pools: []PoolConfig{{Name: "a", Size: 1, NewWorker: factory, QueueSize: -1}}},
 		"unknown default": {Pools: []PoolConfig{{Name: "a", Size: 1, NewWorker: factory}}, DefaultPool: "b"},
 		"bad policy":      {Pools: []PoolConfig{{Name: "a", Size: 1, NewWorker: factory}}, Restart: supervisorPolicy(-time.Second)},
+		"health flood":    {Pools: []PoolConfig{{Name: "a", Size: 1, NewWorker: factory}}, HealthInterval: time.Microsecond},
 	}
 	for name, cfg := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -226,13 +226,13 @@ func (rt *Runtime) dispatch(s *Session, env *envelope) (pid *actor.PID, queued b
 
 	p.stats.dispatched[outcome].Add(1)
 	if rt.wantEvents {
-		rt.emit(messages.CallDispatched{Pool: p.cfg.Name, Session: s.id, Worker: env.call.Worker, Incarnation: env.call.Incarnation,
+		emit(rt, messages.CallDispatched{Pool: p.cfg.Name, Session: s.id, Worker: env.call.Worker, Incarnation: env.call.Incarnation,
 			Affinity: env.mode, Outcome: outcome, Stream: env.stream != nil})
 	}
 	if err != nil {
 		if err == ErrPoolSaturated {
 			p.stats.saturated.Add(1)
-			rt.emit(messages.PoolSaturated{Pool: p.cfg.Name, Session: s.id, Queued: queuedNow})
+			emit(rt, messages.PoolSaturated{Pool: p.cfg.Name, Session: s.id, Queued: queuedNow})
 		}
 		return nil, false, env.fail(err, "")
 	}
@@ -303,8 +303,10 @@ func (rt *Runtime) stream(ctx context.Context, s *Session, p *pool, mode Affinit
 	return st, nil
 }
 
-// emit hands ev to the configured subscribers.
-func (rt *Runtime) emit(ev messages.Event) {
+// emit hands ev to the configured subscribers. It is generic so that the
+// event becomes an interface value (a heap allocation) only when someone
+// listens.
+func emit[E messages.Event](rt *Runtime, ev E) {
 	if !rt.wantEvents {
 		return
 	}
@@ -407,7 +409,7 @@ func (rt *Runtime) Resize(ctx context.Context, poolName string, size int) error 
 	}
 	if res.from != res.to {
 		p.stats.resizes.Add(1)
-		rt.emit(messages.PoolResized{Pool: poolName, From: res.from, To: res.to})
+		emit(rt, messages.PoolResized{Pool: poolName, From: res.from, To: res.to})
 		rt.log.Info().Str("pool", poolName).Int("from", res.from).Int("to", res.to).Msg("pool resized")
 	}
 	return errors.Join(errs...)

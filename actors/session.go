@@ -162,7 +162,7 @@ func (rt *Runtime) session(id string, auto bool) *Session {
 	sh.mu.Unlock()
 	if created {
 		rt.sessionsCreated.Add(1)
-		rt.emit(messages.SessionCreated{Session: id, Auto: auto})
+		emit(rt, messages.SessionCreated{Session: id, Auto: auto})
 	}
 	return s
 }
@@ -304,7 +304,7 @@ func (rt *Runtime) closeSession(s *Session, source messages.CleanupSource) {
 		}
 	}
 	rt.cleanups[source].Add(1)
-	rt.emit(messages.SessionCleanup{Session: s.id, Source: source, Workers: released})
+	emit(rt, messages.SessionCleanup{Session: s.id, Source: source, Workers: released})
 	if rt.cfg.LogSessionCleanup {
 		rt.log.Debug().Str("session", s.id).Str("source", source.String()).Int("workers", released).Msg("session cleanup")
 	}

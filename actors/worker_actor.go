@@ -119,7 +119,7 @@ func (a *workerActor) start(ctx actor.Context) {
 		w.started <- nil
 	} else {
 		p.stats.restarts.Add(1)
-		p.rt.emit(messages.WorkerRestarted{Pool: p.cfg.Name, Worker: w.id, Incarnation: a.inc})
+		emit(p.rt, messages.WorkerRestarted{Pool: p.cfg.Name, Worker: w.id, Incarnation: a.inc})
 	}
 	a.pump(ctx, next)
 }
@@ -228,7 +228,7 @@ func (a *workerActor) run(env *envelope) *envelope {
 		p.stats.execErrors.Add(1)
 	}
 	if p.rt.wantEvents {
-		p.rt.emit(messages.CallExecuted{Pool: p.cfg.Name, Session: env.call.Session, Worker: w.id,
+		emit(p.rt, messages.CallExecuted{Pool: p.cfg.Name, Session: env.call.Session, Worker: w.id,
 			Incarnation: a.inc, Duration: time.Since(started), Err: err})
 	}
 	next := p.release(w, env)
@@ -273,7 +273,7 @@ func (a *workerActor) taintNow(reason messages.TaintReason, cause error) {
 	failWaiting(own, lostWorkerErr)
 
 	p.stats.tainted[reason].Add(1)
-	p.rt.emit(messages.WorkerTainted{Pool: p.cfg.Name, Worker: w.id, Incarnation: a.inc, Reason: reason, Err: cause})
+	emit(p.rt, messages.WorkerTainted{Pool: p.cfg.Name, Worker: w.id, Incarnation: a.inc, Reason: reason, Err: cause})
 	p.rt.log.Warn().Str("pool", p.cfg.Name).Int("worker", w.id).Uint64("incarnation", a.inc).
 		Str("reason", reason.String()).AnErr("cause", cause).Msg("worker tainted")
 	p.rt.system.Root.Send(a.self, &escalateMsg{inc: a.inc, taint: &supervisor.Taint{Reason: reason, Err: cause}})
