@@ -22,11 +22,11 @@ const (
 // worker is the stable slot of one worker id in a pool. Its actor instance
 // (workerActor) changes with every incarnation; this struct does not.
 type worker struct {
-	pool       *pool
-	id         int
-	started    chan error    // first start's outcome, written once
-	stopped    chan struct{} // closed when the actor has stopped for good
-	dispatcher *pinnedDispatcher
+	pool    *pool
+	id      int
+	started chan error    // first start's outcome, written once
+	stopped chan struct{} // closed when the actor has stopped for good
+	mailbox *mailbox
 
 	// Guarded by pool.mu.
 	pid         *actor.PID

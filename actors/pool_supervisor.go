@@ -72,7 +72,7 @@ func (p *pool) resize(ctx actor.Context, size int) resizeResult {
 	}
 	for len(p.active) < size {
 		w := &worker{pool: p, id: len(p.workers), started: make(chan error, 1), stopped: make(chan struct{}),
-			dispatcher: newPinnedDispatcher(p.rt)}
+			mailbox: newMailbox(p.rt)}
 		p.workers = append(p.workers, w)
 		p.active = append(p.active, w)
 		res.added = append(res.added, w)
@@ -110,7 +110,7 @@ func (p *pool) resize(ctx actor.Context, size int) resizeResult {
 			p.mu.Unlock()
 			w.started <- err
 			close(w.stopped)
-			w.dispatcher.stop()
+			w.mailbox.stop()
 		}
 	}
 	return res

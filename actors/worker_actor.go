@@ -46,7 +46,7 @@ type workerActor struct {
 func (p *pool) workerProps(w *worker) *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor {
 		return &workerActor{w: w, async: p.cfg.Capacity > 1}
-	}, actor.WithDispatcher(w.dispatcher))
+	}, actor.WithMailbox(func() actor.Mailbox { return w.mailbox }))
 }
 
 // Receive implements actor.Actor.
@@ -72,7 +72,7 @@ func (a *workerActor) Receive(ctx actor.Context) {
 		a.closeImpl()
 	case *actor.Stopped:
 		a.w.pool.workerStopped(a.w)
-		a.w.dispatcher.stop()
+		a.w.mailbox.stop()
 	}
 }
 
