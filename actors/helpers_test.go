@@ -51,7 +51,7 @@ type world struct {
 	mu        sync.Mutex
 	execs     []execution
 	released  []string
-	unhealthy sync.Map // worker id -> bool
+	unhealthy sync.Map // worker id -> true, or the one incarnation (uint64) to fail
 	built     atomic.Int64
 	failBuild atomic.Bool
 }
@@ -144,7 +144,7 @@ func (tw *testWorker) HandleStream(ctx context.Context, c messages.Call, send fu
 			return ctx.Err()
 		}
 	}
-	if o.Panic {
+	if o.Panic || (o.PanicIf != nil && o.PanicIf.Load()) {
 		panic("stream boom")
 	}
 	return nil
@@ -159,8 +159,11 @@ func (tw *testWorker) ReleaseSession(_ context.Context, session string, _ messag
 	tw.mu.Unlock()
 }
 
+// CheckHealth fails when the worker's id is marked unhealthy: true marks
+// every incarnation, an incarnation number marks only that one.
 func (tw *testWorker) CheckHealth(context.Context) error {
-	if v, ok := tw.w.unhealthy.Load(tw.info.ID); ok && v.(bool) {
+	switch v, _ := tw.w.unhealthy.Load(tw.info.ID); v {
+	case true, tw.info.Incarnation:
 		return errors.New("unhealthy")
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -23,9 +24,10 @@ import (
 // know the runtime's free choice (a hint detour may go to any free worker)
 // it checks the choice was allowed and follows it.
 //
-// Tainted workers are never restarted here (the backoff is an hour): the
-// restart path is covered by the table tests, and keeping workers down keeps
-// the model exact.
+// Each run either restarts tainted workers at once (the step that taints a
+// worker waits for its next incarnation, which is where the model expects
+// it) or never (an hour's backoff), so both "restarted" and "still tainted"
+// states get explored.
 
 type mState int
 
@@ -40,6 +42,7 @@ type mCall struct {
 	sess    int
 	mode    Affinity
 	ref     *messages.Ref
+	stream  bool
 	state   mState
 	worker  int // running on, or queued for (-1: the pool's hint queue)
 	pref    int // hint queue: the session's bound worker, -1 if none
@@ -82,6 +85,7 @@ type model struct {
 	calls    []*mCall
 	refs     []messages.Ref
 	never    map[int]bool       // ids of calls that must never run
+	restarts bool               // tainted workers come back at once
 	epochs   [modelSessions]int // bumped by each Close: calls made before belong to the old session
 }
 
@@ -93,6 +97,8 @@ func TestModel(t *testing.T) {
 		defer m.finish()
 		rt.Repeat(map[string]func(*rapid.T){
 			"call":    m.stepCall,
+			"stream":  m.stepStream,
+			"health":  m.stepHealth,
 			"refCall": m.stepRefCall,
 			"release": m.stepRelease,
 			"cancel":  m.stepCancel,
@@ -107,13 +113,17 @@ func TestModel(t *testing.T) {
 func newModel(t *rapid.T) *model {
 	w := &world{}
 	size := rapid.IntRange(1, 3).Draw(t, "size")
-	never := supervisorPolicy(time.Hour)
+	restarts := rapid.Bool().Draw(t, "restarts")
+	policy := supervisorPolicy(time.Hour)
+	if restarts {
+		policy = fastRestarts
+	}
 	rt, err := Start(Config{Pools: []PoolConfig{{Name: "p", Size: size, Affinity: Hint, NewWorker: w.factory,
-		QueueTimeout: time.Hour, Restart: &never}}})
+		QueueTimeout: time.Hour, Restart: &policy}}, HealthInterval: MinHealthInterval})
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &model{t: t, rt: rt, w: w, bindings: map[int]*mBinding{}, never: map[int]bool{}}
+	m := &model{t: t, rt: rt, w: w, bindings: map[int]*mBinding{}, never: map[int]bool{}, restarts: restarts}
 	m.syncWorkers()
 	return m
 }
@@ -177,7 +187,7 @@ func (m *model) route(c *mCall) predicted {
 			return predicted{err: ErrRefLost, queueOn: -2}
 		case m.free(w):
 			return predicted{run: []*mWorker{w}, queueOn: -2}
-		case c.mode == StrictFailFast:
+		case c.mode == StrictFailFast || c.stream:
 			return predicted{err: ErrWorkerBusy, queueOn: -2}
 		}
 		return predicted{queueOn: w.id}
@@ -188,7 +198,7 @@ func (m *model) route(c *mCall) predicted {
 			switch {
 			case m.free(pref):
 				return predicted{run: []*mWorker{pref}, queueOn: -2}
-			case c.mode == StrictFailFast:
+			case c.mode == StrictFailFast || (c.stream && c.mode == StrictQueue):
 				return predicted{err: ErrWorkerBusy, queueOn: -2}
 			case c.mode == StrictQueue:
 				return predicted{queueOn: pref.id}
@@ -201,6 +211,9 @@ func (m *model) route(c *mCall) predicted {
 			}
 			if len(frees) > 0 {
 				return predicted{run: frees, queueOn: -2}
+			}
+			if c.stream {
+				return predicted{err: ErrNoWorkersAvailable, queueOn: -2}
 			}
 			c.pref = pref.id
 			return predicted{queueOn: -1}
@@ -226,7 +239,7 @@ func (m *model) route(c *mCall) predicted {
 	switch {
 	case best != nil:
 		return predicted{run: []*mWorker{best}, queueOn: -2}
-	case !m.anyLive() || (bestAny == nil && c.mode != Hint):
+	case c.stream || !m.anyLive() || (bestAny == nil && c.mode != Hint):
 		return predicted{err: ErrNoWorkersAvailable, queueOn: -2}
 	case c.mode == StrictFailFast:
 		return predicted{err: ErrWorkerBusy, queueOn: -2}
@@ -248,9 +261,12 @@ func (m *model) launch(c *mCall) {
 	go func() {
 		var v any
 		var err error
-		if c.ref != nil {
+		switch {
+		case c.stream:
+			err = drain(m.session(c.sess).Stream(ctx, o, WithAffinity(c.mode)))
+		case c.ref != nil:
 			v, err = m.rt.CallRef(ctx, *c.ref, o, WithAffinity(c.mode))
-		} else {
+		default:
 			v, err = m.session(c.sess).Call(ctx, o, WithAffinity(c.mode))
 		}
 		r, _ := v.(result)
@@ -291,6 +307,17 @@ func (m *model) expect(c *mCall, p predicted) {
 			m.hint = append(m.hint, c)
 		}
 	}
+}
+
+// drain reads a stream to its end: nil for a clean end, else its error.
+func drain(st *Stream, err error) error {
+	for err == nil {
+		_, err = st.Recv()
+	}
+	if errors.Is(err, io.EOF) {
+		return nil
+	}
+	return err
 }
 
 func ids(ws []*mWorker) []int {
@@ -343,6 +370,12 @@ func (m *model) stepCall(t *rapid.T) {
 	m.expect(c, m.route(c))
 }
 
+func (m *model) stepStream(t *rapid.T) {
+	c := &mCall{id: len(m.calls) + 1, sess: rapid.IntRange(0, modelSessions-1).Draw(t, "session"),
+		mode: rapid.SampledFrom(allModes).Draw(t, "mode"), stream: true, worker: -1, pref: -1}
+	m.expect(c, m.route(c))
+}
+
 func (m *model) stepRefCall(t *rapid.T) {
 	if len(m.refs) == 0 {
 		t.Skip("no refs yet")
@@ -382,17 +415,25 @@ func (m *model) stepRelease(t *rapid.T) {
 	if o.err != nil {
 		t.Fatalf("call %d on worker %d: %v", c.id, w.id, o.err)
 	}
-	if o.res.Worker != w.id || o.res.Incarnation != w.inc {
-		t.Fatalf("call %d ran on %d/%d, model says %d/%d", c.id, o.res.Worker, o.res.Incarnation, w.id, w.inc)
+	if !c.stream {
+		if o.res.Worker != w.id || o.res.Incarnation != w.inc {
+			t.Fatalf("call %d ran on %d/%d, model says %d/%d", c.id, o.res.Worker, o.res.Incarnation, w.id, w.inc)
+		}
+		m.refs = append(m.refs, o.res.Ref)
 	}
-	m.refs = append(m.refs, o.res.Ref)
 	c.state, w.running = mDone, nil
+	m.runNext(w)
+}
+
+// runNext checks that a worker that just became free takes the call the
+// model says it takes next.
+func (m *model) runNext(w *mWorker) {
 	next := m.nextFor(w)
 	if next == nil {
 		return
 	}
 	if id := m.startedOn(next); id != w.id {
-		t.Fatalf("call %d started on worker %d, model says %d", next.id, id, w.id)
+		m.t.Fatalf("call %d started on worker %d, model says %d", next.id, id, w.id)
 	}
 	m.start(next, w)
 	if next.bindRun && next.epoch == m.epochs[next.sess] && m.bindings[next.sess] == nil {
@@ -409,7 +450,16 @@ func (m *model) crash(c *mCall, w *mWorker) {
 	if o := m.outcome(c); !errors.Is(o.err, ErrWorkerFailed) {
 		t.Fatalf("panicking call %d: %v", c.id, o.err)
 	}
-	c.state, w.running, w.state = mDone, nil, wsRestarting
+	c.state, w.running = mDone, nil
+	m.tainted(w)
+}
+
+// tainted updates the model for a worker that was just tainted: the calls
+// waiting for it fail at once, and when this run restarts workers, the
+// step waits for the next incarnation, which then takes a waiting call.
+func (m *model) tainted(w *mWorker) {
+	t := m.t
+	w.state = wsRestarting
 	for _, q := range w.queue {
 		want := ErrSessionWorkerUnavailable
 		if q.ref != nil {
@@ -422,6 +472,42 @@ func (m *model) crash(c *mCall, w *mWorker) {
 		m.never[q.id] = true
 	}
 	w.queue = nil
+	if !m.restarts {
+		return
+	}
+	p := m.rt.pools[0]
+	require.Eventually(t, func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		rw := p.workers[w.id]
+		return rw.state == wsReady && rw.incarnation != w.inc
+	}, 5*time.Second, 50*time.Microsecond, "worker %d never restarted", w.id)
+	p.mu.Lock()
+	w.inc = p.workers[w.id].incarnation
+	p.mu.Unlock()
+	w.state, w.bound = wsReady, 0
+	m.runNext(w)
+}
+
+// stepHealth fails the health check of an idle worker's current
+// incarnation.
+func (m *model) stepHealth(t *rapid.T) {
+	var idle []*mWorker
+	for _, w := range m.active() {
+		if w.state == wsReady && w.running == nil {
+			idle = append(idle, w)
+		}
+	}
+	if len(idle) == 0 {
+		t.Skip("no idle worker")
+	}
+	w := rapid.SampledFrom(idle).Draw(t, "worker")
+	before := m.rt.Stats().Pools["p"].Tainted[messages.TaintHealthCheck]
+	m.w.unhealthy.Store(w.id, w.inc)
+	require.Eventually(t, func() bool {
+		return m.rt.Stats().Pools["p"].Tainted[messages.TaintHealthCheck] > before
+	}, 5*time.Second, 50*time.Microsecond, "worker %d never failed its health check", w.id)
+	m.tainted(w)
 }
 
 func (m *model) nextFor(w *mWorker) *mCall {
