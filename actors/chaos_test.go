@@ -28,7 +28,8 @@ import (
 //   - after Shutdown the pools are empty, no goroutine is left (TestMain),
 //     and the heap is back near where it started.
 //
-// It is short by default; AFFINITY_SOAK=2m (any duration) makes it a soak.
+// It is short by default (1,000 sessions, 8 operations each); AFFINITY_SOAK=2m
+// (any duration) makes it a soak of 2,000 sessions for that long.
 func TestChaos(t *testing.T) {
 	soak := time.Duration(0)
 	if v := os.Getenv("AFFINITY_SOAK"); v != "" {
@@ -36,7 +37,7 @@ func TestChaos(t *testing.T) {
 		require.NoError(t, err, "AFFINITY_SOAK")
 		soak = d
 	}
-	sessions, opsPerSession := 200, 40
+	sessions, opsPerSession := 1000, 8
 	if soak > 0 {
 		sessions = 2000
 	}
