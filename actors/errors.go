@@ -105,6 +105,6 @@ func (e *callError) Unwrap() []error {
 }
 
 // fail wraps sentinel with where env was headed.
-func (e *envelope) fail(sentinel error, detail string) error {
+func (e *envelope) fail(sentinel error, detail string) *callError {
 	return &callError{sentinel: sentinel, pool: e.pool.cfg.Name, session: e.call.Session, worker: e.call.Worker, detail: detail}
 }

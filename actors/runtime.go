@@ -183,13 +183,17 @@ func (rt *Runtime) call(ctx context.Context, s *Session, p *pool, mode Affinity,
 		if r.err != errStale {
 			return r.val, r.err
 		}
+		lost := &callError{pool: p.cfg.Name, session: s.id, worker: worker, detail: "worker restarted"}
 		switch {
 		case ref != nil:
-			return nil, &callError{sentinel: ErrRefLost, pool: p.cfg.Name, session: s.id, worker: worker, detail: "worker restarted"}
+			lost.sentinel = ErrRefLost
+			return nil, lost
 		case mode != Hint:
-			return nil, &callError{sentinel: ErrSessionWorkerUnavailable, pool: p.cfg.Name, session: s.id, worker: worker, detail: "worker restarted"}
+			lost.sentinel = ErrSessionWorkerUnavailable
+			return nil, lost
 		case attempt >= maxStaleRetries:
-			return nil, &callError{sentinel: ErrNoWorkersAvailable, pool: p.cfg.Name, session: s.id, worker: -1, detail: "workers keep restarting"}
+			lost.sentinel, lost.worker, lost.detail = ErrNoWorkersAvailable, -1, "workers keep restarting"
+			return nil, lost
 		}
 	}
 }
@@ -209,13 +213,11 @@ func (rt *Runtime) dispatch(s *Session, env *envelope) (pid *actor.PID, queued b
 		s = rt.session(s.id, s.auto) // closed or expired: start afresh
 	}
 	s.lastUsed.Store(rt.clock.Load())
-	if s.bindings == nil {
-		s.bindings = make([]binding, len(rt.pools))
-	}
 	env.sess, env.call.Session = s, s.id
 	p := env.pool
+	b := s.bindingIn(p)
 	p.mu.Lock()
-	w, outcome, err := p.route(env, &s.bindings[p.index])
+	w, outcome, err := p.route(env, b)
 	if w != nil {
 		pid = w.pid
 	}
@@ -225,10 +227,8 @@ func (rt *Runtime) dispatch(s *Session, env *envelope) (pid *actor.PID, queued b
 	s.mu.Unlock()
 
 	p.stats.dispatched[outcome].Add(1)
-	if rt.wantEvents {
-		emit(rt, messages.CallDispatched{Pool: p.cfg.Name, Session: s.id, Worker: env.call.Worker, Incarnation: env.call.Incarnation,
-			Affinity: env.mode, Outcome: outcome, Stream: env.stream != nil})
-	}
+	emit(rt, messages.CallDispatched{Pool: p.cfg.Name, Session: s.id, Worker: env.call.Worker, Incarnation: env.call.Incarnation,
+		Affinity: env.mode, Outcome: outcome, Stream: env.stream != nil})
 	if err != nil {
 		if err == ErrPoolSaturated {
 			p.stats.saturated.Add(1)
@@ -464,9 +464,7 @@ func (rt *Runtime) shutdown(ctx context.Context) error {
 			stop := s.stopOwner
 			s.stopOwner = nil
 			s.mu.Unlock()
-			if stop != nil && stop() {
-				rt.wg.Done()
-			}
+			rt.unwatchOwner(stop)
 			delete(sh.m, id)
 		}
 		sh.mu.Unlock()

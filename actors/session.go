@@ -101,15 +101,21 @@ func (s *Session) bindAfterWait(p *pool, w *worker, inc uint64) {
 	if s.closed.Load() {
 		return
 	}
-	if s.bindings == nil {
-		s.bindings = make([]binding, len(s.rt.pools))
-	}
-	b := &s.bindings[p.index]
+	b := s.bindingIn(p)
 	p.mu.Lock()
 	if b.inc == 0 && w.incarnation == inc && w.state == wsReady {
 		p.bind(b, w)
 	}
 	p.mu.Unlock()
+}
+
+// bindingIn returns the session's binding slot for p, allocating the slots
+// on first use. Caller holds s.mu.
+func (s *Session) bindingIn(p *pool) *binding {
+	if s.bindings == nil {
+		s.bindings = make([]binding, len(s.rt.pools))
+	}
+	return &s.bindings[p.index]
 }
 
 const sessionShards = 64
@@ -245,6 +251,14 @@ func (rt *Runtime) watchOwner(ctx context.Context, s *Session) {
 	s.mu.Unlock()
 }
 
+// unwatchOwner unregisters an owner watch; the runtime stops waiting for a
+// watch that will now never run.
+func (rt *Runtime) unwatchOwner(stop func() bool) {
+	if stop != nil && stop() {
+		rt.wg.Done()
+	}
+}
+
 // closeSession ends s once: bound workers are told to release its state and
 // a cleanup event is emitted.
 func (rt *Runtime) closeSession(s *Session, source messages.CleanupSource) {
@@ -260,9 +274,7 @@ func (rt *Runtime) closeSession(s *Session, source messages.CleanupSource) {
 	s.stopOwner = nil
 	ownerDone := s.ownerDone
 	s.mu.Unlock()
-	if stop != nil && stop() {
-		rt.wg.Done() // the watch will never run
-	}
+	rt.unwatchOwner(stop)
 	if ownerDone != nil {
 		rt.ownersMu.Lock()
 		if rt.byOwner[ownerDone] == s {

@@ -217,8 +217,9 @@ func (a *workerActor) run(env *envelope) *envelope {
 		val, err = nil, env.fail(ErrWorkerFailed, "worker tainted while the call ran")
 	case err != nil && IsFatal(err):
 		a.taintNow(messages.TaintFatalError, err)
-		val, err = nil, &callError{sentinel: ErrWorkerFailed, pool: p.cfg.Name, session: env.call.Session, worker: w.id,
-			detail: "fatal error", cause: err}
+		failed := env.fail(ErrWorkerFailed, "fatal error")
+		failed.cause = err
+		val, err = nil, failed
 	case (p.cfg.MaxCalls > 0 && calls >= int64(p.cfg.MaxCalls)) || (p.cfg.MaxAge > 0 && time.Since(a.born) >= p.cfg.MaxAge):
 		a.taintNow(messages.TaintRecycle, nil)
 	}
