@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -444,3 +445,29 @@ func TestShutdownLeavesNoGoroutines(t *testing.T) {
 }
 
 var _ = errors.New
+
+// Queued calls are claimed by workers while their dispatch event is built:
+// run under -race, this catches the event reading the call unlocked.
+func TestEventsWhileCallsQueue(t *testing.T) {
+	w := &world{}
+	var queued atomic.Int64
+	rt := start(t, Config{Pools: []PoolConfig{{Name: "p", Size: 2, NewWorker: w.factory}},
+		OnEvent: func(ev messages.Event) {
+			if d, ok := ev.(messages.CallDispatched); ok && d.Outcome == messages.OutcomeQueued {
+				queued.Add(1)
+			}
+		}})
+	var wg sync.WaitGroup
+	for g := 0; g < 16; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < 50; i++ {
+				_, err := call(t, rt.Session(fmt.Sprint("s", g)), op{})
+				assert.NoError(t, err)
+			}
+		}(g)
+	}
+	wg.Wait()
+	assert.Positive(t, queued.Load(), "some calls had to wait")
+}

@@ -223,12 +223,15 @@ func (rt *Runtime) dispatch(s *Session, env *envelope) (pid *actor.PID, queued b
 	}
 	queued = err == nil && w == nil
 	queuedNow := p.queued
+	// Read under the lock: once queued, a worker may claim env and write
+	// these at any moment.
+	dispatched := messages.CallDispatched{Pool: p.cfg.Name, Session: s.id, Worker: env.call.Worker,
+		Incarnation: env.call.Incarnation, Affinity: env.mode, Outcome: outcome, Stream: env.stream != nil}
 	p.mu.Unlock()
 	s.mu.Unlock()
 
 	p.stats.dispatched[outcome].Add(1)
-	emit(rt, messages.CallDispatched{Pool: p.cfg.Name, Session: s.id, Worker: env.call.Worker, Incarnation: env.call.Incarnation,
-		Affinity: env.mode, Outcome: outcome, Stream: env.stream != nil})
+	emit(rt, dispatched)
 	if err != nil {
 		if err == ErrPoolSaturated {
 			p.stats.saturated.Add(1)
