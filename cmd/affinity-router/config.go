@@ -1,0 +1,254 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/affinity-go/affinity/router"
+)
+
+// duration is a time.Duration that reads "2s" style strings from JSON.
+type duration time.Duration
+
+func (d *duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string like \"2s\": %s", b)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = duration(v)
+	return nil
+}
+
+// fileConfig is the JSON config file. Every field has a flag of the same
+// meaning; flags given on the command line win over the file.
+type fileConfig struct {
+	Listen             string           `json:"listen"`
+	Admin              *string          `json:"admin"`
+	TLSCert            string           `json:"tls_cert"`
+	TLSKey             string           `json:"tls_key"`
+	KeysFile           string           `json:"keys_file"`
+	Backends           []router.Backend `json:"backends"`
+	Failover           string           `json:"failover"`
+	CookieName         string           `json:"cookie_name"`
+	CookieMaxAge       duration         `json:"cookie_max_age"`
+	CookieSecure       bool             `json:"cookie_secure"`
+	HealthPath         string           `json:"health_path"`
+	HealthInterval     duration         `json:"health_interval"`
+	HealthTimeout      duration         `json:"health_timeout"`
+	HealthRise         int              `json:"health_rise"`
+	HealthFall         int              `json:"health_fall"`
+	MaxConnsPerBackend int              `json:"max_conns_per_backend"`
+	QueueTimeout       duration         `json:"queue_timeout"`
+	LogLevel           string           `json:"log_level"`
+}
+
+func readFileConfig(path string) (*fileConfig, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var fc fileConfig
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&fc); err != nil {
+		return nil, fmt.Errorf("config file %s: %w", path, err)
+	}
+	return &fc, nil
+}
+
+// readKeys reads one key per line; blank lines and lines starting with #
+// are skipped. The first key signs.
+func readKeys(path string) ([][]byte, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var keys [][]byte
+	for _, line := range strings.Split(string(raw), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		keys = append(keys, []byte(line))
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("keys file %s holds no key", path)
+	}
+	return keys, nil
+}
+
+// backendList is the repeatable -backend flag: "url" or "name=url".
+type backendList []router.Backend
+
+func (l *backendList) String() string {
+	var s []string
+	for _, b := range *l {
+		s = append(s, b.Name+"="+b.URL)
+	}
+	return strings.Join(s, ",")
+}
+
+func (l *backendList) Set(v string) error {
+	name, u, found := strings.Cut(v, "=")
+	if !found || strings.Contains(name, "/") {
+		name, u = "", v
+	}
+	if u == "" {
+		return errors.New("empty backend URL")
+	}
+	*l = append(*l, router.Backend{Name: name, URL: u})
+	return nil
+}
+
+// options is everything main needs, from flags and the config file.
+type options struct {
+	configFile string
+	listen     string
+	admin      string
+	tlsCert    string
+	tlsKey     string
+	keysFile   string
+	backends   backendList
+	failover   string
+	cookie     router.CookieConfig
+	health     router.HealthConfig
+	maxConns   int
+	queueTO    time.Duration
+	logLevel   string
+}
+
+func newFlagSet(o *options) *flag.FlagSet {
+	fs := flag.NewFlagSet("affinity-router", flag.ContinueOnError)
+	fs.StringVar(&o.configFile, "config", "", "JSON config file (fields as the flags, snake_case; flags win). Backends and keys are re-read on SIGHUP")
+	fs.StringVar(&o.listen, "listen", ":8080", "address to serve proxied traffic on")
+	fs.StringVar(&o.admin, "admin", "127.0.0.1:9090", "address of the admin listener (/healthz, /metrics, /backends); empty disables it. It has no authentication: keep it private")
+	fs.StringVar(&o.tlsCert, "tls-cert", "", "serve TLS with this certificate file (cookies are then Secure)")
+	fs.StringVar(&o.tlsKey, "tls-key", "", "private key file for -tls-cert")
+	fs.StringVar(&o.keysFile, "keys-file", "", fmt.Sprintf("file with the cookie HMAC keys, one per line, each at least %d bytes; the first signs, all verify (rotation). Required", router.MinKeyLen))
+	fs.Var(&o.backends, "backend", "backend `URL` or name=URL; repeat for each backend. The name (default: the URL) is what cookies hash on: routers that must agree need the same names")
+	fs.StringVar(&o.failover, "failover", "temporary", "what a session does while its backend is down: temporary (serve elsewhere, return when healthy), sticky (move for good) or strict (503)")
+	fs.StringVar(&o.cookie.Name, "cookie-name", router.DefaultCookieName, "name of the affinity cookie")
+	fs.DurationVar(&o.cookie.MaxAge, "cookie-max-age", router.DefaultCookieMaxAge, "lifetime of the affinity cookie (Max-Age, also checked on read)")
+	fs.BoolVar(&o.cookie.Secure, "cookie-secure", false, "mark the cookie Secure even on plain HTTP (e.g. behind a TLS-terminating balancer)")
+	fs.StringVar(&o.health.Path, "health-path", router.DefaultHealthPath, "path of the active health check (GET; 2xx or 3xx is healthy)")
+	fs.DurationVar(&o.health.Interval, "health-interval", router.DefaultHealthInterval, "time between active health checks")
+	fs.DurationVar(&o.health.Timeout, "health-timeout", router.DefaultHealthTimeout, "timeout of one health check")
+	fs.IntVar(&o.health.Rise, "health-rise", router.DefaultRise, "good checks in a row that bring a backend up")
+	fs.IntVar(&o.health.Fall, "health-fall", router.DefaultFall, "failed checks in a row that take a backend down (a refused connection takes it down at once)")
+	fs.IntVar(&o.maxConns, "max-conns-per-backend", router.DefaultMaxConnsPerBackend, "concurrent requests per backend; more wait in FIFO order")
+	fs.DurationVar(&o.queueTO, "queue-timeout", router.DefaultQueueTimeout, "how long a request waits for a backend connection slot before 503")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	return fs
+}
+
+// parseOptions parses args, then fills what no flag set from the config
+// file.
+func parseOptions(args []string) (*options, error) {
+	o := &options{}
+	fs := newFlagSet(o)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "affinity-router: HTTP reverse proxy with signed-cookie session affinity.\n\nUsage: affinity-router -keys-file FILE -backend URL [-backend URL ...] [flags]\n   or: affinity-router -config FILE [flags]\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q (backends are given with -backend)", fs.Args())
+	}
+	if o.configFile != "" {
+		fc, err := readFileConfig(o.configFile)
+		if err != nil {
+			return nil, err
+		}
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		o.merge(fc, set)
+	}
+	return o, nil
+}
+
+func (o *options) merge(fc *fileConfig, set map[string]bool) {
+	str := func(flag string, dst *string, v string) {
+		if !set[flag] && v != "" {
+			*dst = v
+		}
+	}
+	dur := func(flag string, dst *time.Duration, v duration) {
+		if !set[flag] && v != 0 {
+			*dst = time.Duration(v)
+		}
+	}
+	num := func(flag string, dst *int, v int) {
+		if !set[flag] && v != 0 {
+			*dst = v
+		}
+	}
+	str("listen", &o.listen, fc.Listen)
+	if !set["admin"] && fc.Admin != nil {
+		o.admin = *fc.Admin
+	}
+	str("tls-cert", &o.tlsCert, fc.TLSCert)
+	str("tls-key", &o.tlsKey, fc.TLSKey)
+	str("keys-file", &o.keysFile, fc.KeysFile)
+	if !set["backend"] {
+		o.backends = fc.Backends
+	}
+	str("failover", &o.failover, fc.Failover)
+	str("cookie-name", &o.cookie.Name, fc.CookieName)
+	dur("cookie-max-age", &o.cookie.MaxAge, fc.CookieMaxAge)
+	if !set["cookie-secure"] && fc.CookieSecure {
+		o.cookie.Secure = true
+	}
+	str("health-path", &o.health.Path, fc.HealthPath)
+	dur("health-interval", &o.health.Interval, fc.HealthInterval)
+	dur("health-timeout", &o.health.Timeout, fc.HealthTimeout)
+	num("health-rise", &o.health.Rise, fc.HealthRise)
+	num("health-fall", &o.health.Fall, fc.HealthFall)
+	num("max-conns-per-backend", &o.maxConns, fc.MaxConnsPerBackend)
+	dur("queue-timeout", &o.queueTO, fc.QueueTimeout)
+	str("log-level", &o.logLevel, fc.LogLevel)
+}
+
+// routerConfig turns options into a router.Config, reading the keys.
+func (o *options) routerConfig() (router.Config, error) {
+	var errs []error
+	if o.keysFile == "" {
+		errs = append(errs, errors.New("-keys-file is required"))
+	}
+	if (o.tlsCert == "") != (o.tlsKey == "") {
+		errs = append(errs, errors.New("-tls-cert and -tls-key go together"))
+	}
+	fo, err := router.ParseFailover(o.failover)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	var keys [][]byte
+	if o.keysFile != "" {
+		if keys, err = readKeys(o.keysFile); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return router.Config{}, errors.Join(errs...)
+	}
+	return router.Config{
+		Backends:           o.backends,
+		Keys:               keys,
+		Cookie:             o.cookie,
+		Failover:           fo,
+		Health:             o.health,
+		MaxConnsPerBackend: o.maxConns,
+		QueueTimeout:       o.queueTO,
+	}, nil
+}

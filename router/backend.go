@@ -1,0 +1,108 @@
+package router
+
+import (
+	"net/url"
+	"sort"
+	"sync"
+	"sync/atomic"
+)
+
+// backend is one upstream and its health. It runs its requests on one
+// worker actor of the router's runtime (its slot).
+type backend struct {
+	name string
+	url  *url.URL
+	key  uint64 // nameKey(name)
+	slot *slot
+
+	up atomic.Bool
+
+	healthMu   sync.Mutex
+	goodStreak int
+	badStreak  int
+
+	requests atomic.Uint64 // requests proxied to it
+	failures atomic.Uint64 // passive failures (refused, timeouts)
+	downs    atomic.Uint64 // up -> down transitions
+}
+
+// slot is one worker actor of the runtime's backend pool. Backends borrow a
+// slot for their lifetime; a removed backend's slot is reused by the next
+// added one, so worker ids stay few.
+type slot struct {
+	id  int
+	inc atomic.Uint64 // current incarnation, written by the worker factory
+	b   *backend      // guarded by Router.mu
+}
+
+// table is an immutable snapshot of the backends, swapped on every change,
+// so the request path reads it without locks.
+type table struct {
+	backends []*backend // sorted by name: ties in score break the same way everywhere
+	byName   map[string]*backend
+}
+
+func newTable(bs []*backend) *table {
+	t := &table{backends: bs, byName: make(map[string]*backend, len(bs))}
+	sort.Slice(t.backends, func(i, j int) bool { return t.backends[i].name < t.backends[j].name })
+	for _, b := range bs {
+		t.byName[b.name] = b
+	}
+	return t
+}
+
+// home returns the backend with the highest score for session key k,
+// healthy or not: the session's home.
+func (t *table) home(k uint64) *backend {
+	var best *backend
+	var bestScore uint64
+	for _, b := range t.backends {
+		if s := score(k, b.key); best == nil || s > bestScore {
+			best, bestScore = b, s
+		}
+	}
+	return best
+}
+
+// bestUp returns the healthy backend with the highest score for k, or nil.
+// For a session whose home is down this is its next choice in rendezvous
+// order, so the sessions of a down backend spread evenly over the others.
+func (t *table) bestUp(k uint64) *backend {
+	var best *backend
+	var bestScore uint64
+	for _, b := range t.backends {
+		if !b.up.Load() {
+			continue
+		}
+		if s := score(k, b.key); best == nil || s > bestScore {
+			best, bestScore = b, s
+		}
+	}
+	return best
+}
+
+// observe records one health observation and reports whether the backend
+// changed state. passive failures (a refused connection, a timeout) take it
+// down at once; active checks need fall failures in a row, and rise good
+// checks bring it back.
+func (b *backend) observe(ok, passive bool, rise, fall int) (changed, up bool) {
+	b.healthMu.Lock()
+	defer b.healthMu.Unlock()
+	was := b.up.Load()
+	if ok {
+		b.badStreak = 0
+		b.goodStreak++
+		if !was && b.goodStreak >= rise {
+			b.up.Store(true)
+		}
+	} else {
+		b.goodStreak = 0
+		b.badStreak++
+		if was && (passive || b.badStreak >= fall) {
+			b.up.Store(false)
+			b.downs.Add(1)
+		}
+	}
+	now := b.up.Load()
+	return now != was, now
+}

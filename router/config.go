@@ -1,0 +1,296 @@
+package router
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/rs/zerolog"
+)
+
+// Failover says what happens to a session whose home backend is down.
+type Failover uint8
+
+const (
+	// Temporary (the default, as on Heroku) serves the session elsewhere
+	// while its home backend is down and sends it home once it is healthy.
+	Temporary Failover = iota
+	// Sticky moves the session for good: it stays on the backend it failed
+	// over to, even after its old home recovers.
+	Sticky
+	// Strict answers 503 while the home backend is down: the session's state
+	// lives there and nowhere else.
+	Strict
+)
+
+var failoverNames = [...]string{Temporary: "temporary", Sticky: "sticky", Strict: "strict"}
+
+// ErrInvalidFailover is returned for an unknown failover mode.
+var ErrInvalidFailover = errors.New("unknown failover mode")
+
+func (f Failover) String() string {
+	if int(f) < len(failoverNames) {
+		return failoverNames[f]
+	}
+	return fmt.Sprintf("Failover(%d)", uint8(f))
+}
+
+// ParseFailover parses "temporary", "sticky" or "strict".
+func ParseFailover(s string) (Failover, error) {
+	for f, name := range failoverNames {
+		if s == name {
+			return Failover(f), nil
+		}
+	}
+	return 0, fmt.Errorf("%w %q (want temporary, sticky or strict)", ErrInvalidFailover, s)
+}
+
+// Backend is one upstream HTTP server.
+type Backend struct {
+	// Name identifies the backend in cookies' hashing, metrics and the admin
+	// API. Routers that must agree on every cookie need the same names.
+	// Default: the URL as given.
+	Name string `json:"name,omitempty"`
+	// URL is the backend's base URL, http or https (e.g. http://10.0.0.5:8080).
+	URL string `json:"url"`
+}
+
+// CookieConfig configures the affinity cookie.
+type CookieConfig struct {
+	// Name of the cookie. Default "affinity".
+	Name string
+	// MaxAge is the cookie's lifetime, also enforced on read from the
+	// signed issue time. Default 24 h. A cookie older than half of it is
+	// re-issued, so an active client keeps its session.
+	MaxAge time.Duration
+	// Secure marks the cookie Secure on every response; it is always Secure
+	// on requests that arrived over TLS.
+	Secure bool
+	// Path and Domain of the cookie. Path defaults to "/".
+	Path, Domain string
+}
+
+// HealthConfig configures active health checks. Passive checks (connection
+// refused, dial or response timeout) mark a backend down at once; active
+// checks bring it back.
+type HealthConfig struct {
+	// Path is requested with GET on every backend; 2xx and 3xx are healthy.
+	// Default "/".
+	Path string
+	// Interval between checks. Default 2 s.
+	Interval time.Duration
+	// Timeout of one check. Default 1 s.
+	Timeout time.Duration
+	// Rise is how many consecutive good checks bring a backend up; Fall how
+	// many bad ones take it down. Defaults 2 and 2.
+	Rise, Fall int
+}
+
+// Config configures a Router. Backends and Keys are required.
+type Config struct {
+	Backends []Backend
+	// Keys sign and verify cookies: Keys[0] signs, every key verifies, so a
+	// new key can be rolled out first in second place, then promoted. Each
+	// key is at least MinKeyLen bytes.
+	Keys     [][]byte
+	Cookie   CookieConfig
+	Failover Failover
+	Health   HealthConfig
+
+	// MaxConnsPerBackend caps concurrent requests to one backend; more wait
+	// (FIFO) up to QueueTimeout. Default 1024.
+	MaxConnsPerBackend int
+	// QueueSize caps waiting requests across all backends. Default 1024.
+	QueueSize int
+	// QueueTimeout bounds the wait for a backend connection slot. Default 5 s.
+	QueueTimeout time.Duration
+	// MaxIdleConnsPerBackend is the keep-alive pool per backend. Default 256.
+	MaxIdleConnsPerBackend int
+	// DialTimeout bounds connecting to a backend. Default 2 s.
+	DialTimeout time.Duration
+	// ResponseHeaderTimeout bounds the wait for a backend's response
+	// headers; on timeout the backend is marked down. Default 30 s.
+	ResponseHeaderTimeout time.Duration
+	// SessionIdleTTL ends idle session actors (their routing lives in the
+	// cookie, so this only bounds memory). Default 10 min.
+	SessionIdleTTL time.Duration
+	// Transport overrides the transport to backends (for tests); the
+	// connection settings above then do not apply.
+	Transport http.RoundTripper
+	// Logger receives the router's logs. Nil: silent.
+	Logger *zerolog.Logger
+}
+
+// MinKeyLen is the shortest accepted cookie key.
+const MinKeyLen = 32
+
+// Defaults for zero-valued fields.
+const (
+	DefaultCookieName             = "affinity"
+	DefaultCookieMaxAge           = 24 * time.Hour
+	DefaultHealthPath             = "/"
+	DefaultHealthInterval         = 2 * time.Second
+	DefaultHealthTimeout          = time.Second
+	DefaultRise                   = 2
+	DefaultFall                   = 2
+	DefaultMaxConnsPerBackend     = 1024
+	DefaultQueueSize              = 1024
+	DefaultQueueTimeout           = 5 * time.Second
+	DefaultMaxIdleConnsPerBackend = 256
+	DefaultDialTimeout            = 2 * time.Second
+	DefaultResponseHeaderTimeout  = 30 * time.Second
+	DefaultSessionIdleTTL         = 10 * time.Minute
+)
+
+// ErrInvalidConfig wraps every configuration error.
+var ErrInvalidConfig = errors.New("affinity router: invalid config")
+
+// validated fills defaults and reports every problem at once.
+func (c Config) validated() (Config, []*backendSpec, error) {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	if len(c.Backends) == 0 {
+		bad("no backends configured")
+	}
+	specs := make([]*backendSpec, 0, len(c.Backends))
+	seen := make(map[string]bool, len(c.Backends))
+	for i, b := range c.Backends {
+		s, err := parseBackend(b)
+		if err != nil {
+			bad("backend %d: %v", i, err)
+			continue
+		}
+		if seen[s.name] {
+			bad("backend %d: duplicate name %q", i, s.name)
+			continue
+		}
+		seen[s.name] = true
+		specs = append(specs, s)
+	}
+	if err := validateKeys(c.Keys); err != nil {
+		bad("%v", err)
+	}
+	if c.Failover > Strict {
+		bad("%v", fmt.Errorf("%w %d", ErrInvalidFailover, uint8(c.Failover)))
+	}
+
+	ck := &c.Cookie
+	if ck.Name == "" {
+		ck.Name = DefaultCookieName
+	} else if !validCookieName(ck.Name) {
+		bad("cookie name %q is not a valid HTTP token", ck.Name)
+	}
+	if ck.MaxAge < 0 {
+		bad("negative cookie max age %v", ck.MaxAge)
+	} else if ck.MaxAge == 0 {
+		ck.MaxAge = DefaultCookieMaxAge
+	} else if ck.MaxAge < time.Second {
+		bad("cookie max age %v below one second", ck.MaxAge)
+	}
+	if ck.Path == "" {
+		ck.Path = "/"
+	}
+
+	h := &c.Health
+	if h.Path == "" {
+		h.Path = DefaultHealthPath
+	} else if !strings.HasPrefix(h.Path, "/") {
+		bad("health path %q must start with /", h.Path)
+	}
+	defDur(&h.Interval, DefaultHealthInterval, "health interval", bad)
+	defDur(&h.Timeout, DefaultHealthTimeout, "health timeout", bad)
+	defInt(&h.Rise, DefaultRise, "health rise", bad)
+	defInt(&h.Fall, DefaultFall, "health fall", bad)
+
+	defInt(&c.MaxConnsPerBackend, DefaultMaxConnsPerBackend, "max conns per backend", bad)
+	defInt(&c.QueueSize, DefaultQueueSize, "queue size", bad)
+	defInt(&c.MaxIdleConnsPerBackend, DefaultMaxIdleConnsPerBackend, "max idle conns per backend", bad)
+	defDur(&c.QueueTimeout, DefaultQueueTimeout, "queue timeout", bad)
+	defDur(&c.DialTimeout, DefaultDialTimeout, "dial timeout", bad)
+	defDur(&c.ResponseHeaderTimeout, DefaultResponseHeaderTimeout, "response header timeout", bad)
+	defDur(&c.SessionIdleTTL, DefaultSessionIdleTTL, "session idle TTL", bad)
+
+	if len(errs) > 0 {
+		return c, nil, fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))
+	}
+	return c, specs, nil
+}
+
+func defDur(d *time.Duration, def time.Duration, what string, bad func(string, ...any)) {
+	switch {
+	case *d < 0:
+		bad("negative %s %v", what, *d)
+	case *d == 0:
+		*d = def
+	}
+}
+
+func defInt(n *int, def int, what string, bad func(string, ...any)) {
+	switch {
+	case *n < 0:
+		bad("negative %s %d", what, *n)
+	case *n == 0:
+		*n = def
+	}
+}
+
+func validateKeys(keys [][]byte) error {
+	if len(keys) == 0 {
+		return errors.New("no cookie keys configured")
+	}
+	for i, k := range keys {
+		if len(k) < MinKeyLen {
+			return fmt.Errorf("cookie key %d is %d bytes, want at least %d", i, len(k), MinKeyLen)
+		}
+	}
+	return nil
+}
+
+// backendSpec is a validated Backend.
+type backendSpec struct {
+	name string
+	url  *url.URL
+}
+
+func parseBackend(b Backend) (*backendSpec, error) {
+	if b.URL == "" {
+		return nil, errors.New("empty URL")
+	}
+	u, err := url.Parse(b.URL)
+	if err != nil {
+		return nil, fmt.Errorf("bad URL %q: %v", b.URL, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("URL %q: scheme must be http or https", b.URL)
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("URL %q has no host", b.URL)
+	}
+	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return nil, fmt.Errorf("URL %q: no query, fragment or user info allowed", b.URL)
+	}
+	name := b.Name
+	if name == "" {
+		name = b.URL
+	}
+	for _, r := range name {
+		if unicode.IsSpace(r) || unicode.IsControl(r) {
+			return nil, fmt.Errorf("name %q contains spaces or control characters", name)
+		}
+	}
+	return &backendSpec{name: name, url: u}, nil
+}
+
+func validCookieName(s string) bool {
+	for _, r := range s {
+		if r <= ' ' || r >= 0x7f || strings.ContainsRune(`()<>@,;:\"/[]?={}`, r) {
+			return false
+		}
+	}
+	return s != ""
+}

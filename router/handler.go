@@ -1,0 +1,398 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/affinity-go/affinity/actors"
+	"github.com/affinity-go/affinity/messages"
+)
+
+// outcome is how a request was routed relative to its session's home.
+type outcome uint8
+
+const (
+	outcomeHit      outcome = iota // served at home
+	outcomeNew                     // new session: no, forged or expired cookie
+	outcomeFallback                // home down: served elsewhere for now
+	outcomeReturn                  // home back: served at home again after a fallback
+	outcomeRebind                  // home down, sticky: moved for good
+)
+
+var (
+	errNoBackend  = errors.New("no healthy backend")
+	errStrictDown = errors.New("the session's backend is down and failover is strict")
+)
+
+// decision is where one request goes and which cookie it leaves with.
+type decision struct {
+	target    *backend
+	tk        ticket
+	setCookie bool
+	outcome   outcome
+}
+
+// newSessionTries bounds how often a new session's id is redrawn to find
+// one whose home is healthy (so a new client starts at home, not away).
+const newSessionTries = 16
+
+// stickyTries bounds the epochs tried to rehome a sticky session.
+const stickyTries = 32
+
+// decide routes a request carrying tk (state st) over table t. It is a pure
+// function of the cookie, the backend names and their health.
+func (r *Router) decide(t *table, tk ticket, st cookieState, now time.Time) (decision, error) {
+	if len(t.backends) == 0 {
+		return decision{}, errNoBackend
+	}
+	if st != cookieValid && st != cookieOldKey && st != cookieUnsent {
+		return r.decideNew(t, now)
+	}
+	d := decision{tk: tk, outcome: outcomeHit}
+	home := t.home(sessionKey(tk.sid, tk.epoch))
+	switch {
+	case home.up.Load():
+		d.target = home
+		if tk.away {
+			d.tk.away, d.setCookie, d.outcome = false, true, outcomeReturn
+		}
+	case r.cfg.Failover == Strict:
+		return decision{}, errStrictDown
+	default:
+		if r.cfg.Failover == Sticky {
+			for i := 1; i <= stickyTries && d.target == nil; i++ {
+				e := tk.epoch + uint8(i)
+				if h := t.home(sessionKey(tk.sid, e)); h.up.Load() {
+					d.target, d.tk.epoch, d.tk.away, d.setCookie, d.outcome = h, e, false, true, outcomeRebind
+				}
+			}
+		}
+		if d.target != nil {
+			break
+		}
+		// Temporary, or sticky with nearly everything down: serve the
+		// session at its next healthy choice without moving it.
+		if d.target = t.bestUp(sessionKey(tk.sid, tk.epoch)); d.target == nil {
+			return decision{}, errNoBackend
+		}
+		d.outcome = outcomeFallback
+		if !tk.away {
+			d.tk.away, d.setCookie = true, true
+		}
+	}
+	maxAge := int64(r.cfg.Cookie.MaxAge / time.Second)
+	if st != cookieValid || now.Unix()-tk.issued > maxAge/2 {
+		d.setCookie = true // unsent, signed with an old key, or half expired
+	}
+	if d.setCookie {
+		d.tk.issued = now.Unix()
+	}
+	return d, nil
+}
+
+func (r *Router) decideNew(t *table, now time.Time) (decision, error) {
+	d := decision{setCookie: true, outcome: outcomeNew}
+	d.tk.issued = now.Unix()
+	for i := 0; i < newSessionTries; i++ {
+		d.tk.sid = newSessionID()
+		if h := t.home(sessionKey(d.tk.sid, 0)); h.up.Load() {
+			d.target = h
+			return d, nil
+		}
+	}
+	if d.target = t.bestUp(sessionKey(d.tk.sid, 0)); d.target == nil {
+		return decision{}, errNoBackend
+	}
+	d.tk.away = true
+	return d, nil
+}
+
+// cookieUnsent marks a ticket decided earlier in this request (before a
+// retry): valid, but the client does not have it yet.
+const cookieUnsent cookieState = 255
+
+// maxAttempts bounds how many backends one request tries. Only requests
+// that never reached a backend (connection refused) are retried.
+const maxAttempts = 3
+
+// ServeHTTP proxies req to its session's backend.
+func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	r.m.requests.Add(1)
+	now := time.Now()
+	sg := r.signer.Load()
+	tk, st := ticket{}, cookieNone
+	if v, ok := cookieValue(req.Header, r.cfg.Cookie.Name); ok {
+		tk, st = sg.decode(v, now, r.cfg.Cookie.MaxAge)
+		switch st {
+		case cookieForged:
+			r.m.forged.Add(1)
+		case cookieExpired:
+			r.m.expired.Add(1)
+		}
+	}
+	for attempt := 1; ; attempt++ {
+		if r.closed.Load() {
+			r.refuse(w, ErrClosed)
+			return
+		}
+		d, err := r.decide(r.tbl.Load(), tk, st, now)
+		if err != nil {
+			r.refuse(w, err)
+			return
+		}
+		r.m.count(d.outcome)
+		x := &exchange{r: r, b: d.target, w: w, in: req, done: make(chan struct{})}
+		if d.setCookie {
+			x.cookie = r.cookie(sg.encode(&d.tk), req)
+		}
+		err = r.run(req.Context(), x, sessionName(d.tk.sid))
+		if err == nil {
+			return
+		}
+		if errors.Is(err, errRetry) && attempt < maxAttempts {
+			tk = d.tk
+			if d.setCookie {
+				st = cookieUnsent
+			} else {
+				st = cookieValid
+			}
+			continue
+		}
+		r.fail(w, req, x, err)
+		return
+	}
+}
+
+// errRetry: the request never reached the backend and can go elsewhere.
+var errRetry = errors.New("retry on another backend")
+
+// run proxies x on its backend's worker actor and classifies the result.
+func (r *Router) run(ctx context.Context, x *exchange, session string) error {
+	b := x.b
+	b.requests.Add(1)
+	ref := messages.Ref{Session: session, Pool: poolName, Worker: b.slot.id, Incarnation: b.slot.inc.Load()}
+	_, err := r.rt.CallRef(ctx, ref, x)
+	if err != nil && !x.state.CompareAndSwap(xPending, xAbandoned) {
+		<-x.done // it ran (or runs): wait, it may still be writing to the client
+	}
+	if x.aborted {
+		panic(http.ErrAbortHandler) // the response broke mid-body: drop the client connection
+	}
+	if err == nil {
+		err = x.proxyErr
+	}
+	if err == nil {
+		return nil
+	}
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case errors.Is(err, actors.ErrRefLost) && x.state.Load() == xAbandoned:
+		return errRetry // the worker actor restarted before taking the request
+	case isDialError(err):
+		r.passiveFailure(b, err)
+		if !x.responded && (x.in.Body == nil || x.in.Body == http.NoBody) {
+			return errRetry
+		}
+	case isTimeout(err):
+		r.passiveFailure(b, err)
+	}
+	return err
+}
+
+// fail answers a request that could not be proxied.
+func (r *Router) fail(w http.ResponseWriter, req *http.Request, x *exchange, err error) {
+	switch {
+	case req.Context().Err() != nil:
+		r.m.clientGone.Add(1) // nobody to answer
+	case x.responded:
+		panic(http.ErrAbortHandler) // headers already sent
+	case errors.Is(err, actors.ErrQueueTimeout), errors.Is(err, actors.ErrPoolSaturated):
+		r.m.busy.Add(1)
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "affinity router: the session's backend is at capacity; retry later", http.StatusServiceUnavailable)
+	case isTimeout(err):
+		r.m.badGateway.Add(1)
+		http.Error(w, "affinity router: the backend timed out", http.StatusGatewayTimeout)
+	case errors.Is(err, actors.ErrShutdown):
+		r.refuse(w, ErrClosed)
+	default:
+		r.m.badGateway.Add(1)
+		r.log.Debug().Err(err).Str("backend", x.b.name).Msg("proxy error")
+		http.Error(w, "affinity router: the backend did not answer", http.StatusBadGateway)
+	}
+}
+
+// refuse answers 503 before any backend was tried.
+func (r *Router) refuse(w http.ResponseWriter, err error) {
+	w.Header().Set("Retry-After", "1")
+	switch err {
+	case errStrictDown:
+		r.m.strict.Add(1)
+		http.Error(w, "affinity router: this session's backend is unavailable and the router's failover mode is strict, so the request was not sent elsewhere; retry later", http.StatusServiceUnavailable)
+	case ErrClosed:
+		http.Error(w, "affinity router: shutting down", http.StatusServiceUnavailable)
+	default:
+		r.m.unavailable.Add(1)
+		http.Error(w, "affinity router: no healthy backend", http.StatusServiceUnavailable)
+	}
+}
+
+// cookie renders the Set-Cookie header value.
+func (r *Router) cookie(value string, req *http.Request) string {
+	c := http.Cookie{
+		Name:     r.cfg.Cookie.Name,
+		Value:    value,
+		Path:     r.cfg.Cookie.Path,
+		Domain:   r.cfg.Cookie.Domain,
+		MaxAge:   int(r.cfg.Cookie.MaxAge / time.Second),
+		HttpOnly: true,
+		SameSite: http.SameSiteLaxMode,
+		Secure:   r.cfg.Cookie.Secure || req.TLS != nil,
+	}
+	return c.String()
+}
+
+// Exchange states: the worker actor and the waiting handler race to move a
+// pending exchange; whoever wins decides whether it runs.
+const (
+	xPending uint32 = iota
+	xRunning
+	xAbandoned
+)
+
+// exchange is one proxied request, run by a backend's worker actor while
+// the handler goroutine waits.
+type exchange struct {
+	r      *Router
+	b      *backend
+	w      http.ResponseWriter
+	in     *http.Request
+	cookie string // Set-Cookie to add to the response, or ""
+
+	state atomic.Uint32
+	done  chan struct{} // closed when the worker actor is done with it
+
+	// Written by the worker actor before done is closed.
+	proxyErr  error
+	responded bool // the backend answered; headers are (about to be) written
+	aborted   bool // the response broke after headers were sent
+}
+
+// backendWorker is the user code of a backend's worker actor.
+type backendWorker struct{}
+
+// Handle implements actors.Worker.
+func (backendWorker) Handle(_ context.Context, call messages.Call) (any, error) {
+	x, ok := call.Payload.(*exchange)
+	if !ok {
+		return nil, fmt.Errorf("affinity router: unexpected payload %T", call.Payload)
+	}
+	if !x.state.CompareAndSwap(xPending, xRunning) {
+		return nil, nil // the client left before it started
+	}
+	defer close(x.done)
+	x.serve()
+	return nil, nil
+}
+
+func (x *exchange) serve() {
+	defer func() {
+		if v := recover(); v != nil {
+			if v != http.ErrAbortHandler {
+				panic(v) // a bug: let the supervisor restart the worker actor
+			}
+			x.aborted = true
+		}
+	}()
+	p := httputil.ReverseProxy{
+		Rewrite:        x.rewrite,
+		Transport:      x.r.transport,
+		ModifyResponse: x.modifyResponse,
+		ErrorHandler:   x.errorHandler,
+		ErrorLog:       discardLog,
+	}
+	p.ServeHTTP(x.w, x.in)
+}
+
+func (x *exchange) rewrite(pr *httputil.ProxyRequest) {
+	pr.SetURL(x.b.url)
+	pr.SetXForwarded()
+	removeCookie(pr.Out.Header, x.r.cfg.Cookie.Name) // the backend never sees the router's cookie
+}
+
+func (x *exchange) modifyResponse(res *http.Response) error {
+	x.responded = true
+	if x.cookie != "" {
+		res.Header.Add("Set-Cookie", x.cookie)
+	}
+	return nil
+}
+
+// errorHandler records the error; the handler decides between a retry on
+// another backend and an error page.
+func (x *exchange) errorHandler(_ http.ResponseWriter, _ *http.Request, err error) {
+	x.proxyErr = err
+}
+
+func isDialError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// cookieValue finds the first cookie called name without parsing the rest.
+func cookieValue(h http.Header, name string) (string, bool) {
+	for _, line := range h["Cookie"] {
+		for len(line) > 0 {
+			var part string
+			part, line, _ = strings.Cut(line, ";")
+			part = strings.TrimSpace(part)
+			if len(part) > len(name) && part[len(name)] == '=' && part[:len(name)] == name {
+				return strings.Trim(part[len(name)+1:], `"`), true
+			}
+		}
+	}
+	return "", false
+}
+
+// removeCookie drops every cookie called name from h's Cookie headers.
+func removeCookie(h http.Header, name string) {
+	lines := h["Cookie"]
+	if len(lines) == 0 {
+		return
+	}
+	prefix := name + "="
+	kept := lines[:0]
+	for _, line := range lines {
+		if !strings.Contains(line, prefix) {
+			kept = append(kept, line)
+			continue
+		}
+		var parts []string
+		for _, part := range strings.Split(line, ";") {
+			if p := strings.TrimSpace(part); p != "" && !strings.HasPrefix(p, prefix) {
+				parts = append(parts, p)
+			}
+		}
+		if len(parts) > 0 {
+			kept = append(kept, strings.Join(parts, "; "))
+		}
+	}
+	if len(kept) == 0 {
+		h.Del("Cookie")
+		return
+	}
+	h["Cookie"] = kept
+}

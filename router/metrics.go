@@ -1,0 +1,110 @@
+package router
+
+import (
+	"bufio"
+	"io"
+	"log"
+	"strconv"
+	"strings"
+	"sync/atomic"
+)
+
+// discardLog silences httputil.ReverseProxy's own logging: the router
+// reports errors itself.
+var discardLog = log.New(io.Discard, "", 0)
+
+type metrics struct {
+	requests    atomic.Uint64
+	byOutcome   [outcomeRebind + 1]atomic.Uint64
+	forged      atomic.Uint64
+	expired     atomic.Uint64
+	strict      atomic.Uint64
+	unavailable atomic.Uint64
+	busy        atomic.Uint64
+	badGateway  atomic.Uint64
+	clientGone  atomic.Uint64
+}
+
+func (m *metrics) count(o outcome) { m.byOutcome[o].Add(1) }
+
+// Metrics is a snapshot of the router's counters.
+type Metrics struct {
+	Requests    uint64 // requests received
+	Hits        uint64 // served by the session's home backend
+	NewSessions uint64 // requests without a usable cookie: a new session
+	Fallbacks   uint64 // served elsewhere because home was down (temporary)
+	Returns     uint64 // sessions back home after a fallback
+	Rebinds     uint64 // sessions moved for good (sticky)
+	Forged      uint64 // cookies with a bad signature or format
+	Expired     uint64 // cookies older than Cookie.MaxAge
+	Strict      uint64 // 503s because home was down (strict)
+	Unavailable uint64 // 503s because no backend was healthy
+	Busy        uint64 // 503s because the backend's queue was full or timed out
+	BadGateway  uint64 // 502/504s: the backend failed or timed out
+	ClientGone  uint64 // clients that left before their answer
+}
+
+// Metrics returns the current counters.
+func (r *Router) Metrics() Metrics {
+	m := &r.m
+	return Metrics{
+		Requests:    m.requests.Load(),
+		Hits:        m.byOutcome[outcomeHit].Load(),
+		NewSessions: m.byOutcome[outcomeNew].Load(),
+		Fallbacks:   m.byOutcome[outcomeFallback].Load(),
+		Returns:     m.byOutcome[outcomeReturn].Load(),
+		Rebinds:     m.byOutcome[outcomeRebind].Load(),
+		Forged:      m.forged.Load(),
+		Expired:     m.expired.Load(),
+		Strict:      m.strict.Load(),
+		Unavailable: m.unavailable.Load(),
+		Busy:        m.busy.Load(),
+		BadGateway:  m.badGateway.Load(),
+		ClientGone:  m.clientGone.Load(),
+	}
+}
+
+// WriteMetrics writes the counters in the Prometheus text format (0.0.4).
+func (r *Router) WriteMetrics(w io.Writer) error {
+	bw := bufio.NewWriter(w)
+	m := r.Metrics()
+	counter := func(name, help string, v uint64) {
+		bw.WriteString("# HELP " + name + " " + help + "\n# TYPE " + name + " counter\n" + name + " " + strconv.FormatUint(v, 10) + "\n")
+	}
+	counter("affinity_router_requests_total", "Requests received.", m.Requests)
+	counter("affinity_router_affinity_hits_total", "Requests served by their session's home backend.", m.Hits)
+	counter("affinity_router_new_sessions_total", "Requests that started a session (no, forged or expired cookie).", m.NewSessions)
+	counter("affinity_router_fallbacks_total", "Requests served away from their down home backend (temporary failover).", m.Fallbacks)
+	counter("affinity_router_returns_total", "Sessions served at home again after a fallback.", m.Returns)
+	counter("affinity_router_rebinds_total", "Sessions moved for good to another backend (sticky failover).", m.Rebinds)
+	counter("affinity_router_forged_cookies_total", "Cookies with a bad format or signature, treated as new clients.", m.Forged)
+	counter("affinity_router_expired_cookies_total", "Cookies past their max age, treated as new clients.", m.Expired)
+	counter("affinity_router_strict_rejections_total", "503 answers because the home backend was down (strict failover).", m.Strict)
+	counter("affinity_router_unavailable_total", "503 answers because no backend was healthy.", m.Unavailable)
+	counter("affinity_router_busy_total", "503 answers because the backend's connection queue was full or timed out.", m.Busy)
+	counter("affinity_router_bad_gateway_total", "502 and 504 answers: the backend failed or timed out.", m.BadGateway)
+	counter("affinity_router_client_gone_total", "Requests whose client left before the answer.", m.ClientGone)
+
+	bs := r.Backends()
+	bw.WriteString("# HELP affinity_router_backend_up Whether the backend is healthy (1) or down (0).\n# TYPE affinity_router_backend_up gauge\n")
+	for _, b := range bs {
+		v := "0"
+		if b.Healthy {
+			v = "1"
+		}
+		bw.WriteString("affinity_router_backend_up{backend=\"" + escapeLabel(b.Name) + "\"} " + v + "\n")
+	}
+	bw.WriteString("# HELP affinity_router_backend_requests_total Requests sent to the backend.\n# TYPE affinity_router_backend_requests_total counter\n")
+	for _, b := range bs {
+		bw.WriteString("affinity_router_backend_requests_total{backend=\"" + escapeLabel(b.Name) + "\"} " + strconv.FormatUint(b.Requests, 10) + "\n")
+	}
+	bw.WriteString("# HELP affinity_router_backend_failures_total Refused connections and timeouts seen on the backend.\n# TYPE affinity_router_backend_failures_total counter\n")
+	for _, b := range bs {
+		bw.WriteString("affinity_router_backend_failures_total{backend=\"" + escapeLabel(b.Name) + "\"} " + strconv.FormatUint(b.Failures, 10) + "\n")
+	}
+	return bw.Flush()
+}
+
+var labelEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
+
+func escapeLabel(s string) string { return labelEscaper.Replace(s) }

@@ -1,0 +1,402 @@
+package router
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/affinity-go/affinity/actors"
+)
+
+// poolName is the runtime pool holding one worker actor per backend.
+const poolName = "backends"
+
+// Errors returned by the membership API.
+var (
+	ErrBackendExists  = errors.New("affinity router: backend already exists")
+	ErrUnknownBackend = errors.New("affinity router: unknown backend")
+	ErrLastBackend    = errors.New("affinity router: cannot remove the last backend")
+	ErrClosed         = errors.New("affinity router: closed")
+)
+
+// Router is an http.Handler that proxies each client session to one backend,
+// chosen by rendezvous hashing of the session id carried in a signed
+// cookie. Every backend is a worker actor of an actors.Runtime (capped at
+// MaxConnsPerBackend concurrent requests, FIFO beyond) and every client
+// session a session actor of it. Create one with New; all methods are safe
+// for concurrent use.
+type Router struct {
+	cfg       Config
+	log       zerolog.Logger
+	rt        *actors.Runtime
+	transport http.RoundTripper
+	probe     *http.Client
+	signer    atomic.Pointer[signer]
+	tbl       atomic.Pointer[table]
+	m         metrics
+
+	mu      sync.Mutex    // membership changes, one at a time; guards slot.b
+	slotsMu sync.Mutex    // guards slots; worker factories take it too
+	slots   map[int]*slot // by worker id
+
+	stopHealth context.CancelFunc
+	healthDone chan struct{}
+	closeOnce  sync.Once
+	closeErr   error
+	closed     atomic.Bool
+}
+
+// New validates cfg, starts the runtime with one worker actor per backend
+// and starts health checking. Backends start healthy; a backend that is
+// not turns down on the first refused connection or after Health.Fall
+// failed checks.
+func New(cfg Config) (*Router, error) {
+	cfg, specs, err := cfg.validated()
+	if err != nil {
+		return nil, err
+	}
+	r := &Router{cfg: cfg, log: zerolog.Nop(), slots: make(map[int]*slot)}
+	if cfg.Logger != nil {
+		r.log = *cfg.Logger
+	}
+	r.signer.Store(newSigner(cfg.Keys))
+	r.transport = cfg.Transport
+	if r.transport == nil {
+		r.transport = newTransport(cfg)
+	}
+	r.probe = &http.Client{
+		Transport:     r.transport,
+		Timeout:       cfg.Health.Timeout,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	r.rt, err = actors.Start(actors.Config{
+		Pools: []actors.PoolConfig{{
+			Name:         poolName,
+			Size:         len(specs),
+			NewWorker:    r.newWorker,
+			Affinity:     actors.StrictQueue,
+			Capacity:     cfg.MaxConnsPerBackend,
+			QueueSize:    cfg.QueueSize,
+			QueueTimeout: cfg.QueueTimeout,
+		}},
+		SessionIdleTTL: cfg.SessionIdleTTL,
+		Logger:         cfg.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("affinity router: starting runtime: %w", err)
+	}
+	bs := make([]*backend, len(specs))
+	for i, s := range specs {
+		bs[i] = newBackend(s, r.slotFor(i))
+	}
+	r.tbl.Store(newTable(bs))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	r.stopHealth, r.healthDone = cancel, make(chan struct{})
+	go r.healthLoop(ctx)
+	r.log.Info().Int("backends", len(bs)).Str("failover", cfg.Failover.String()).Msg("affinity router started")
+	return r, nil
+}
+
+func newTransport(cfg Config) *http.Transport {
+	d := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
+	return &http.Transport{
+		Proxy:                 nil, // never send backend traffic through an environment proxy
+		DialContext:           d.DialContext,
+		MaxIdleConns:          0, // bounded per host below
+		MaxIdleConnsPerHost:   cfg.MaxIdleConnsPerBackend,
+		MaxConnsPerHost:       0, // the worker actor's capacity bounds concurrency
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
+		ExpectContinueTimeout: time.Second,
+		TLSHandshakeTimeout:   cfg.DialTimeout,
+		ForceAttemptHTTP2:     false, // HTTP/1.1 keeps WebSocket upgrades simple
+	}
+}
+
+func newBackend(s *backendSpec, sl *slot) *backend {
+	b := &backend{name: s.name, url: s.url, key: nameKey(s.name), slot: sl}
+	b.up.Store(true)
+	sl.b = b
+	return b
+}
+
+// slotFor returns the slot of worker id, creating it on first use.
+func (r *Router) slotFor(id int) *slot {
+	r.slotsMu.Lock()
+	defer r.slotsMu.Unlock()
+	s := r.slots[id]
+	if s == nil {
+		s = &slot{id: id}
+		r.slots[id] = s
+	}
+	return s
+}
+
+// newWorker is the runtime's worker factory: it records the incarnation
+// requests must address.
+func (r *Router) newWorker(_ context.Context, info actors.WorkerInfo) (actors.Worker, error) {
+	r.slotFor(info.ID).inc.Store(info.Incarnation)
+	return backendWorker{}, nil
+}
+
+// sessionName is the runtime session id of a client session.
+func sessionName(sid [16]byte) string { return base64.RawURLEncoding.EncodeToString(sid[:]) }
+
+// Close stops health checks, lets running requests finish (until ctx
+// ends) and stops the runtime. Requests after Close get 503. Idempotent.
+func (r *Router) Close(ctx context.Context) error {
+	r.closeOnce.Do(func() {
+		r.closed.Store(true)
+		r.stopHealth()
+		<-r.healthDone
+		r.closeErr = r.rt.Shutdown(ctx)
+		if t, ok := r.transport.(interface{ CloseIdleConnections() }); ok {
+			t.CloseIdleConnections()
+		}
+		r.log.Info().Msg("affinity router stopped")
+	})
+	return r.closeErr
+}
+
+// SetKeys replaces the cookie keys: keys[0] signs, all verify.
+func (r *Router) SetKeys(keys [][]byte) error {
+	if err := validateKeys(keys); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	r.signer.Store(newSigner(keys))
+	return nil
+}
+
+// AddBackend adds a backend. It takes its share of sessions, about 1/(N+1),
+// at once.
+func (r *Router) AddBackend(ctx context.Context, b Backend) error {
+	s, err := parseBackend(b)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.tbl.Load().byName[s.name]; ok {
+		return fmt.Errorf("%w: %q", ErrBackendExists, s.name)
+	}
+	return r.apply(ctx, []*backendSpec{s}, nil)
+}
+
+// RemoveBackend removes a backend: only its sessions move. Requests already
+// running on it finish.
+func (r *Router) RemoveBackend(ctx context.Context, name string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t := r.tbl.Load()
+	if _, ok := t.byName[name]; !ok {
+		return fmt.Errorf("%w: %q", ErrUnknownBackend, name)
+	}
+	return r.apply(ctx, nil, []string{name})
+}
+
+// SetBackends makes the backend list equal to bs: new names are added,
+// missing ones removed, and a name whose URL changed is replaced (its
+// sessions stay, since hashing uses names). Unchanged backends keep their
+// health state.
+func (r *Router) SetBackends(ctx context.Context, bs []Backend) error {
+	if len(bs) == 0 {
+		return fmt.Errorf("%w: no backends", ErrInvalidConfig)
+	}
+	want := make(map[string]*backendSpec, len(bs))
+	var errs []error
+	for i, b := range bs {
+		s, err := parseBackend(b)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("backend %d: %w", i, err))
+			continue
+		}
+		if want[s.name] != nil {
+			errs = append(errs, fmt.Errorf("backend %d: duplicate name %q", i, s.name))
+		}
+		want[s.name] = s
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t := r.tbl.Load()
+	var add []*backendSpec
+	var remove []string
+	for _, b := range t.backends {
+		if s, ok := want[b.name]; !ok || s.url.String() != b.url.String() {
+			remove = append(remove, b.name)
+		}
+	}
+	for name, s := range want {
+		if b, ok := t.byName[name]; !ok || s.url.String() != b.url.String() {
+			add = append(add, s)
+		}
+	}
+	if len(add) == 0 && len(remove) == 0 {
+		return nil
+	}
+	return r.apply(ctx, add, remove)
+}
+
+// apply removes then adds backends and publishes one new table. Caller
+// holds mu.
+func (r *Router) apply(ctx context.Context, add []*backendSpec, remove []string) error {
+	if r.closed.Load() {
+		return ErrClosed
+	}
+	old := r.tbl.Load()
+	gone := make(map[string]bool, len(remove))
+	for _, name := range remove {
+		gone[name] = true
+	}
+	if len(old.backends)-len(gone)+len(add) == 0 {
+		return ErrLastBackend
+	}
+	free := r.freeSlots(gone)
+	if need := len(add) - len(free); need > 0 {
+		size := r.rt.Stats().Pools[poolName].Size
+		if err := r.rt.Resize(ctx, poolName, size+need); err != nil {
+			return fmt.Errorf("affinity router: adding worker actors: %w", err)
+		}
+		free = r.freeSlots(gone)
+		if len(free) < len(add) {
+			return fmt.Errorf("affinity router: %d worker actors free after resize, need %d", len(free), len(add))
+		}
+	}
+	next := make([]*backend, 0, len(old.backends)+len(add))
+	for _, b := range old.backends {
+		if gone[b.name] {
+			b.slot.b = nil
+			r.log.Info().Str("backend", b.name).Msg("backend removed")
+			continue
+		}
+		next = append(next, b)
+	}
+	for i, s := range add {
+		next = append(next, newBackend(s, free[i]))
+		r.log.Info().Str("backend", s.name).Str("url", s.url.String()).Msg("backend added")
+	}
+	r.tbl.Store(newTable(next))
+	return nil
+}
+
+// freeSlots lists ready slots not kept by a staying backend, lowest id
+// first. Caller holds mu.
+func (r *Router) freeSlots(gone map[string]bool) []*slot {
+	r.slotsMu.Lock()
+	defer r.slotsMu.Unlock()
+	var free []*slot
+	for _, s := range r.slots {
+		if s.inc.Load() != 0 && (s.b == nil || gone[s.b.name]) {
+			free = append(free, s)
+		}
+	}
+	sort.Slice(free, func(i, j int) bool { return free[i].id < free[j].id })
+	return free
+}
+
+// BackendStatus describes one backend.
+type BackendStatus struct {
+	Name     string `json:"name"`
+	URL      string `json:"url"`
+	Healthy  bool   `json:"healthy"`
+	Requests uint64 `json:"requests"`
+	Failures uint64 `json:"failures"`
+}
+
+// Backends lists the backends, sorted by name.
+func (r *Router) Backends() []BackendStatus {
+	t := r.tbl.Load()
+	out := make([]BackendStatus, len(t.backends))
+	for i, b := range t.backends {
+		out[i] = BackendStatus{Name: b.name, URL: b.url.String(), Healthy: b.up.Load(),
+			Requests: b.requests.Load(), Failures: b.failures.Load()}
+	}
+	return out
+}
+
+// healthLoop probes every backend each Health.Interval.
+func (r *Router) healthLoop(ctx context.Context) {
+	defer close(r.healthDone)
+	tick := time.NewTicker(r.cfg.Health.Interval)
+	defer tick.Stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		for _, b := range r.tbl.Load().backends {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r.checkHealth(ctx, b)
+			}()
+		}
+		wg.Wait() // one round at a time: a slow backend cannot pile up probes
+	}
+}
+
+func (r *Router) checkHealth(ctx context.Context, b *backend) {
+	u := *b.url
+	u.Path = joinPath(u.Path, r.cfg.Health.Path)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return
+	}
+	ok := false
+	resp, err := r.probe.Do(req)
+	if err == nil {
+		ok = resp.StatusCode >= 200 && resp.StatusCode < 400
+		resp.Body.Close()
+	}
+	if ctx.Err() != nil {
+		return // shutting down: not the backend's fault
+	}
+	if changed, up := b.observe(ok, false, r.cfg.Health.Rise, r.cfg.Health.Fall); changed {
+		r.logHealth(b, up, err, "active")
+	}
+}
+
+// passiveFailure marks b down after a refused connection or a timeout.
+func (r *Router) passiveFailure(b *backend, err error) {
+	b.failures.Add(1)
+	if changed, up := b.observe(false, true, r.cfg.Health.Rise, r.cfg.Health.Fall); changed {
+		r.logHealth(b, up, err, "passive")
+	}
+}
+
+func (r *Router) logHealth(b *backend, up bool, err error, how string) {
+	if up {
+		r.log.Info().Str("backend", b.name).Str("check", how).Msg("backend up")
+		return
+	}
+	ev := r.log.Warn().Str("backend", b.name).Str("check", how)
+	if err != nil {
+		ev = ev.Err(err)
+	}
+	ev.Msg("backend down")
+}
+
+func joinPath(base, p string) string {
+	switch {
+	case base == "" || base == "/":
+		return p
+	case base[len(base)-1] == '/':
+		return base + p[1:]
+	}
+	return base + p
+}
