@@ -1,0 +1,265 @@
+package router
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha1"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var (
+	testKey1 = []byte("0123456789abcdef0123456789abcdef-key-one")
+	testKey2 = []byte("fedcba9876543210fedcba9876543210-key-two")
+)
+
+// testBackend is a real HTTP server on loopback that can be killed and
+// restarted on the same address.
+type testBackend struct {
+	t    *testing.T
+	name string
+	addr string
+
+	mu  sync.Mutex
+	srv *http.Server
+
+	arrived   chan struct{} // /slow: signalled when a request arrives
+	cancelled chan struct{} // /slow: signalled when the request's context ends
+	sseNext   chan struct{} // /sse: one receive per event after the first
+}
+
+func startBackend(t *testing.T, name string) *testBackend {
+	t.Helper()
+	b := &testBackend{t: t, name: name, arrived: make(chan struct{}, 16), cancelled: make(chan struct{}, 16), sseNext: make(chan struct{})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	b.addr = ln.Addr().String()
+	b.serve(ln)
+	t.Cleanup(b.kill)
+	return b
+}
+
+func (b *testBackend) url() string { return "http://" + b.addr }
+
+func (b *testBackend) serve(ln net.Listener) {
+	srv := &http.Server{Handler: b.handler()}
+	b.mu.Lock()
+	b.srv = srv
+	b.mu.Unlock()
+	go func() { _ = srv.Serve(ln) }()
+}
+
+// kill closes the listener and every connection: the port refuses.
+func (b *testBackend) kill() {
+	b.mu.Lock()
+	srv := b.srv
+	b.srv = nil
+	b.mu.Unlock()
+	if srv != nil {
+		_ = srv.Close()
+	}
+}
+
+// restart listens again on the same address.
+func (b *testBackend) restart() {
+	b.t.Helper()
+	var ln net.Listener
+	require.Eventually(b.t, func() bool {
+		var err error
+		ln, err = net.Listen("tcp", b.addr)
+		return err == nil
+	}, 5*time.Second, 10*time.Millisecond)
+	b.serve(ln)
+}
+
+func (b *testBackend) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Backend", b.name)
+		_, _ = io.WriteString(w, b.name)
+	})
+	mux.HandleFunc("/headers", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Backend", b.name)
+		_ = json.NewEncoder(w).Encode(map[string]string{
+			"host":   r.Host,
+			"xff":    r.Header.Get("X-Forwarded-For"),
+			"proto":  r.Header.Get("X-Forwarded-Proto"),
+			"xhost":  r.Header.Get("X-Forwarded-Host"),
+			"cookie": strings.Join(r.Header["Cookie"], " | "),
+		})
+	})
+	mux.HandleFunc("/upload", func(w http.ResponseWriter, r *http.Request) {
+		n, err := io.Copy(io.Discard, r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		fmt.Fprint(w, n)
+	})
+	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Backend", b.name)
+		b.arrived <- struct{}{}
+		<-r.Context().Done()
+		b.cancelled <- struct{}{}
+	})
+	mux.HandleFunc("/sse", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("X-Backend", b.name)
+		for i := 0; i < 3; i++ {
+			if i > 0 {
+				select {
+				case <-b.sseNext: // the client saw the previous event
+				case <-r.Context().Done():
+					return
+				}
+			}
+			fmt.Fprintf(w, "data: event %d\n\n", i)
+			w.(http.Flusher).Flush()
+		}
+	})
+	mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) {
+		if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+			http.Error(w, "want websocket", http.StatusBadRequest)
+			return
+		}
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\nX-Backend: %s\r\n\r\n",
+			wsAccept(r.Header.Get("Sec-WebSocket-Key")), b.name)
+		_ = brw.Flush()
+		line, err := brw.ReadString('\n') // echo one line back, prefixed
+		if err != nil {
+			return
+		}
+		fmt.Fprintf(brw, "%s says %s", b.name, line)
+		_ = brw.Flush()
+	})
+	return mux
+}
+
+func wsAccept(key string) string {
+	h := sha1.Sum([]byte(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+	return base64.StdEncoding.EncodeToString(h[:])
+}
+
+// testConfig is a router config over bs with fast health checks.
+func testConfig(bs ...*testBackend) Config {
+	cfg := Config{
+		Keys:   [][]byte{testKey1},
+		Health: HealthConfig{Interval: 10 * time.Millisecond, Timeout: 500 * time.Millisecond, Rise: 1, Fall: 1},
+	}
+	for _, b := range bs {
+		cfg.Backends = append(cfg.Backends, Backend{Name: b.name, URL: b.url()})
+	}
+	return cfg
+}
+
+// proxy is a Router served on loopback.
+type proxy struct {
+	*Router
+	srv *httptest.Server
+}
+
+func startRouter(t *testing.T, cfg Config) *proxy {
+	t.Helper()
+	r, err := New(cfg)
+	require.NoError(t, err)
+	srv := httptest.NewServer(r)
+	p := &proxy{Router: r, srv: srv}
+	t.Cleanup(func() {
+		srv.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		require.NoError(t, r.Close(ctx))
+	})
+	return p
+}
+
+// client is one browser: a cookie jar and its own connections.
+type client struct {
+	t  *testing.T
+	hc *http.Client
+}
+
+func newClient(t *testing.T) *client {
+	jar, _ := cookiejar.New(nil)
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &client{t: t, hc: &http.Client{Jar: jar, Transport: tr}}
+}
+
+// get returns the status, the backend that answered and the body.
+func (c *client) get(url string) (int, string, string) {
+	c.t.Helper()
+	resp, err := c.hc.Get(url)
+	require.NoError(c.t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(c.t, err)
+	return resp.StatusCode, resp.Header.Get("X-Backend"), string(body)
+}
+
+// rawGet sends one request with an explicit Cookie header (no jar) and
+// returns the backend and the affinity cookie set, if any.
+func rawGet(t *testing.T, hc *http.Client, url, cookie string) (backend, setCookie string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	require.NoError(t, err)
+	if cookie != "" {
+		req.Header.Set("Cookie", cookie)
+	}
+	resp, err := hc.Do(req)
+	require.NoError(t, err)
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	for _, c := range resp.Cookies() {
+		if c.Name == DefaultCookieName {
+			setCookie = c.Name + "=" + c.Value
+		}
+	}
+	return resp.Header.Get("X-Backend"), setCookie
+}
+
+func waitHealthy(t *testing.T, r *Router, name string, healthy bool) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		for _, b := range r.Backends() {
+			if b.Name == name {
+				return b.Healthy == healthy
+			}
+		}
+		return false
+	}, 5*time.Second, 5*time.Millisecond, "backend %s healthy=%v", name, healthy)
+}
+
+// readLine reads one line with a deadline so a broken proxy fails the test
+// instead of hanging it.
+func readLine(t *testing.T, conn net.Conn, br *bufio.Reader) string {
+	t.Helper()
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(5*time.Second)))
+	line, err := br.ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		require.NoError(t, err)
+	}
+	return line
+}
