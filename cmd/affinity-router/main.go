@@ -27,7 +27,9 @@ import (
 )
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
+	if err := run(os.Args[1:], sigs, nil); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return
 		}
@@ -36,7 +38,9 @@ func main() {
 	}
 }
 
-func run(args []string) error {
+// run serves until a signal on sigs stops it. ready, when set, learns the
+// listeners' addresses once they accept connections.
+func run(args []string, sigs <-chan os.Signal, ready func(proxy, admin string)) error {
 	o, err := parseOptions(args)
 	if err != nil {
 		return err
@@ -63,6 +67,7 @@ func run(args []string) error {
 		return err
 	}
 	servers := []*http.Server{proxy}
+	adminAddr := ""
 	errc := make(chan error, 2)
 	go func() {
 		if o.tlsCert != "" {
@@ -81,13 +86,13 @@ func run(args []string) error {
 		admin := &http.Server{Handler: rt.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
 		servers = append(servers, admin)
 		go func() { errc <- admin.Serve(aln) }()
-		log.Info().Str("addr", aln.Addr().String()).Msg("admin listening")
+		adminAddr = aln.Addr().String()
+		log.Info().Str("addr", adminAddr).Msg("admin listening")
 	}
 	log.Info().Str("addr", ln.Addr().String()).Msg("proxy listening")
-
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
+	if ready != nil {
+		ready(ln.Addr().String(), adminAddr)
+	}
 	for {
 		select {
 		case err := <-errc:

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/affinity-go/affinity/router"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const key1 = "first-key-0123456789abcdefghijklmnopqrstuvwxyz"
+const key2 = "second-key-0123456789abcdefghijklmnopqrstuvwxyz"
+
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	require.NoError(t, os.WriteFile(p, []byte(content), 0o600))
+	return p
+}
+
+func TestEveryFlagIsExplained(t *testing.T) {
+	fs := newFlagSet(&options{})
+	n := 0
+	fs.VisitAll(func(f *flag.Flag) {
+		n++
+		require.Greater(t, len(f.Usage), 20, "flag -%s needs a real explanation", f.Name)
+	})
+	require.GreaterOrEqual(t, n, 18)
+	_, err := parseOptions([]string{"-h"})
+	require.ErrorIs(t, err, flag.ErrHelp)
+}
+
+func TestBadConfigIsAClearError(t *testing.T) {
+	dir := t.TempDir()
+	keys := writeFile(t, dir, "keys", key1+"\n")
+	short := writeFile(t, dir, "short", "tooshort\n")
+	empty := writeFile(t, dir, "empty", "# nothing\n\n")
+	unknown := writeFile(t, dir, "unknown.json", `{"listen": ":1", "colour": "blue"}`)
+	badDur := writeFile(t, dir, "dur.json", `{"health_interval": 5}`)
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-backend", "http://127.0.0.1:1"}, "-keys-file is required"},
+		{[]string{"-keys-file", keys}, "no backends"},
+		{[]string{"-keys-file", keys, "-backend", "ftp://x"}, "scheme must be http or https"},
+		{[]string{"-keys-file", keys, "-backend", "http://127.0.0.1:1", "-failover", "maybe"}, "unknown failover mode"},
+		{[]string{"-keys-file", short, "-backend", "http://127.0.0.1:1"}, "want at least 32"},
+		{[]string{"-keys-file", empty, "-backend", "http://127.0.0.1:1"}, "holds no key"},
+		{[]string{"-keys-file", filepath.Join(dir, "missing"), "-backend", "http://127.0.0.1:1"}, "no such file"},
+		{[]string{"-config", unknown}, `unknown field "colour"`},
+		{[]string{"-config", badDur}, "duration must be a string"},
+		{[]string{"-keys-file", keys, "-backend", "http://127.0.0.1:1", "-tls-cert", "x"}, "go together"},
+		{[]string{"-keys-file", keys, "-backend", "http://127.0.0.1:1", "-log-level", "loud"}, "bad -log-level"},
+		{[]string{"-keys-file", keys, "-backend", "http://127.0.0.1:1", "stray"}, "unexpected arguments"},
+		{[]string{"-keys-file", keys, "-backend", "http://127.0.0.1:1", "-health-rise", "-1"}, "negative health rise"},
+	}
+	for _, c := range cases {
+		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
+			err := run(c.args, nil, nil)
+			require.Error(t, err)
+			require.Contains(t, err.Error(), c.want)
+		})
+	}
+}
+
+func TestFlagsWinOverTheFile(t *testing.T) {
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "c.json", `{"listen": "127.0.0.1:1", "failover": "strict", "cookie_max_age": "2h",
+		"backends": [{"name": "a", "url": "http://127.0.0.1:2"}], "admin": ""}`)
+	o, err := parseOptions([]string{"-config", cfg, "-failover", "sticky"})
+	require.NoError(t, err)
+	require.Equal(t, "127.0.0.1:1", o.listen)
+	require.Equal(t, "sticky", o.failover)
+	require.Equal(t, 2*time.Hour, o.cookie.MaxAge)
+	require.Equal(t, "", o.admin, "the file can disable the admin listener")
+	require.Equal(t, []router.Backend{{Name: "a", URL: "http://127.0.0.1:2"}}, []router.Backend(o.backends))
+
+	o, err = parseOptions([]string{"-config", cfg, "-backend", "b=http://127.0.0.1:3", "-backend", "http://127.0.0.1:4"})
+	require.NoError(t, err)
+	require.Equal(t, []router.Backend{{Name: "b", URL: "http://127.0.0.1:3"}, {URL: "http://127.0.0.1:4"}}, []router.Backend(o.backends))
+}
+
+func TestRunProxiesAndReloadsOnSIGHUP(t *testing.T) {
+	backend := func(name string) *httptest.Server {
+		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("X-Backend", name)
+		}))
+		t.Cleanup(s.Close)
+		return s
+	}
+	a, b := backend("a"), backend("b")
+	dir := t.TempDir()
+	keys := writeFile(t, dir, "keys", key1+"\n")
+	conf := func(urls ...string) string {
+		var bs []router.Backend
+		for i, u := range urls {
+			bs = append(bs, router.Backend{Name: fmt.Sprint("ab"[i : i+1]), URL: u})
+		}
+		raw, _ := json.Marshal(map[string]any{"backends": bs, "keys_file": keys, "listen": "127.0.0.1:0",
+			"admin": "127.0.0.1:0", "health_interval": "10ms", "log_level": "error"})
+		return string(raw)
+	}
+	cfg := writeFile(t, dir, "c.json", conf(a.URL))
+
+	sigs := make(chan os.Signal, 1)
+	addrs := make(chan [2]string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- run([]string{"-config", cfg}, sigs, func(p, adm string) { addrs <- [2]string{p, adm} })
+	}()
+	var ad [2]string
+	select {
+	case ad = <-addrs:
+	case err := <-done:
+		t.Fatal(err)
+	}
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr}
+	resp, err := hc.Get("http://" + ad[0])
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, "a", resp.Header.Get("X-Backend"))
+	require.NotEmpty(t, resp.Cookies())
+
+	backends := func() int {
+		resp, err := hc.Get("http://" + ad[1] + "/backends")
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		var list []router.BackendStatus
+		body, _ := io.ReadAll(resp.Body)
+		require.NoError(t, json.Unmarshal(body, &list))
+		return len(list)
+	}
+	require.Equal(t, 1, backends())
+
+	writeFile(t, dir, "c.json", conf(a.URL, b.URL))
+	writeFile(t, dir, "keys", key2+"\n"+key1+"\n")
+	sigs <- syscall.SIGHUP
+	require.Eventually(t, func() bool { return backends() == 2 }, 5*time.Second, 5*time.Millisecond)
+
+	// A broken file changes nothing.
+	writeFile(t, dir, "c.json", "{")
+	sigs <- syscall.SIGHUP
+	sigs <- syscall.SIGTERM
+	require.NoError(t, <-done)
+}
