@@ -1,0 +1,55 @@
+package router_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+
+	"github.com/affinity-go/affinity/router"
+)
+
+// A client keeps reaching the backend that served its first request.
+func Example() {
+	var backends []router.Backend
+	for _, name := range []string{"web-1", "web-2", "web-3"} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			io.WriteString(w, name)
+		}))
+		defer srv.Close()
+		backends = append(backends, router.Backend{Name: name, URL: srv.URL})
+	}
+	rt, err := router.New(router.Config{
+		Backends: backends,
+		Keys:     [][]byte{[]byte("an example key of at least 32 bytes")},
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer rt.Close(context.Background())
+	proxy := httptest.NewServer(rt)
+	defer proxy.Close()
+
+	jar, _ := cookiejar.New(nil)
+	client := &http.Client{Jar: jar, Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+	seen := map[string]int{}
+	for i := 0; i < 10; i++ {
+		resp, err := client.Get(proxy.URL)
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		seen[string(body)]++
+	}
+	fmt.Println("backends seen by one client:", len(seen))
+	fmt.Println("affinity hits:", rt.Metrics().Hits)
+	// Output:
+	// backends seen by one client: 1
+	// affinity hits: 9
+}
