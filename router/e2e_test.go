@@ -42,6 +42,20 @@ func TestStickinessOverManyRequests(t *testing.T) {
 	assert.EqualValues(t, 60, m.NewSessions)
 	assert.EqualValues(t, 60*20, m.Hits)
 	assert.EqualValues(t, 60*21, m.Requests)
+	// One session actor per returning client, plus the one for first requests.
+	assert.Equal(t, 61, p.rt.Stats().Sessions)
+}
+
+func TestClientsWithoutCookiesCostNoSessionActors(t *testing.T) {
+	p := startRouter(t, testConfig(threeBackends(t)...))
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr}
+	for i := 0; i < 100; i++ {
+		rawGet(t, hc, p.srv.URL, "")
+	}
+	require.EqualValues(t, 100, p.Metrics().NewSessions)
+	require.Equal(t, 1, p.rt.Stats().Sessions)
 }
 
 // sessionOn returns a client whose session lives on backend name.

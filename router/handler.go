@@ -152,7 +152,11 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		if d.setCookie {
 			x.cookie = r.cookie(sg.encode(&d.tk), req)
 		}
-		err = r.run(req.Context(), x, sessionName(d.tk.sid))
+		session := newClientsSession
+		if d.outcome != outcomeNew {
+			session = sessionName(d.tk.sid)
+		}
+		err = r.run(req.Context(), x, session)
 		if err == nil {
 			return
 		}
@@ -169,6 +173,11 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 }
+
+// newClientsSession is the session actor that runs first requests. A client
+// gets its own session actor once it comes back with its cookie, so clients
+// that never do (scanners, load tools, one-shot requests) cost no memory.
+const newClientsSession = "new-clients"
 
 // errRetry: the request never reached the backend and can go elsewhere.
 var errRetry = errors.New("retry on another backend")
