@@ -86,22 +86,22 @@ func (r *Router) WriteMetrics(w io.Writer) error {
 	counter("affinity_router_client_gone_total", "Requests whose client left before the answer.", m.ClientGone)
 
 	bs := r.Backends()
-	bw.WriteString("# HELP affinity_router_backend_up Whether the backend is healthy (1) or down (0).\n# TYPE affinity_router_backend_up gauge\n")
-	for _, b := range bs {
-		v := "0"
-		if b.Healthy {
-			v = "1"
+	perBackend := func(name, typ, help string, value func(BackendStatus) uint64) {
+		bw.WriteString("# HELP " + name + " " + help + "\n# TYPE " + name + " " + typ + "\n")
+		for _, b := range bs {
+			bw.WriteString(name + "{backend=\"" + escapeLabel(b.Name) + "\"} " + strconv.FormatUint(value(b), 10) + "\n")
 		}
-		bw.WriteString("affinity_router_backend_up{backend=\"" + escapeLabel(b.Name) + "\"} " + v + "\n")
 	}
-	bw.WriteString("# HELP affinity_router_backend_requests_total Requests sent to the backend.\n# TYPE affinity_router_backend_requests_total counter\n")
-	for _, b := range bs {
-		bw.WriteString("affinity_router_backend_requests_total{backend=\"" + escapeLabel(b.Name) + "\"} " + strconv.FormatUint(b.Requests, 10) + "\n")
-	}
-	bw.WriteString("# HELP affinity_router_backend_failures_total Refused connections and timeouts seen on the backend.\n# TYPE affinity_router_backend_failures_total counter\n")
-	for _, b := range bs {
-		bw.WriteString("affinity_router_backend_failures_total{backend=\"" + escapeLabel(b.Name) + "\"} " + strconv.FormatUint(b.Failures, 10) + "\n")
-	}
+	perBackend("affinity_router_backend_up", "gauge", "Whether the backend is healthy (1) or down (0).", func(b BackendStatus) uint64 {
+		if b.Healthy {
+			return 1
+		}
+		return 0
+	})
+	perBackend("affinity_router_backend_requests_total", "counter", "Requests sent to the backend.",
+		func(b BackendStatus) uint64 { return b.Requests })
+	perBackend("affinity_router_backend_failures_total", "counter", "Refused connections and timeouts seen on the backend.",
+		func(b BackendStatus) uint64 { return b.Failures })
 	return bw.Flush()
 }
 
