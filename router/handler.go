@@ -327,6 +327,7 @@ func (x *exchange) serve() {
 		ModifyResponse: x.modifyResponse,
 		ErrorHandler:   x.errorHandler,
 		ErrorLog:       discardLog,
+		BufferPool:     copyBuffers,
 	}
 	p.ServeHTTP(x.w, x.in)
 }
