@@ -7,7 +7,9 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"strings"
 	"testing"
+	"time"
 )
 
 // BenchmarkProxy compares a sticky hit through the Router with a bare
@@ -70,3 +72,64 @@ func BenchmarkProxy(b *testing.B) {
 		})
 	}
 }
+
+// cannedTransport answers every request at once, without a network, so
+// BenchmarkRouterOverhead measures the proxy code alone.
+type cannedTransport struct{}
+
+func (cannedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	return &http.Response{StatusCode: http.StatusOK, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: http.Header{"Content-Length": {"5"}}, ContentLength: 5,
+		Body: io.NopCloser(strings.NewReader("hello")), Request: req}, nil
+}
+
+// BenchmarkRouterOverhead is the router's own cost per sticky hit (cookie
+// check, rendezvous choice, the hop through the backend's worker actor) next
+// to a bare httputil.ReverseProxy, both over a canned transport.
+func BenchmarkRouterOverhead(b *testing.B) {
+	u, _ := url.Parse("http://backend.invalid")
+	bare := &httputil.ReverseProxy{
+		Rewrite:    func(pr *httputil.ProxyRequest) { pr.SetURL(u); pr.SetXForwarded() },
+		Transport:  cannedTransport{},
+		BufferPool: copyBuffers,
+	}
+	r, err := New(Config{Backends: []Backend{{Name: "a", URL: u.String()}}, Keys: [][]byte{testKey1},
+		Transport: cannedTransport{}, Health: HealthConfig{Interval: time.Hour}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close(context.Background())
+	rec := httptest.NewRecorder()
+	r.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+	cookie := rec.Result().Cookies()[0]
+
+	for _, c := range []struct {
+		name string
+		h    http.Handler
+	}{{"reverseproxy", bare}, {"affinity", r}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				req := httptest.NewRequest(http.MethodGet, "/", nil)
+				req.AddCookie(cookie)
+				for pb.Next() {
+					w := discardWriter{h: http.Header{}}
+					c.h.ServeHTTP(&w, req)
+					if w.code != http.StatusOK {
+						b.Errorf("status %d", w.code)
+						return
+					}
+				}
+			})
+		})
+	}
+}
+
+type discardWriter struct {
+	h    http.Header
+	code int
+}
+
+func (w *discardWriter) Header() http.Header         { return w.h }
+func (w *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
+func (w *discardWriter) WriteHeader(code int)        { w.code = code }
