@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -41,11 +42,22 @@ type workerActor struct {
 	async bool // Capacity > 1: calls run on goroutines the worker owns
 	calls atomic.Int64
 	dead  atomic.Bool // tainted: everything still addressed to it is stale
+
+	// Runner goroutines (Capacity > 1) are kept between calls: a fresh
+	// goroutine per call would regrow its stack for every deep call (an
+	// HTTP proxy spent a third of its CPU copying stacks).
+	runq     chan *envelope // idle runners wait here
+	quit     chan struct{}  // closed when this incarnation stops
+	quitOnce sync.Once
+	idle     atomic.Int32
 }
+
+// maxIdleRunners bounds the runner goroutines one worker keeps waiting.
+const maxIdleRunners = 64
 
 func (p *pool) workerProps(w *worker) *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor {
-		return &workerActor{w: w, async: p.cfg.Capacity > 1}
+		return &workerActor{w: w, async: p.cfg.Capacity > 1, runq: make(chan *envelope), quit: make(chan struct{})}
 	}, actor.WithMailbox(func() actor.Mailbox { return w.mailbox }))
 }
 
@@ -69,6 +81,7 @@ func (a *workerActor) Receive(ctx actor.Context) {
 	case *actor.Started:
 		a.start(ctx)
 	case *actor.Restarting, *actor.Stopping:
+		a.quitOnce.Do(func() { close(a.quit) })
 		a.closeImpl()
 	case *actor.Stopped:
 		a.w.pool.workerStopped(a.w)
@@ -154,17 +167,39 @@ func (a *workerActor) pump(ctx actor.Context, env *envelope) {
 			continue
 		}
 		// Begun here, in the actor, so a stop processed before the
-		// goroutine gets going cannot answer the call a second time.
-		p.rt.wg.Add(1)
-		go func(env *envelope) {
-			defer p.rt.wg.Done()
-			if next := a.run(env); next != nil {
-				p.rt.system.Root.Send(a.self, next)
-			}
-		}(env)
+		// runner gets going cannot answer the call a second time.
+		select {
+		case a.runq <- env:
+		default:
+			p.rt.wg.Add(1)
+			go a.runner(env)
+		}
 		p.mu.Lock()
 		env = p.nextFor(a.w)
 		p.mu.Unlock()
+	}
+}
+
+// runner runs env, then waits for more calls of this incarnation until it
+// stops or enough runners already wait.
+func (a *workerActor) runner(env *envelope) {
+	p := a.w.pool
+	defer p.rt.wg.Done()
+	for {
+		if next := a.run(env); next != nil {
+			p.rt.system.Root.Send(a.self, next)
+		}
+		if a.idle.Add(1) > maxIdleRunners {
+			a.idle.Add(-1)
+			return
+		}
+		select {
+		case env = <-a.runq:
+			a.idle.Add(-1)
+		case <-a.quit:
+			a.idle.Add(-1)
+			return
+		}
 	}
 }
 
