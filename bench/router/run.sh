@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Measures the HTTP throughput and tail latency of affinity-router next to
 # HAProxy doing the same job (cookie-insert affinity over two backends), with
-# a direct-to-backend run as the ceiling. Everything listens on loopback.
+# a direct-to-backend run as the ceiling and a bare Go httputil.ReverseProxy
+# to one backend (bench/router/bareproxy, no affinity) as the floor of Go's
+# net/http stack. Everything listens on loopback.
 #
 #   bench/router/run.sh                       # one round, wrk -t2 -c64 -d10s
 #   ROUNDS=3 bench/router/run.sh              # 3 interleaved rounds, medians
 #   DURATION=30s CONNS=128 THREADS=2 bench/router/run.sh
-#   TARGETS="direct haproxy" bench/router/run.sh   # without affinity-router
+#   TARGETS="direct haproxy" bench/router/run.sh   # without the Go proxies
 #
 # Other knobs: WARMUP (2s, before every measurement), PIN (auto|0|1),
 # LOAD_CPUS (0: wrk and the backends), PROXY_CPUS (1: the proxy under test),
@@ -17,22 +19,26 @@
 # NOISE_RETRIES (2: how often a run over that limit is taken again before it
 # is kept and flagged), KEEP_TMP=1 (keep logs and configs).
 #
-# Both proxies are measured on sticky hits only: a cookie is first obtained
-# from each with curl, checked to route twice to the same backend, and sent
-# with every wrk request.
+# Both affinity proxies are measured on sticky hits only: a cookie is first
+# obtained from each with curl, checked to route twice to the same backend,
+# and sent with every wrk request. reverseproxy has one backend (b1) and
+# needs no cookie.
 #
 # CPU layout (PIN=1, the default on 2+ cores): wrk and both backends share
 # LOAD_CPUS, the proxy under test runs alone on PROXY_CPUS, with as many
-# threads as it has CPUs there: HAProxy's nbthread and affinity-router's
-# GOMAXPROCS are both set to that number (1 by default), so each proxy gets
-# exactly the same CPU. The cpu% column is the CPU time the target process
-# (the proxy; backend b1 for direct) used during the measured run (100% = one
-# core): a proxy well under 100% of its cores was not the bottleneck, the
-# load side was. req/cpu-s (requests/s per core the target used) is then the
-# fairer measure of the proxy's own cost; the target is stated on requests/s.
+# threads as it has CPUs there: HAProxy's nbthread and the GOMAXPROCS of
+# affinity-router and bareproxy are all set to that number (1 by default), so
+# each proxy gets exactly the same CPU. The cpu% column is the CPU time the
+# target process (the proxy; backend b1 for direct) used during the measured
+# run (100% = one core): a proxy well under 100% of its cores was not the
+# bottleneck, the load side was. req/cpu-s (requests/s per core the target
+# used) is then the fairer measure of the proxy's own cost; the target is
+# stated on requests/s.
 #
-# Exits 1 when affinity-router does less than TARGET_RATIO of HAProxy's
-# requests/s, 2 when something could not be set up or measured.
+# The last lines compare affinity-router with bareproxy (its overhead over
+# Go's stdlib proxy) and with HAProxy (the target). Exits 1 when
+# affinity-router does less than TARGET_RATIO of HAProxy's requests/s, 2 when
+# something could not be set up or measured.
 set -euo pipefail
 
 DURATION=${DURATION:-10s}
@@ -40,7 +46,7 @@ CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
 WARMUP=${WARMUP:-2s}
 ROUNDS=${ROUNDS:-1}
-TARGETS=${TARGETS:-direct haproxy affinity}
+TARGETS=${TARGETS:-direct haproxy reverseproxy affinity}
 TARGET_RATIO=${TARGET_RATIO:-0.9}
 PIN=${PIN:-auto}
 LOAD_CPUS=${LOAD_CPUS:-0}
@@ -56,6 +62,7 @@ B1_ADDR=127.0.0.1:19001
 B2_ADDR=127.0.0.1:19002
 HAPROXY_ADDR=127.0.0.1:18081
 ROUTER_ADDR=127.0.0.1:18080
+BAREPROXY_ADDR=127.0.0.1:18082
 ROUTER_ADMIN=127.0.0.1:18090
 
 die() {
@@ -66,7 +73,7 @@ die() {
 has() { [[ " $TARGETS " == *" $1 "* ]]; }
 
 for t in $TARGETS; do
-	case $t in direct | haproxy | affinity) ;; *) die "unknown target '$t' in TARGETS (direct haproxy affinity)" ;; esac
+	case $t in direct | haproxy | reverseproxy | affinity) ;; *) die "unknown target '$t' in TARGETS (direct haproxy reverseproxy affinity)" ;; esac
 done
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer, not '$ROUNDS'"
 
@@ -149,6 +156,7 @@ port_busy() { # host:port
 
 for addr in "$B1_ADDR" "$B2_ADDR" \
 	$(has haproxy && echo "$HAPROXY_ADDR") \
+	$(has reverseproxy && echo "$BAREPROXY_ADDR") \
 	$(has affinity && echo "$ROUTER_ADDR $ROUTER_ADMIN"); do
 	port_busy "$addr" && die "$addr is already in use (a stale run?)"
 done
@@ -168,9 +176,12 @@ wait_ready() { # name pid url: polls until the url answers 200
 
 echo "== building"
 go build -o "$tmp/backend" ./bench/router/backend
+if has reverseproxy; then
+	go build -o "$tmp/bareproxy" ./bench/router/bareproxy
+fi
 if has affinity; then
 	go build -o "$tmp/affinity-router" ./cmd/affinity-router ||
-		die "cmd/affinity-router does not build (TARGETS=\"direct haproxy\" measures without it)"
+		die "cmd/affinity-router does not build (TARGETS=\"direct haproxy reverseproxy\" measures without it)"
 fi
 
 # --- start -------------------------------------------------------------------
@@ -217,6 +228,14 @@ EOF
 	haproxy_pid=$!
 	pids+=("$haproxy_pid")
 	wait_ready haproxy "$haproxy_pid" "http://$HAPROXY_ADDR/"
+fi
+
+if has reverseproxy; then
+	GOMAXPROCS=$proxy_threads "${proxy[@]}" "$tmp/bareproxy" \
+		-listen "$BAREPROXY_ADDR" -backend "http://$B1_ADDR" >"$tmp/bareproxy.log" 2>&1 &
+	bareproxy_pid=$!
+	pids+=("$bareproxy_pid")
+	wait_ready bareproxy "$bareproxy_pid" "http://$BAREPROXY_ADDR/"
 fi
 
 if has affinity; then
@@ -269,6 +288,11 @@ if has haproxy; then
 	url[haproxy]=http://$HAPROXY_ADDR/
 	cookie[haproxy]=$(sticky_cookie haproxy "${url[haproxy]}" "$HAPROXY_COOKIE")
 	pid[haproxy]=$haproxy_pid
+fi
+if has reverseproxy; then
+	url[reverseproxy]=http://$BAREPROXY_ADDR/
+	cookie[reverseproxy]= # one backend, no affinity
+	pid[reverseproxy]=$bareproxy_pid
 fi
 if has affinity; then
 	url[affinity]=http://$ROUTER_ADDR/
@@ -387,7 +411,7 @@ measure() { # target round
 	cpu=$(awk -v d="$((c1 - c0))" -v hz="$tick" -v ns="$((w1 - w0))" 'BEGIN { printf "%.0f\n", d / hz / (ns / 1e9) * 100 }')
 	eff=$(awk -v r="$rps" -v c="$cpu" 'BEGIN { printf "%.0f\n", (c > 0 ? r / (c / 100) : 0) }')
 	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$2" "$t" "$rps" "$p99" "$cpu" "$eff" "$other" >>"$results"
-	printf '  round %d  %-9s %10.0f req/s  p99 %8.2f ms  cpu %4s%%  %8s req/cpu-s  (others: %s%%)\n' "$2" "$t" "$rps" "$p99" "$cpu" "$eff" "$other"
+	printf '  round %d  %-12s %10.0f req/s  p99 %8.2f ms  cpu %4s%%  %8s req/cpu-s  (others: %s%%)\n' "$2" "$t" "$rps" "$p99" "$cpu" "$eff" "$other"
 }
 
 echo
@@ -403,7 +427,7 @@ echo
 
 echo "== measuring"
 for ((r = 1; r <= ROUNDS; r++)); do
-	for t in direct haproxy affinity; do
+	for t in direct haproxy reverseproxy affinity; do
 		has "$t" && measure "$t" "$r"
 	done
 done
@@ -416,7 +440,7 @@ median() { # column target: the median of that column over the rounds
 }
 
 declare -A rps p99 cpu eff
-for t in direct haproxy affinity; do
+for t in direct haproxy reverseproxy affinity; do
 	has "$t" || continue
 	rps[$t]=$(median 3 "$t")
 	p99[$t]=$(median 4 "$t")
@@ -434,8 +458,8 @@ if ((ROUNDS > 1)); then
 else
 	echo "== result"
 fi
-printf '%-10s %12s %10s %11s %6s %10s %11s\n' target requests/s p99 vs-haproxy cpu% req/cpu-s vs-haproxy
-for t in direct haproxy affinity; do
+printf '%-12s %12s %10s %11s %6s %10s %11s\n' target requests/s p99 vs-haproxy cpu% req/cpu-s vs-haproxy
+for t in direct haproxy reverseproxy affinity; do
 	has "$t" || continue
 	if has haproxy; then
 		ratio=$(awk -v a="${rps[$t]}" -v b="${rps[haproxy]}" 'BEGIN { printf "%.2fx", a / b }')
@@ -444,17 +468,21 @@ for t in direct haproxy affinity; do
 		ratio=-
 		eratio=-
 	fi
-	printf '%-10s %12.0f %8.2fms %11s %5.0f%% %10.0f %11s\n' "$t" "${rps[$t]}" "${p99[$t]}" "$ratio" "${cpu[$t]}" "${eff[$t]}" "$eratio"
+	printf '%-12s %12.0f %8.2fms %11s %5.0f%% %10.0f %11s\n' "$t" "${rps[$t]}" "${p99[$t]}" "$ratio" "${cpu[$t]}" "${eff[$t]}" "$eratio"
 done
 
+if has reverseproxy && has affinity; then
+	echo
+	awk -v a="${rps[affinity]}" -v b="${rps[reverseproxy]}" 'BEGIN { printf "affinity/reverseproxy requests/s: %.2fx\n", a / b }'
+fi
 if has haproxy && has affinity; then
+	has reverseproxy || echo
 	ratio=$(awk -v a="${rps[affinity]}" -v b="${rps[haproxy]}" 'BEGIN { printf "%.2f", a / b }')
 	if awk -v r="$ratio" -v want="$TARGET_RATIO" 'BEGIN { exit !(r >= want) }'; then
 		verdict=met
 	else
 		verdict=MISSED
 	fi
-	echo
 	echo "affinity/haproxy requests/s: ${ratio}x (target >= ${TARGET_RATIO}x): $verdict"
 	[[ $verdict == met ]] || exit 1
 fi
