@@ -23,7 +23,6 @@ type backend struct {
 
 	requests atomic.Uint64 // requests proxied to it
 	failures atomic.Uint64 // passive failures (refused, timeouts)
-	downs    atomic.Uint64 // up -> down transitions
 }
 
 // slot is one worker actor of the runtime's backend pool. Backends borrow a
@@ -100,7 +99,6 @@ func (b *backend) observe(ok, passive bool, rise, fall int) (changed, up bool) {
 		b.badStreak++
 		if was && (passive || b.badStreak >= fall) {
 			b.up.Store(false)
-			b.downs.Add(1)
 		}
 	}
 	now := b.up.Load()

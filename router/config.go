@@ -157,21 +157,8 @@ func (c Config) validated() (Config, []*backendSpec, error) {
 	if len(c.Backends) == 0 {
 		bad("no backends configured")
 	}
-	specs := make([]*backendSpec, 0, len(c.Backends))
-	seen := make(map[string]bool, len(c.Backends))
-	for i, b := range c.Backends {
-		s, err := parseBackend(b)
-		if err != nil {
-			bad("backend %d: %v", i, err)
-			continue
-		}
-		if seen[s.name] {
-			bad("backend %d: duplicate name %q", i, s.name)
-			continue
-		}
-		seen[s.name] = true
-		specs = append(specs, s)
-	}
+	specs, backendErrs := parseBackends(c.Backends)
+	errs = append(errs, backendErrs...)
 	if err := validateKeys(c.Keys); err != nil {
 		bad("%v", err)
 	}
@@ -255,6 +242,26 @@ func validateKeys(keys [][]byte) error {
 type backendSpec struct {
 	name string
 	url  *url.URL
+}
+
+// parseBackends validates a backend list: each entry, and unique names.
+func parseBackends(bs []Backend) ([]*backendSpec, []error) {
+	var errs []error
+	specs := make([]*backendSpec, 0, len(bs))
+	seen := make(map[string]bool, len(bs))
+	for i, b := range bs {
+		s, err := parseBackend(b)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("backend %d: %w", i, err))
+		case seen[s.name]:
+			errs = append(errs, fmt.Errorf("backend %d: duplicate name %q", i, s.name))
+		default:
+			seen[s.name] = true
+			specs = append(specs, s)
+		}
+	}
+	return specs, errs
 }
 
 func parseBackend(b Backend) (*backendSpec, error) {

@@ -3,32 +3,10 @@ package router
 import (
 	"bufio"
 	"io"
-	"log"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 )
-
-// copyBuffers recycles the proxy's body copy buffers: without it
-// httputil.ReverseProxy allocates 32 KiB per request, which made garbage
-// collection a large share of the router's CPU.
-var copyBuffers = &bufferPool{}
-
-type bufferPool struct{ p sync.Pool }
-
-func (b *bufferPool) Get() []byte {
-	if v, ok := b.p.Get().(*[]byte); ok {
-		return *v
-	}
-	return make([]byte, 32<<10)
-}
-
-func (b *bufferPool) Put(buf []byte) { b.p.Put(&buf) }
-
-// discardLog silences httputil.ReverseProxy's own logging: the router
-// reports errors itself.
-var discardLog = log.New(io.Discard, "", 0)
 
 type metrics struct {
 	requests    atomic.Uint64

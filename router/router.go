@@ -212,21 +212,13 @@ func (r *Router) SetBackends(ctx context.Context, bs []Backend) error {
 	if len(bs) == 0 {
 		return fmt.Errorf("%w: no backends", ErrInvalidConfig)
 	}
-	want := make(map[string]*backendSpec, len(bs))
-	var errs []error
-	for i, b := range bs {
-		s, err := parseBackend(b)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("backend %d: %w", i, err))
-			continue
-		}
-		if want[s.name] != nil {
-			errs = append(errs, fmt.Errorf("backend %d: duplicate name %q", i, s.name))
-		}
-		want[s.name] = s
-	}
+	specs, errs := parseBackends(bs)
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))
+	}
+	want := make(map[string]*backendSpec, len(specs))
+	for _, s := range specs {
+		want[s.name] = s
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
