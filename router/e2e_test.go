@@ -171,26 +171,31 @@ func TestAllBackendsDown(t *testing.T) {
 
 // collectSessions starts n sessions and returns their cookies and backends.
 func collectSessions(t *testing.T, url string, n int) (cookies, backends []string) {
-	cookies, backends = make([]string, n), make([]string, n)
-	tr := &http.Transport{MaxIdleConnsPerHost: 16}
-	defer tr.CloseIdleConnections()
-	hc := &http.Client{Transport: tr}
-	parallel(n, func(i int) {
-		backends[i], cookies[i] = rawGet(t, hc, url, "")
-	})
+	cookies = make([]string, n)
+	backends = sendAll(t, url, make([]string, n), cookies)
 	return cookies, backends
 }
 
 // routeAll sends one request per cookie and returns the backends.
 func routeAll(t *testing.T, url string, cookies []string) []string {
-	out := make([]string, len(cookies))
+	return sendAll(t, url, cookies, nil)
+}
+
+// sendAll sends one request per cookie ("" for none), 8 at a time, and
+// returns the backends; setCookies, when given, receives the cookies set.
+func sendAll(t *testing.T, url string, cookies, setCookies []string) []string {
+	backends := make([]string, len(cookies))
 	tr := &http.Transport{MaxIdleConnsPerHost: 16}
 	defer tr.CloseIdleConnections()
 	hc := &http.Client{Transport: tr}
 	parallel(len(cookies), func(i int) {
-		out[i], _ = rawGet(t, hc, url, cookies[i])
+		var set string
+		backends[i], set = rawGet(t, hc, url, cookies[i])
+		if setCookies != nil {
+			setCookies[i] = set
+		}
 	})
-	return out
+	return backends
 }
 
 func parallel(n int, f func(i int)) {
