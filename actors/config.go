@@ -29,7 +29,8 @@ func ParseAffinity(s string) (Affinity, error) { return messages.ParseAffinity(s
 type WorkerInfo struct {
 	Pool        string
 	ID          int
-	Incarnation uint64
+	Incarnation uint64 // numbered per worker from 1
+	Restart     bool   // an incarnation after the first: the state is gone
 }
 
 // WorkerFactory builds the user code behind one worker incarnation. It runs
@@ -43,8 +44,11 @@ const (
 	DefaultQueueSize      = 1000
 	DefaultQueueTimeout   = 10 * time.Second
 	DefaultSessionIdleTTL = 30 * time.Minute
-	DefaultHealthInterval = 10 * time.Second
-	DefaultHealthTimeout  = 2 * time.Second
+	// DefaultSessionPassivateAfter: an idle session actor is passivated
+	// (stopped, its bindings kept in a compact record) after this long.
+	DefaultSessionPassivateAfter = time.Minute
+	DefaultHealthInterval        = 10 * time.Second
+	DefaultHealthTimeout         = 2 * time.Second
 	// MinHealthInterval keeps health checks from flooding worker mailboxes.
 	MinHealthInterval = time.Millisecond
 )
@@ -83,6 +87,10 @@ type Config struct {
 	// SessionIdleTTL ends sessions idle for this long (source "expired").
 	// 0 means DefaultSessionIdleTTL; negative disables expiry.
 	SessionIdleTTL time.Duration
+	// SessionPassivateAfter stops the actor of a session idle for this
+	// long, keeping its bindings; the next message activates a new one.
+	// 0 means DefaultSessionPassivateAfter; negative disables passivation.
+	SessionPassivateAfter time.Duration
 	// HealthInterval is how often workers implementing HealthChecker are
 	// checked. 0 means DefaultHealthInterval.
 	HealthInterval time.Duration
@@ -159,6 +167,9 @@ func (c Config) validated() (Config, error) {
 	}
 	if c.SessionIdleTTL == 0 {
 		c.SessionIdleTTL = DefaultSessionIdleTTL
+	}
+	if c.SessionPassivateAfter == 0 {
+		c.SessionPassivateAfter = DefaultSessionPassivateAfter
 	}
 	if c.HealthInterval < 0 || c.HealthTimeout < 0 {
 		bad("negative health interval or timeout")

@@ -4,16 +4,22 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/affinity-go/affinity/messages"
 )
 
-// Envelope states. waiting<->abandoned and waiting->claimed change under the
-// pool lock; claimed->running/abandoned/done are CAS races between the
-// executor, the caller and the cleanup of a stopped worker: exactly one wins,
-// which is what gives every call exactly one outcome.
+// Envelope states. Exactly one party moves a call out of each state, which
+// is what gives every call exactly one outcome:
+//   - new -> waiting/claimed/done by the session actor, new -> abandoned by
+//     the caller;
+//   - waiting -> claimed/done/abandoned under the pool lock;
+//   - claimed -> running/abandoned/done are CAS races between the executor,
+//     the caller and the cleanup of a stopped worker.
 const (
-	envIdle uint32 = iota
+	envNew uint32 = iota
 	envWaiting
 	envClaimed
 	envRunning
@@ -26,28 +32,42 @@ type reply struct {
 	err error
 }
 
-// envelope carries one call from its caller to the worker actor that runs it.
-// Envelopes are pooled: a caller recycles one only after receiving its reply,
-// which is the executor's last touch.
+// envelope carries one call from its caller through the session actor to
+// the worker actor that runs it. Envelopes of the blocking API are pooled: a
+// caller recycles one only after receiving its reply, which is the last
+// touch, and only if it never waited in a queue (a queue timer may still
+// hold it).
 type envelope struct {
 	ctx  context.Context
 	call messages.Call
-	sess *Session
+	sess *sessionRec
 	pool *pool
 	mode Affinity
 
 	ref    *messages.Ref
-	stream *Stream
+	stream *Stream // a streaming call of the blocking API
 
-	// bindOnRun: a hint call queued while its session had no binding in this
-	// pool binds to whichever worker runs it.
+	// target is the worker a parked call waits for; -1: any (hint).
+	target int
+	// bindOnRun: a hint call parked while its session had no binding in
+	// this pool binds to whichever worker runs it.
 	bindOnRun bool
+	parked    bool // it waited in a queue: never recycled
+	ran       bool // a worker began running it
+	retries   uint8
+	timeout   time.Duration // the request's own bound on waiting; 0: the pool's
+	timer     *time.Timer   // queue timeout while parked
 
 	state      atomic.Uint32
 	prev, next *envelope
 	list       *envList
 
+	// The caller's end: a channel (blocking API) or an actor (message API).
 	replyCh chan reply
+	replyTo *actor.PID
+	noReply bool // a request sent without a sender: the outcome goes nowhere
+	tag     uint64
+	astream *actorStream // a streaming call of the message API
 }
 
 var envelopes = sync.Pool{New: func() any { return &envelope{replyCh: make(chan reply, 1)} }}
@@ -60,7 +80,7 @@ func putEnvelope(e *envelope) {
 }
 
 // envList is an intrusive FIFO of envelopes: O(1) push, pop and removal, no
-// allocation. Guarded by the pool lock.
+// allocation. Each list has one owner that serializes access to it.
 type envList struct {
 	head, tail *envelope
 	n          int
@@ -103,29 +123,40 @@ func (l *envList) pop() *envelope {
 	return e
 }
 
-// drain empties a list of waiting calls and returns them in order, marked
-// done while the pool lock is still held, so a caller giving up at the same
-// moment sees they are no longer waiting and waits for the answer instead.
-func (l *envList) drain() []*envelope {
-	if l.n == 0 {
-		return nil
-	}
-	out := make([]*envelope, 0, l.n)
-	for e := l.pop(); e != nil; e = l.pop() {
-		e.state.Store(envDone)
-		out = append(out, e)
-	}
-	return out
-}
-
 // finish delivers the call's one outcome. It is the last touch of env by
 // whoever answers it.
 func (e *envelope) finish(val any, err error) {
+	e.state.Store(envDone)
+	if e.timer != nil {
+		e.timer.Stop()
+	}
+	e.sess.active.Add(-1)
+	switch {
+	case e.stream != nil:
+		e.stream.end(err)
+	case e.astream != nil:
+		e.astream.end(err)
+	case e.noReply:
+	case e.replyTo != nil:
+		r := &messages.CallReply{Tag: e.tag, Value: val, Err: err, Worker: -1}
+		if e.ran {
+			r.Worker, r.Incarnation = e.call.Worker, e.call.Incarnation
+		}
+		e.sess.rt.system.Root.Send(e.replyTo, r)
+	default:
+		e.replyCh <- reply{val: val, err: err}
+	}
+}
+
+// refuse answers a call the session did not route anywhere. A streaming
+// call of the blocking API learns it from Session.Stream's return.
+func (e *envelope) refuse(err error) {
 	if st := e.stream; st != nil {
 		e.state.Store(envDone)
-		st.end(err)
+		e.sess.active.Add(-1)
+		st.cancel()
+		e.replyCh <- reply{err: err}
 		return
 	}
-	e.state.Store(envDone)
-	e.replyCh <- reply{val: val, err: err}
+	e.finish(nil, err)
 }

@@ -3,6 +3,7 @@ package actors
 import (
 	"errors"
 	"fmt"
+	"runtime/debug"
 
 	"github.com/affinity-go/affinity/messages"
 )
@@ -41,6 +42,12 @@ var (
 	// ErrStreamingUnsupported: a streaming call reached a worker that does
 	// not implement StreamWorker.
 	ErrStreamingUnsupported = errors.New("affinity: worker does not support streaming")
+	// ErrSessionClosed: the call was waiting in its session when the session
+	// was closed. It never ran.
+	ErrSessionClosed = errors.New("affinity: session closed")
+	// ErrInternal: a bug in the runtime (a session actor panicked) cost
+	// this call; the panic is in the error (see PanicError).
+	ErrInternal = errors.New("affinity: internal error")
 	// ErrInvalidAffinity is messages.ErrInvalidAffinity, re-exported.
 	ErrInvalidAffinity = messages.ErrInvalidAffinity
 )
@@ -107,4 +114,23 @@ func (e *callError) Unwrap() []error {
 // fail wraps sentinel with where env was headed.
 func (e *envelope) fail(sentinel error, detail string) *callError {
 	return &callError{sentinel: sentinel, pool: e.pool.cfg.Name, session: e.call.Session, worker: e.call.Worker, detail: detail}
+}
+
+// PanicError is a panic recovered from user code (or, with ErrInternal,
+// from the runtime), with the stack of the goroutine that panicked. The
+// error a caller gets for a panicking worker wraps it: reach it with
+// errors.As. If the panic value is an error, PanicError unwraps to it.
+type PanicError struct {
+	Value any
+	Stack []byte
+}
+
+func newPanicError(v any) *PanicError { return &PanicError{Value: v, Stack: debug.Stack()} }
+
+func (e *PanicError) Error() string { return fmt.Sprintf("panic: %v", e.Value) }
+
+// Unwrap returns the panic value when it is an error.
+func (e *PanicError) Unwrap() error {
+	err, _ := e.Value.(error)
+	return err
 }

@@ -80,16 +80,18 @@ func TestResizeDownDrains(t *testing.T) {
 	assert.Equal(t, 0, r.Worker, "hint rebinds to a remaining worker")
 }
 
-func TestResizeToZeroAndBack(t *testing.T) {
+// Start rejects size 0, and so does Resize: a pool cannot scale to zero.
+func TestResizeToZeroRejected(t *testing.T) {
 	w := &world{}
 	rt := onePool(t, w, 1, Hint)
-	require.NoError(t, rt.Resize(context.Background(), "p", 0))
-	_, err := call(t, rt.Session("s"), op{})
-	require.ErrorIs(t, err, ErrNoWorkersAvailable)
-	require.NoError(t, rt.Resize(context.Background(), "p", 2))
+	require.ErrorIs(t, rt.Resize(context.Background(), "p", 0), ErrInvalidArgument)
+	assert.Equal(t, 1, rt.Stats().Pools["p"].Size, "a rejected resize changes nothing")
+	require.NoError(t, rt.Resize(context.Background(), "p", 1), "resizing to the current size is fine")
+	require.NoError(t, rt.Resize(context.Background(), "p", 0+2))
+	require.NoError(t, rt.Resize(context.Background(), "p", 1))
 	r, err := call(t, rt.Session("s"), op{})
 	require.NoError(t, err)
-	assert.GreaterOrEqual(t, r.Worker, 1, "ids are never reused")
+	assert.Equal(t, 0, r.Worker)
 }
 
 func TestResizeBadInput(t *testing.T) {

@@ -66,8 +66,20 @@ type mWorker struct {
 	inc     uint64
 	state   workerState // wsReady, wsRestarting (tainted), wsRemoved
 	running *mCall
-	queue   []*mCall
+	queue   []*mCall  // calls waiting for this worker, in arrival order
+	ring    []ringKey // sessions waiting for it, served in turn
 	bound   int
+}
+
+// ringKey is a session (of one epoch: a closed session's id is reused by
+// the next) in a wait ring. A session stays in a ring after its waiting
+// calls were cancelled, as in the runtime, and is skipped when its turn
+// comes.
+type ringKey struct{ sess, epoch int }
+
+type hintEntry struct {
+	ringKey
+	bound int // the worker the session was bound to when it joined; -1: none
 }
 
 type mBinding struct {
@@ -81,6 +93,7 @@ type model struct {
 	w        *world
 	workers  []*mWorker
 	hint     []*mCall
+	hintRing []hintEntry
 	bindings map[int]*mBinding
 	calls    []*mCall
 	refs     []messages.Ref
@@ -239,14 +252,15 @@ func (m *model) route(c *mCall) predicted {
 	switch {
 	case best != nil:
 		return predicted{run: []*mWorker{best}, queueOn: -2}
-	case c.stream || !m.anyLive() || (bestAny == nil && c.mode != Hint):
+	case c.stream || !m.anyLive():
 		return predicted{err: ErrNoWorkersAvailable, queueOn: -2}
 	case c.mode == StrictFailFast:
 		return predicted{err: ErrWorkerBusy, queueOn: -2}
-	case c.mode == StrictQueue:
+	case c.mode == StrictQueue && bestAny != nil:
 		m.bind(c.sess, bestAny)
 		return predicted{queueOn: bestAny.id}
 	}
+	// Hint, or strict_queue while no worker is ready: wait for any worker.
 	c.pref, c.bindRun = -1, true
 	return predicted{queueOn: -1}
 }
@@ -301,10 +315,16 @@ func (m *model) expect(c *mCall, p predicted) {
 	default:
 		m.waitQueued(queuedBefore + 1)
 		c.state, c.worker = mQueued, p.queueOn
+		k := ringKey{c.sess, c.epoch}
 		if p.queueOn >= 0 {
-			m.workers[p.queueOn].queue = append(m.workers[p.queueOn].queue, c)
+			w := m.workers[p.queueOn]
+			w.queue = append(w.queue, c)
+			if !slices.Contains(w.ring, k) {
+				w.ring = append(w.ring, k)
+			}
 		} else {
 			m.hint = append(m.hint, c)
+			m.joinHintRing(k)
 		}
 	}
 }
@@ -436,9 +456,6 @@ func (m *model) runNext(w *mWorker) {
 		m.t.Fatalf("call %d started on worker %d, model says %d", next.id, id, w.id)
 	}
 	m.start(next, w)
-	if next.bindRun && next.epoch == m.epochs[next.sess] && m.bindings[next.sess] == nil {
-		m.bind(next.sess, w)
-	}
 }
 
 // crash makes a running call panic: it fails with ErrWorkerFailed, its
@@ -471,7 +488,7 @@ func (m *model) tainted(w *mWorker) {
 		q.state = mDone
 		m.never[q.id] = true
 	}
-	w.queue = nil
+	w.queue, w.ring = nil, nil
 	if !m.restarts {
 		return
 	}
@@ -510,27 +527,79 @@ func (m *model) stepHealth(t *rapid.T) {
 	m.tainted(w)
 }
 
+// nextFor is the call a freed worker takes: the sessions waiting for it,
+// in turn, each giving its oldest call; then the hint ring, where a session
+// bound to the worker (among the first hintScan) goes first.
 func (m *model) nextFor(w *mWorker) *mCall {
-	if len(w.queue) > 0 {
-		c := w.queue[0]
-		w.queue = w.queue[1:]
-		return c
-	}
-	for i, c := range m.hint {
-		if i >= hintScan {
-			break
-		}
-		if c.pref == w.id {
-			m.hint = slices.Delete(m.hint, i, i+1)
+	for len(w.ring) > 0 {
+		k := w.ring[0]
+		w.ring = w.ring[1:]
+		if c := takeFirst(&w.queue, k); c != nil {
+			if hasCall(w.queue, k) {
+				w.ring = append(w.ring, k)
+			}
 			return c
 		}
 	}
-	if len(m.hint) > 0 {
-		c := m.hint[0]
-		m.hint = m.hint[1:]
+	for len(m.hintRing) > 0 {
+		i := 0
+		for j, e := range m.hintRing {
+			if j >= hintScan {
+				break
+			}
+			if e.bound == w.id {
+				i = j
+				break
+			}
+		}
+		k := m.hintRing[i].ringKey
+		m.hintRing = slices.Delete(m.hintRing, i, i+1)
+		c := takeFirst(&m.hint, k)
+		if c == nil {
+			continue
+		}
+		if c.bindRun && m.bindings[c.sess] == nil {
+			m.bind(c.sess, w) // before rejoining: the ring entry records the binding
+		}
+		if hasCall(m.hint, k) {
+			m.joinHintRing(k)
+		}
 		return c
 	}
 	return nil
+}
+
+// joinHintRing puts a session in the hint ring unless it is there.
+func (m *model) joinHintRing(k ringKey) {
+	for _, e := range m.hintRing {
+		if e.ringKey == k {
+			return
+		}
+	}
+	bound := -1
+	if b := m.bindings[k.sess]; b != nil && k.epoch == m.epochs[k.sess] {
+		bound = b.worker
+	}
+	m.hintRing = append(m.hintRing, hintEntry{ringKey: k, bound: bound})
+}
+
+func takeFirst(q *[]*mCall, k ringKey) *mCall {
+	for i, c := range *q {
+		if c.sess == k.sess && c.epoch == k.epoch {
+			*q = slices.Delete(*q, i, i+1)
+			return c
+		}
+	}
+	return nil
+}
+
+func hasCall(q []*mCall, k ringKey) bool {
+	for _, c := range q {
+		if c.sess == k.sess && c.epoch == k.epoch {
+			return true
+		}
+	}
+	return false
 }
 
 func (m *model) queuedCalls() []*mCall {
@@ -564,9 +633,22 @@ func (m *model) stepCancel(t *rapid.T) {
 	m.never[c.id] = true
 }
 
+// stepClose closes a session: its waiting calls fail with ErrSessionClosed
+// (running ones finish), and the next call starts a fresh session.
 func (m *model) stepClose(t *rapid.T) {
 	sess := rapid.IntRange(0, modelSessions-1).Draw(t, "session")
 	m.session(sess).Close()
+	for _, c := range m.queuedCalls() {
+		if c.sess != sess || c.epoch != m.epochs[sess] {
+			continue
+		}
+		if o := m.outcome(c); !errors.Is(o.err, ErrSessionClosed) {
+			t.Fatalf("call %d waiting in closed session %d: %v", c.id, sess, o.err)
+		}
+		m.dequeue(c)
+		c.state = mDone
+		m.never[c.id] = true
+	}
 	m.unbind(sess)
 	m.epochs[sess]++
 }
@@ -582,15 +664,19 @@ func (m *model) stepGrow(t *rapid.T) {
 	if err := m.rt.Resize(context.Background(), "p", n); err != nil {
 		t.Fatal(err)
 	}
+	// A new worker serves the hint ring at once: with no hint call left
+	// waiting, it passes over every entry (sessions whose calls were
+	// cancelled or closed) until the ring is empty.
+	m.hintRing = nil
 	m.syncWorkers()
 }
 
 func (m *model) stepShrink(t *rapid.T) {
 	active := m.active()
-	if len(active) == 0 {
-		t.Skip("empty")
+	if len(active) < 2 {
+		t.Skip("a pool keeps at least one worker")
 	}
-	k := rapid.IntRange(1, len(active)).Draw(t, "remove")
+	k := rapid.IntRange(1, len(active)-1).Draw(t, "remove")
 	gone := active[len(active)-k:]
 	for _, w := range gone {
 		if w.running != nil {
@@ -614,7 +700,7 @@ func (m *model) stepShrink(t *rapid.T) {
 			c.state = mDone
 			m.never[c.id] = true
 		}
-		m.hint = nil
+		m.hint, m.hintRing = nil, nil
 	}
 }
 

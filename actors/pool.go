@@ -2,10 +2,10 @@ package actors
 
 import (
 	"sync"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 
-	"github.com/affinity-go/affinity/messages"
 	"github.com/affinity-go/affinity/supervisor"
 )
 
@@ -32,14 +32,15 @@ type worker struct {
 	pid         *actor.PID
 	state       workerState
 	incarnation uint64
-	inflight    int     // claimed calls not yet finished
-	bound       int     // sessions bound to the current incarnation
-	queue       envList // strict and ref calls waiting for this worker
-	running     envList // claimed calls not yet finished
+	starts      uint64   // incarnations begun, numbered from 1 per worker
+	inflight    int      // claimed calls not yet finished, plus reserved slots
+	bound       int      // sessions bound to the current incarnation
+	waiters     waitRing // sessions with calls waiting for this worker
+	running     envList  // claimed calls not yet finished
 }
 
-// pool is one named pool: its workers, its queues and its counters. All
-// scheduling state is guarded by mu; critical sections are a few field
+// pool is one named pool: its workers, its wait rings and its counters.
+// All scheduling state is guarded by mu; critical sections are a few field
 // updates, never user code or channel operations.
 type pool struct {
 	rt    *Runtime
@@ -54,10 +55,9 @@ type pool struct {
 	mu       sync.Mutex
 	workers  []*worker // by id; ids are never reused
 	active   []*worker // not removed and not failed, by id
-	waiting  envList   // hint calls waiting for any worker
-	queued   int       // waiting.n plus every worker queue
+	hintRing waitRing  // sessions with hint calls waiting for any worker
+	queued   int       // calls waiting in session actors for this pool
 	inflight int
-	nextInc  uint64
 	rr       int // rotates the scan start so detours spread
 	closed   bool
 	drained  chan struct{} // closed once closed and inflight == 0
@@ -75,30 +75,48 @@ func (p *pool) workerByID(id int) *worker {
 	return p.workers[id]
 }
 
-// hasRoom: ready, below capacity, and nobody queued ahead. Caller holds mu.
+// hasRoom: ready, below capacity, and no session waiting for it (they go
+// first). Caller holds mu.
 func (p *pool) hasRoom(w *worker) bool {
-	return w.state == wsReady && w.inflight < p.cfg.Capacity && w.queue.n == 0
+	return w.state == wsReady && w.inflight < p.cfg.Capacity && w.waiters.n == 0
 }
 
-// claim gives env a slot on w. Caller holds mu.
-func (p *pool) claim(env *envelope, w *worker) {
-	env.call.Worker, env.call.Incarnation = w.id, w.incarnation
+// claim gives a new call a slot on w; false when its caller gave up first.
+// Caller holds mu.
+func (p *pool) claim(env *envelope, w *worker, _ bool) bool {
+	if !env.state.CompareAndSwap(envNew, envClaimed) {
+		return false
+	}
 	w.inflight++
 	p.inflight++
-	w.running.push(env)
-	env.state.Store(envClaimed)
+	p.track(env, w)
+	return true
 }
 
-// enqueue parks env on l, or refuses when the pool's queue is full. Caller
+// claimReserved gives a waiting call the slot reserved for its session.
+// Only holders of mu move calls out of waiting, so it cannot fail. Caller
 // holds mu.
-func (p *pool) enqueue(env *envelope, l *envList) error {
-	if p.queued >= p.cfg.QueueSize {
-		return ErrPoolSaturated
+func (p *pool) claimReserved(env *envelope, w *worker) {
+	env.state.Store(envClaimed)
+	if env.timer != nil {
+		env.timer.Stop()
 	}
-	env.state.Store(envWaiting)
-	l.push(env)
-	p.queued++
-	return nil
+	p.queued--
+	p.track(env, w)
+}
+
+func (p *pool) track(env *envelope, w *worker) {
+	env.call.Worker, env.call.Incarnation = w.id, w.incarnation
+	w.running.push(env)
+}
+
+// ring returns the wait ring of target: a worker id, or -1 for the hint
+// ring. Caller holds mu.
+func (p *pool) ring(target int) *waitRing {
+	if target < 0 {
+		return &p.hintRing
+	}
+	return &p.workers[target].waiters
 }
 
 // freeWorker returns a ready worker with room, least loaded first, scanning
@@ -169,153 +187,110 @@ func (p *pool) unbind(b *binding) {
 	b.inc = 0
 }
 
-// route decides where env goes, following the affinity table. It returns
-// the worker env was claimed on (the caller delivers it), or nil with
-// queued=true, or an error. Caller holds the session lock and mu.
-func (p *pool) route(env *envelope, b *binding) (w *worker, outcome messages.Outcome, err error) {
-	if p.closed {
-		return nil, messages.OutcomeFailed, ErrShutdown
-	}
-	stream := env.stream != nil
-	mode := env.mode
-
-	if ref := env.ref; ref != nil {
-		env.call.Worker = ref.Worker // named in errors; claim overwrites it
-		w = p.workerByID(ref.Worker)
-		switch {
-		case w == nil || w.incarnation != ref.Incarnation || w.state != wsReady:
-			return nil, messages.OutcomeFailed, ErrRefLost
-		case p.hasRoom(w):
-			p.claim(env, w)
-			return w, messages.OutcomeHit, nil
-		case stream || mode == StrictFailFast:
-			return nil, messages.OutcomeFailed, ErrWorkerBusy
-		}
-		if err := p.enqueue(env, &w.queue); err != nil {
-			return nil, messages.OutcomeFailed, err
-		}
-		return nil, messages.OutcomeQueued, nil
-	}
-
-	outcome = messages.OutcomeBound
-	if b.inc != 0 {
-		env.call.Worker = int(b.worker)
-		pref := p.workerByID(int(b.worker))
-		if pref != nil && pref.state == wsReady && pref.incarnation == b.inc {
-			if p.hasRoom(pref) {
-				p.claim(env, pref)
-				return pref, messages.OutcomeHit, nil
-			}
-			switch {
-			case mode == StrictFailFast || (stream && mode == StrictQueue):
-				return nil, messages.OutcomeFailed, ErrWorkerBusy
-			case mode == StrictQueue:
-				if err := p.enqueue(env, &pref.queue); err != nil {
-					return nil, messages.OutcomeFailed, err
-				}
-				return nil, messages.OutcomeQueued, nil
-			}
-			// Hint: detour to any free worker; the binding stays.
-			if w = p.freeWorker(); w != nil {
-				p.claim(env, w)
-				return w, messages.OutcomeDetour, nil
-			}
-			if stream {
-				return nil, messages.OutcomeFailed, ErrNoWorkersAvailable
-			}
-			if err := p.enqueue(env, &p.waiting); err != nil {
-				return nil, messages.OutcomeFailed, err
-			}
-			return nil, messages.OutcomeQueued, nil
-		}
-		// Bound worker tainted, restarting, removed or restarted.
-		if mode != Hint {
-			return nil, messages.OutcomeFailed, ErrSessionWorkerUnavailable
-		}
-		p.unbind(b)
-		p.stats.rebinds.Add(1)
-		env.call.Worker = -1
-		outcome = messages.OutcomeRebind
-	}
-
-	// Not bound (any more): bind to a free worker, balancing bound sessions.
-	if w = p.bindCandidate(true); w != nil {
-		p.bind(b, w)
-		p.claim(env, w)
-		return w, outcome, nil
-	}
-	ready := p.bindCandidate(false)
-	switch {
-	case stream || !p.anyLive() || (ready == nil && mode != Hint):
-		return nil, messages.OutcomeFailed, ErrNoWorkersAvailable
-	case mode == StrictFailFast:
-		return nil, messages.OutcomeFailed, ErrWorkerBusy
-	case mode == StrictQueue:
-		env.call.Worker = ready.id
-		if err := p.enqueue(env, &ready.queue); err != nil {
-			return nil, messages.OutcomeFailed, err
-		}
-		p.bind(b, ready)
-		return nil, messages.OutcomeQueued, nil
-	}
-	env.bindOnRun = true
-	if err := p.enqueue(env, &p.waiting); err != nil {
-		return nil, messages.OutcomeFailed, err
-	}
-	return nil, messages.OutcomeQueued, nil
-}
-
-// nextFor claims the next waiting call w should run: its own queue first,
-// then the pool's hint queue. Caller holds mu.
-func (p *pool) nextFor(w *worker) *envelope {
-	if w.state != wsReady || w.inflight >= p.cfg.Capacity {
+// unbindForRelease clears a closed session's binding and returns the PID
+// of the worker to tell, or nil when that incarnation is not serving.
+func (p *pool) unbindForRelease(b *binding) *actor.PID {
+	if b.inc == 0 {
 		return nil
 	}
-	e := w.queue.pop()
-	if e == nil {
-		e = p.takeHintWaiter(w)
-	}
-	if e == nil {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	w := p.workerByID(int(b.worker))
+	if w == nil || w.incarnation != b.inc {
 		return nil
 	}
-	p.queued--
-	p.claim(e, w)
-	return e
+	p.unbind(b)
+	if w.state != wsReady {
+		return nil
+	}
+	return w.pid
 }
 
-// hintScan is how far into the hint queue a freed worker looks for a call
-// of a session bound to it.
+// grant is a worker slot reserved for a session that waits for it: the
+// session uses it for its oldest call waiting there, or gives it back.
+type grant struct {
+	pool    *pool
+	w       *worker
+	inc     uint64
+	rec     *sessionRec
+	anyCall bool // from the hint ring: for a call waiting for any worker
+}
+
+// hintScan is how far into the hint ring a freed worker looks for a
+// session bound to it.
 const hintScan = 16
 
-// takeHintWaiter picks the hint call w runs next: the oldest of the first
-// hintScan waiting calls whose session is bound to w (it finds its state
-// there), else the oldest waiting call. So under load, hint calls still
-// mostly reach their own worker, and none waits longer than for its own
-// worker to free up. Caller holds mu.
-func (p *pool) takeHintWaiter(w *worker) *envelope {
-	n := 0
-	for e := p.waiting.head; e != nil && n < hintScan; e, n = e.next, n+1 {
-		if e.call.Worker == w.id {
-			p.waiting.remove(e)
-			return e
-		}
+// nextGrant reserves w's free slot for the next waiting session: first the
+// sessions waiting for w itself, in turn, then the hint ring, where a
+// session bound to w (among the first hintScan) goes before older ones, so
+// that under load hint calls still mostly find their state. Caller holds
+// mu.
+func (p *pool) nextGrant(w *worker) *grant {
+	if p.closed || w.state != wsReady || w.inflight >= p.cfg.Capacity {
+		return nil
 	}
-	return p.waiting.pop()
+	g := &grant{pool: p, w: w, inc: w.incarnation}
+	if e, ok := w.waiters.pop(); ok {
+		g.rec = e.rec
+	} else if e, ok := p.hintRing.take(int32(w.id), hintScan); ok {
+		g.rec, g.anyCall = e.rec, true
+	} else {
+		return nil
+	}
+	w.inflight++
+	p.inflight++
+	return g
 }
 
-// release frees env's slot on w and claims the next call for w, if any.
-func (p *pool) release(w *worker, env *envelope) (next *envelope) {
+// giveBack returns an unused reservation; the slot goes to the next
+// waiting session, if any.
+func (g *grant) giveBack() {
+	p := g.pool
+	p.mu.Lock()
+	g.w.inflight--
+	p.inflight--
+	next := p.nextGrant(g.w)
+	drained := p.closed && p.inflight == 0
+	p.mu.Unlock()
+	if next != nil {
+		next.rec.post(next)
+	}
+	if drained {
+		p.markDrained()
+	}
+}
+
+// release frees env's slot on w and reserves it for the next waiting
+// session, if any; the caller posts the returned grant.
+func (p *pool) release(w *worker, env *envelope) *grant {
 	p.mu.Lock()
 	w.running.remove(env)
 	w.inflight--
 	p.inflight--
-	next = p.nextFor(w)
+	g := p.nextGrant(w)
 	drained := p.closed && p.inflight == 0
 	p.mu.Unlock()
 	if drained {
 		p.markDrained()
 	}
-	return next
+	return g
+}
+
+// grantsFor reserves every free slot of a worker that just became ready.
+func (p *pool) grantsFor(w *worker) []*grant {
+	var gs []*grant
+	p.mu.Lock()
+	for g := p.nextGrant(w); g != nil; g = p.nextGrant(w) {
+		gs = append(gs, g)
+	}
+	p.mu.Unlock()
+	return gs
+}
+
+func postGrants(gs []*grant) {
+	for _, g := range gs {
+		g.rec.post(g)
+	}
 }
 
 func (p *pool) markDrained() {
@@ -328,28 +303,43 @@ func (p *pool) markDrained() {
 	}
 }
 
-// abandon takes a waiting or claimed-but-not-started call back. It returns
-// false when the call is already running (or done): it will not be undone.
-func (p *pool) abandon(env *envelope) bool {
+// expire ends a waiting call whose queue timeout fired.
+func (p *pool) expire(env *envelope) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	switch env.state.Load() {
-	case envWaiting:
-		env.list.remove(env)
+	won := env.state.CompareAndSwap(envWaiting, envDone)
+	if won {
 		p.queued--
-		env.state.Store(envAbandoned)
-		return true
-	case envClaimed:
-		return env.state.CompareAndSwap(envClaimed, envAbandoned)
 	}
-	return false
+	p.mu.Unlock()
+	if won {
+		p.stats.queueTimeouts.Add(1)
+		env.finish(nil, env.fail(ErrQueueTimeout, "waited "+env.queueTimeout().String()))
+	}
 }
 
-// failWaiting answers calls taken off a queue. Each was in state waiting and
-// removed under mu by the caller, so nobody else can answer it.
-func failWaiting(envs []*envelope, err func(*envelope) error) {
-	for _, e := range envs {
-		e.finish(nil, e.fail(err(e), "no longer waiting"))
+// abandon takes back a call whose caller gave up, unless it is already
+// running (or answered): a call that stopped waiting never runs.
+func (p *pool) abandon(env *envelope) bool {
+	for {
+		switch st := env.state.Load(); st {
+		case envNew, envClaimed:
+			if env.state.CompareAndSwap(st, envAbandoned) {
+				return true
+			}
+		case envWaiting:
+			p.mu.Lock()
+			won := env.state.CompareAndSwap(envWaiting, envAbandoned)
+			if won {
+				p.queued--
+				env.timer.Stop()
+			}
+			p.mu.Unlock()
+			if won {
+				return true
+			}
+		default:
+			return false
+		}
 	}
 }
 
@@ -371,19 +361,115 @@ func (p *pool) setActive() {
 	}
 }
 
-// takeOutOfService moves w to state and returns the calls that were waiting
-// for it (and, when no worker is left, the pool's hint queue). Caller holds
-// mu and answers the returned calls after unlocking.
-func (p *pool) takeOutOfService(w *worker, state workerState) (own, hint []*envelope) {
+// notices are messages to session actors, sent after the pool lock is
+// released.
+type notices []func()
+
+func (n notices) send() {
+	for _, f := range n {
+		f()
+	}
+}
+
+// takeOutOfService moves w to state and tells the sessions waiting for it
+// (and, when no worker is left, those waiting for any worker) that those
+// calls fail. Caller holds mu and sends the notices after unlocking.
+func (p *pool) takeOutOfService(w *worker, state workerState) notices {
 	w.state = state
-	own = w.queue.drain()
-	p.queued -= len(own)
+	var out notices
+	inc := w.incarnation
+	for e, ok := w.waiters.pop(); ok; e, ok = w.waiters.pop() {
+		rec := e.rec
+		out = append(out, func() {
+			rec.post(&dropWaiting{pool: p, target: w.id, inc: inc, err: nil})
+		})
+	}
 	if state == wsRemoved || state == wsFailed {
 		p.setActive()
 	}
 	if !p.anyLive() {
-		hint = p.waiting.drain()
-		p.queued -= len(hint)
+		for e, ok := p.hintRing.pop(); ok; e, ok = p.hintRing.pop() {
+			rec := e.rec
+			out = append(out, func() {
+				rec.post(&dropWaiting{pool: p, target: -1, err: ErrNoWorkersAvailable})
+			})
+		}
 	}
-	return own, hint
+	return out
 }
+
+// ringEntry is a session in a wait ring, with the worker it was bound to
+// when it joined (-1: none).
+type ringEntry struct {
+	rec   *sessionRec
+	bound int32
+}
+
+// waitRing is a FIFO of sessions waiting for a worker. Serving the head and
+// putting it back at the tail while it still has calls waiting is what
+// serves sessions in turn.
+type waitRing struct {
+	buf  []ringEntry
+	head int
+	n    int
+}
+
+func (r *waitRing) push(e ringEntry) {
+	if r.n == len(r.buf) {
+		grown := make([]ringEntry, max(4, 2*len(r.buf)))
+		for i := 0; i < r.n; i++ {
+			grown[i] = r.buf[(r.head+i)%len(r.buf)]
+		}
+		r.buf, r.head = grown, 0
+	}
+	r.buf[(r.head+r.n)%len(r.buf)] = e
+	r.n++
+}
+
+func (r *waitRing) pop() (ringEntry, bool) {
+	if r.n == 0 {
+		return ringEntry{}, false
+	}
+	e := r.buf[r.head]
+	r.buf[r.head] = ringEntry{}
+	r.head = (r.head + 1) % len(r.buf)
+	r.n--
+	if r.n == 0 {
+		r.buf, r.head = nil, 0 // an idle worker keeps no ring
+	}
+	return e, true
+}
+
+// take removes and returns the first entry bound to worker among the first
+// scan entries, else the head.
+func (r *waitRing) take(worker int32, scan int) (ringEntry, bool) {
+	for i := 0; i < r.n && i < scan; i++ {
+		if r.buf[(r.head+i)%len(r.buf)].bound != worker {
+			continue
+		}
+		e := r.buf[(r.head+i)%len(r.buf)]
+		for j := i; j > 0; j-- { // close the gap, keeping the order
+			r.buf[(r.head+j)%len(r.buf)] = r.buf[(r.head+j-1)%len(r.buf)]
+		}
+		r.buf[r.head] = ringEntry{}
+		r.head = (r.head + 1) % len(r.buf)
+		r.n--
+		if r.n == 0 {
+			r.buf, r.head = nil, 0
+		}
+		return e, true
+	}
+	return r.pop()
+}
+
+// queueTimeout is how long a call may wait: the pool's queue timeout, or
+// the request's own when shorter.
+func (e *envelope) queueTimeout() time.Duration {
+	d := e.pool.cfg.QueueTimeout
+	if e.timeout > 0 && e.timeout < d {
+		d = e.timeout
+	}
+	return d
+}
+
+func (e *envelope) isStream() bool { return e.stream != nil || e.astream != nil }

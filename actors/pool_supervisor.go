@@ -77,7 +77,7 @@ func (p *pool) resize(ctx actor.Context, size int) resizeResult {
 		p.active = append(p.active, w)
 		res.added = append(res.added, w)
 	}
-	var own, hint []*envelope
+	var out notices
 	var stop, poison []*actor.PID
 	for len(p.active) > size {
 		w := p.active[len(p.active)-1]
@@ -86,15 +86,12 @@ func (p *pool) resize(ctx actor.Context, size int) resizeResult {
 		} else if w.pid != nil {
 			stop = append(stop, w.pid)
 		}
-		o, h := p.takeOutOfService(w, wsRemoved)
-		own, hint = append(own, o...), append(hint, h...)
+		out = append(out, p.takeOutOfService(w, wsRemoved)...)
 		res.removed = append(res.removed, w)
 	}
 	res.to = len(p.active)
 	p.mu.Unlock()
-
-	failWaiting(own, lostWorkerErr)
-	failWaiting(hint, func(*envelope) error { return ErrNoWorkersAvailable })
+	out.send()
 	for _, pid := range poison {
 		p.strategy.Forget(pid)
 		ctx.Poison(pid)
@@ -128,34 +125,32 @@ func (p *pool) onDecision(child *actor.PID, reason messages.TaintReason, d super
 			w = c
 		}
 	}
-	var own, hint []*envelope
+	var out notices
 	if w != nil && w.state != wsRemoved && w.state != wsFailed {
-		own, hint = p.takeOutOfService(w, wsFailed)
+		out = p.takeOutOfService(w, wsFailed)
 	}
 	p.mu.Unlock()
 	if w == nil {
 		return
 	}
-	failWaiting(own, lostWorkerErr)
-	failWaiting(hint, func(*envelope) error { return ErrNoWorkersAvailable })
+	out.send()
 	p.stats.failed.Add(1)
 	emit(p.rt, messages.WorkerFailed{Pool: p.cfg.Name, Worker: w.id, Restarts: d.Restarts})
 	p.rt.log.Error().Str("pool", p.cfg.Name).Int("worker", w.id).Str("reason", reason.String()).
 		Int("restarts", d.Restarts).Msg("worker failed: restart budget exhausted; pool runs degraded")
 }
 
-// close stops the pool taking calls and fails every waiting call.
+// close stops the pool taking calls. The calls waiting for its workers sit
+// in session actors, which Shutdown closes next: they fail there.
 func (p *pool) close() {
 	p.mu.Lock()
 	p.closed = true
-	waiting := p.waiting.drain()
+	p.hintRing = waitRing{}
 	for _, w := range p.workers {
-		waiting = append(waiting, w.queue.drain()...)
+		w.waiters = waitRing{}
 	}
-	p.queued = 0
 	drained := p.inflight == 0
 	p.mu.Unlock()
-	failWaiting(waiting, func(*envelope) error { return ErrShutdown })
 	if drained {
 		p.markDrained()
 	}

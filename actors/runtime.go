@@ -32,11 +32,11 @@ type Runtime struct {
 	// releases run under it.
 	ctx    context.Context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // every goroutine the runtime starts
+	wg     group // every goroutine the runtime starts
 
 	ownersMu     sync.Mutex
 	ownersClosed bool
-	byOwner      map[<-chan struct{}]*Session // Runtime.Call's auto-sessions, by owner's Done
+	byOwner      map[<-chan struct{}]*sessionRec // Runtime.Call's auto-sessions, by owner's Done
 
 	closed       atomic.Bool
 	shutdownOnce sync.Once
@@ -46,6 +46,7 @@ type Runtime struct {
 	clock           atomic.Int64 // coarse unix nanoseconds, ticked by expiryLoop
 	autoSeq         atomic.Uint64
 	sessionsCreated atomic.Uint64
+	sessionActors   atomic.Int64 // live (activated) session actors
 	cleanups        [messages.CleanupSourceCount]atomic.Uint64
 }
 
@@ -60,7 +61,7 @@ func Start(cfg Config) (*Runtime, error) {
 		cfg:          cfg,
 		log:          zerolog.Nop(),
 		byName:       make(map[string]*pool, len(cfg.Pools)),
-		byOwner:      make(map[<-chan struct{}]*Session),
+		byOwner:      make(map[<-chan struct{}]*sessionRec),
 		wantEvents:   cfg.OnEvent != nil || cfg.PublishEvents,
 		shutdownDone: make(chan struct{}),
 	}
@@ -78,6 +79,8 @@ func Start(cfg Config) (*Runtime, error) {
 		// outlives Shutdown by long.
 		actor.WithDeadLetterThrottleInterval(50*time.Millisecond),
 	)
+
+	rt.system.ProcessRegistry.RegisterAddressResolver(rt.resolveSession)
 
 	for i, pc := range cfg.Pools {
 		p := newPool(rt, i, pc)
@@ -118,14 +121,19 @@ func (rt *Runtime) Call(ctx context.Context, req any, opts ...CallOption) (any, 
 	if ctx == nil {
 		return nil, fmt.Errorf("%w: nil context", ErrInvalidArgument)
 	}
-	s := SessionFromContext(ctx)
-	if s == nil {
-		if s = rt.ownedSession(ctx); s == nil {
-			_, s = rt.AutoSession(ctx)
-			defer s.Close()
-		}
+	if s := SessionFromContext(ctx); s != nil {
+		return s.Call(ctx, req, opts...)
 	}
-	return s.Call(ctx, req, opts...)
+	p, mode, err := rt.resolve(ctx, opts, nil)
+	if err != nil {
+		return nil, err
+	}
+	if r := rt.ownedSession(ctx); r != nil {
+		return rt.call(ctx, func() *sessionRec { return r.successor() }, p, mode, nil, req)
+	}
+	s := rt.autoHandle()
+	defer s.Close()
+	return rt.call(ctx, s.live, p, mode, nil, req)
 }
 
 // CallRef runs req on the worker incarnation holding ref, in ref's session
@@ -137,7 +145,7 @@ func (rt *Runtime) CallRef(ctx context.Context, ref messages.Ref, req any, opts 
 	if err != nil {
 		return nil, err
 	}
-	return rt.call(ctx, rt.session(ref.Session, false), p, mode, &ref, req)
+	return rt.call(ctx, rt.Session(ref.Session).live, p, mode, &ref, req)
 }
 
 // StreamRef is CallRef for streaming calls.
@@ -146,164 +154,94 @@ func (rt *Runtime) StreamRef(ctx context.Context, ref messages.Ref, req any, opt
 	if err != nil {
 		return nil, err
 	}
-	return rt.stream(ctx, rt.session(ref.Session, false), p, mode, &ref, req)
+	return rt.stream(ctx, rt.Session(ref.Session).live, p, mode, &ref, req)
 }
 
 // maxStaleRetries bounds how often a hint call is re-routed because its
 // worker was tainted between being chosen and running the call.
 const maxStaleRetries = 8
 
-func (rt *Runtime) call(ctx context.Context, s *Session, p *pool, mode Affinity, ref *messages.Ref, req any) (any, error) {
-	if s.id == "" {
-		return nil, fmt.Errorf("%w: empty session id", ErrInvalidArgument)
+// call is the blocking API: it posts the call to the session actor and
+// waits for its one outcome.
+func (rt *Runtime) call(ctx context.Context, live func() *sessionRec, p *pool, mode Affinity, ref *messages.Ref, req any) (any, error) {
+	env, err := rt.newCall(ctx, live, p, mode, ref, req)
+	if err != nil {
+		return nil, err
 	}
+	env.sess.post(env)
+	return rt.await(env)
+}
+
+// newCall validates a call of the blocking API and builds its envelope.
+func (rt *Runtime) newCall(ctx context.Context, live func() *sessionRec, p *pool, mode Affinity, ref *messages.Ref, req any) (*envelope, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err // never start what the caller already gave up on
 	}
-	s = s.current()
-	s.active.Add(1)
-	defer s.active.Add(-1)
-	for attempt := 0; ; attempt++ {
-		env := getEnvelope()
-		env.ctx, env.pool, env.mode, env.ref = ctx, p, mode, ref
-		env.call = messages.Call{Pool: p.cfg.Name, Worker: -1, Ref: ref, Payload: req}
-		pid, queued, err := rt.dispatch(s, env)
-		if err != nil {
-			putEnvelope(env)
-			return nil, err
-		}
-		if pid != nil {
-			rt.system.Root.Send(pid, env)
-		}
-		r, reusable := rt.await(env, queued)
-		worker := env.call.Worker
-		if reusable {
-			putEnvelope(env)
-		}
-		if r.err != errStale {
-			return r.val, r.err
-		}
-		lost := &callError{pool: p.cfg.Name, session: s.id, worker: worker, detail: "worker restarted"}
-		switch {
-		case ref != nil:
-			lost.sentinel = ErrRefLost
-			return nil, lost
-		case mode != Hint:
-			lost.sentinel = ErrSessionWorkerUnavailable
-			return nil, lost
-		case attempt >= maxStaleRetries:
-			lost.sentinel, lost.worker, lost.detail = ErrNoWorkersAvailable, -1, "workers keep restarting"
-			return nil, lost
-		}
-	}
-}
-
-// dispatch takes the routing decision inside the session's lock. It returns
-// the pid to deliver env to, or queued=true, or an error.
-func (rt *Runtime) dispatch(s *Session, env *envelope) (pid *actor.PID, queued bool, err error) {
 	if rt.closed.Load() {
-		return nil, false, ErrShutdown
+		return nil, ErrShutdown
 	}
-	for {
-		s.mu.Lock()
-		if !s.closed.Load() {
-			break
-		}
-		s.mu.Unlock()
-		s = rt.session(s.id, s.auto) // closed or expired: start afresh
-	}
-	s.lastUsed.Store(rt.clock.Load())
-	env.sess, env.call.Session = s, s.id
-	p := env.pool
-	b := s.bindingIn(p)
-	p.mu.Lock()
-	w, outcome, err := p.route(env, b)
-	if w != nil {
-		pid = w.pid
-	}
-	queued = err == nil && w == nil
-	queuedNow := p.queued
-	// Read under the lock: once queued, a worker may claim env and write
-	// these at any moment.
-	dispatched := messages.CallDispatched{Pool: p.cfg.Name, Session: s.id, Worker: env.call.Worker,
-		Incarnation: env.call.Incarnation, Affinity: env.mode, Outcome: outcome, Stream: env.stream != nil}
-	p.mu.Unlock()
-	s.mu.Unlock()
-
-	p.stats.dispatched[outcome].Add(1)
-	emit(rt, dispatched)
-	if err != nil {
-		if err == ErrPoolSaturated {
-			p.stats.saturated.Add(1)
-			emit(rt, messages.PoolSaturated{Pool: p.cfg.Name, Session: s.id, Queued: queuedNow})
-		}
-		return nil, false, env.fail(err, "")
-	}
-	return pid, queued, nil
-}
-
-// await waits for env's one outcome. reusable says whether env may be
-// recycled (nobody else will touch it again).
-func (rt *Runtime) await(env *envelope, queued bool) (r reply, reusable bool) {
-	if !queued {
-		if env.ctx.Done() == nil { // cannot be cancelled: a plain receive is cheaper than select
-			return <-env.replyCh, true
-		}
-		return rt.awaitClaimed(env)
-	}
-	p := env.pool
-	timer := time.NewTimer(p.cfg.QueueTimeout)
-	defer timer.Stop()
-	select {
-	case r = <-env.replyCh:
-		return r, true
-	case <-env.ctx.Done():
-		p.abandon(env)
-		p.stats.cancelled.Add(1)
-		return reply{err: env.ctx.Err()}, false
-	case <-timer.C:
-		if p.abandon(env) {
-			p.stats.queueTimeouts.Add(1)
-			return reply{err: env.fail(ErrQueueTimeout, "waited "+p.cfg.QueueTimeout.String())}, false
-		}
-		// It started running just as the timeout fired: no longer waiting.
-		return rt.awaitClaimed(env)
-	}
-}
-
-// awaitClaimed waits for a call that holds a worker slot. If the caller
-// gives up first, a call that has not started is taken back (it never runs);
-// one that is running finishes unobserved.
-func (rt *Runtime) awaitClaimed(env *envelope) (reply, bool) {
-	select {
-	case r := <-env.replyCh:
-		return r, true
-	case <-env.ctx.Done():
-		env.pool.abandon(env)
-		env.pool.stats.cancelled.Add(1)
-		return reply{err: env.ctx.Err()}, false
-	}
-}
-
-func (rt *Runtime) stream(ctx context.Context, s *Session, p *pool, mode Affinity, ref *messages.Ref, req any) (*Stream, error) {
-	if s.id == "" {
+	r := live()
+	if r.id == "" {
 		return nil, fmt.Errorf("%w: empty session id", ErrInvalidArgument)
 	}
-	if err := ctx.Err(); err != nil {
+	env := getEnvelope()
+	env.ctx, env.pool, env.mode, env.ref, env.sess = ctx, p, mode, ref, r
+	env.call = messages.Call{Session: r.id, Pool: p.cfg.Name, Worker: -1, Ref: ref, Payload: req}
+	r.active.Add(1)
+	return env, nil
+}
+
+// await waits for env's one outcome. If the caller gives up first, a call
+// that has not started is taken back (it never runs); one that is running
+// finishes unobserved.
+func (rt *Runtime) await(env *envelope) (any, error) {
+	var r reply
+	if done := env.ctx.Done(); done == nil { // cannot be cancelled: a plain receive is cheaper than select
+		r = <-env.replyCh
+	} else {
+		select {
+		case r = <-env.replyCh:
+		case <-done:
+			if env.pool.abandon(env) {
+				env.sess.active.Add(-1)
+			}
+			env.pool.stats.cancelled.Add(1)
+			return nil, env.ctx.Err()
+		}
+	}
+	if !env.parked {
+		putEnvelope(env)
+	}
+	return r.val, r.err
+}
+
+func (rt *Runtime) stream(ctx context.Context, live func() *sessionRec, p *pool, mode Affinity, ref *messages.Ref, req any) (*Stream, error) {
+	env, err := rt.newCall(ctx, live, p, mode, ref, req)
+	if err != nil {
 		return nil, err
 	}
+	// Stream envelopes are not pooled: the stream's end is their last touch.
+	pooled := env
+	env = &envelope{pool: p, mode: mode, ref: ref, sess: pooled.sess, call: pooled.call, replyCh: make(chan reply, 1)}
+	putEnvelope(pooled)
 	sctx, cancel := context.WithCancel(ctx)
 	st := &Stream{ctx: sctx, cancel: cancel, items: make(chan any, streamBuffer)}
-	env := &envelope{ctx: sctx, pool: p, mode: mode, ref: ref, stream: st}
-	env.call = messages.Call{Pool: p.cfg.Name, Worker: -1, Ref: ref, Payload: req}
-	pid, _, err := rt.dispatch(s, env)
-	if err != nil {
+	env.ctx, env.stream = sctx, st
+	env.sess.post(env)
+	// Streams never wait: the session answers at once, with the worker
+	// that took the stream or the refusal.
+	if r := <-env.replyCh; r.err != nil {
 		cancel()
-		return nil, err
+		return nil, r.err
 	}
-	st.worker, st.incarnation = env.call.Worker, env.call.Incarnation
-	rt.system.Root.Send(pid, env)
 	return st, nil
+}
+
+// resolveMessage picks the pool and mode of a request of the message API.
+func (rt *Runtime) resolveMessage(pool string, mode Affinity, ref *messages.Ref) (*pool, Affinity, error) {
+	var opts [2]CallOption
+	opts[0], opts[1] = WithPool(pool), WithAffinity(mode)
+	return rt.resolve(context.Background(), opts[:], ref)
 }
 
 // emit hands ev to the configured subscribers. It is generic so that the
@@ -339,29 +277,45 @@ func (rt *Runtime) healthLoop() {
 	}
 }
 
+// expiryLoop ticks the coarse clock that stamps session use, and now and
+// then sweeps the sessions: idle ones expire, idle actors passivate.
 func (rt *Runtime) expiryLoop() {
 	defer rt.wg.Done()
-	ttl := rt.cfg.SessionIdleTTL
-	if ttl < 0 {
+	ttl, passivate := rt.cfg.SessionIdleTTL, rt.cfg.SessionPassivateAfter
+	every := time.Duration(0)
+	for _, d := range []time.Duration{ttl, passivate} {
+		if d > 0 && (every == 0 || d < every) {
+			every = d
+		}
+	}
+	if every == 0 {
 		return
 	}
-	// The clock that stamps session use ticks often; the scan for idle
-	// sessions runs less often, since it walks every session.
-	tick := min(max(ttl/8, time.Millisecond), 100*time.Millisecond)
-	scanEvery := min(max(ttl/4, tick), time.Minute)
+	// The clock ticks often; the sweep runs less often, since it walks
+	// every session.
+	tick := min(max(every/8, time.Millisecond), 100*time.Millisecond)
+	sweepEvery := min(max(every/4, tick), time.Minute)
 	t := time.NewTicker(tick)
 	defer t.Stop()
-	lastScan := time.Now()
+	lastSweep := time.Now()
 	for {
 		select {
 		case <-rt.ctx.Done():
 			return
 		case now := <-t.C:
 			rt.clock.Store(now.UnixNano())
-			if now.Sub(lastScan) >= scanEvery {
-				lastScan = now
-				rt.expireIdle(now.Add(-ttl).UnixNano())
+			if now.Sub(lastSweep) < sweepEvery {
+				continue
 			}
+			lastSweep = now
+			var expireBefore, passivateBefore int64
+			if ttl > 0 {
+				expireBefore = now.Add(-ttl).UnixNano()
+			}
+			if passivate > 0 {
+				passivateBefore = now.Add(-passivate).UnixNano()
+			}
+			rt.sweepIdle(expireBefore, passivateBefore)
 		}
 	}
 }
@@ -374,8 +328,8 @@ func (rt *Runtime) Resize(ctx context.Context, poolName string, size int) error 
 	if ctx == nil {
 		return fmt.Errorf("%w: nil context", ErrInvalidArgument)
 	}
-	if size < 0 {
-		return fmt.Errorf("%w: negative pool size %d", ErrInvalidArgument, size)
+	if size < 1 {
+		return fmt.Errorf("%w: pool size %d, want >= 1 (a pool cannot scale to zero)", ErrInvalidArgument, size)
 	}
 	p := rt.byName[poolName]
 	if p == nil {
@@ -421,17 +375,18 @@ func (rt *Runtime) Resize(ctx context.Context, poolName string, size int) error 
 // Shutdown stops taking calls, fails waiting calls with ErrShutdown, lets
 // running calls finish (until ctx ends), stops every actor and goroutine the
 // runtime started, and returns. It is idempotent; concurrent calls all wait
-// for the one shutdown.
+// for the one shutdown, which the first caller runs.
 func (rt *Runtime) Shutdown(ctx context.Context) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	rt.shutdownOnce.Do(func() {
-		go func() {
-			rt.shutdownErr = rt.shutdown(ctx)
-			close(rt.shutdownDone)
-		}()
-	})
+	first := false
+	rt.shutdownOnce.Do(func() { first = true })
+	if first {
+		rt.shutdownErr = rt.shutdown(ctx)
+		close(rt.shutdownDone)
+		return rt.shutdownErr
+	}
 	select {
 	case <-rt.shutdownDone:
 		return rt.shutdownErr
@@ -445,6 +400,7 @@ func (rt *Runtime) shutdown(ctx context.Context) error {
 	for _, p := range rt.pools {
 		p.close()
 	}
+	rt.stopSessions()
 	var errs []error
 	for _, p := range rt.pools {
 		select {
@@ -454,24 +410,6 @@ func (rt *Runtime) shutdown(ctx context.Context) error {
 		}
 	}
 	rt.cancel()
-	rt.ownersMu.Lock()
-	rt.ownersClosed = true
-	clear(rt.byOwner)
-	rt.ownersMu.Unlock()
-	for i := range rt.sessions.shards {
-		sh := &rt.sessions.shards[i]
-		sh.mu.Lock()
-		for id, s := range sh.m {
-			s.mu.Lock()
-			s.closed.Store(true)
-			stop := s.stopOwner
-			s.stopOwner = nil
-			s.mu.Unlock()
-			rt.unwatchOwner(stop)
-			delete(sh.m, id)
-		}
-		sh.mu.Unlock()
-	}
 	for _, p := range rt.pools {
 		p.strategy.Stop()
 		if p.sup != nil {
@@ -488,14 +426,42 @@ func (rt *Runtime) shutdown(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("pool %q: workers did not stop: %w", p.cfg.Name, ctx.Err()))
 		}
 	}
-	waited := make(chan struct{})
-	go func() { rt.wg.Wait(); close(waited) }()
-	select {
-	case <-waited:
-	case <-ctx.Done():
-		errs = append(errs, fmt.Errorf("runtime goroutines did not finish: %w", ctx.Err()))
+	if err := rt.wg.wait(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("runtime goroutines did not finish: %w", err))
 	}
 	rt.system.Shutdown()
 	rt.log.Info().Msg("affinity runtime stopped")
 	return errors.Join(errs...)
+}
+
+// stopSessions ends every session: live actors fail their waiting calls
+// with ErrShutdown and stop; owner watches are unregistered.
+func (rt *Runtime) stopSessions() {
+	rt.ownersMu.Lock()
+	rt.ownersClosed = true
+	clear(rt.byOwner)
+	rt.ownersMu.Unlock()
+	var recs []*sessionRec
+	for i := range rt.sessions.shards {
+		sh := &rt.sessions.shards[i]
+		sh.mu.Lock()
+		for id, r := range sh.m {
+			recs = append(recs, r)
+			delete(sh.m, id)
+		}
+		sh.mu.Unlock()
+	}
+	for _, r := range recs {
+		r.mu.Lock()
+		a, stop := r.act, r.stopOwner
+		r.stopOwner = nil
+		if a == nil {
+			r.markClosed()
+		}
+		r.mu.Unlock()
+		rt.unwatchOwner(stop)
+		if a != nil {
+			a.proc.SendUserMessage(a.self, &closeRequest{source: messages.CleanupShutdown})
+		}
+	}
 }

@@ -65,9 +65,6 @@ func (s *Stream) send(item any) error {
 
 // end records the stream's outcome; called once by whoever answers the call.
 func (s *Stream) end(err error) {
-	if err == errStale {
-		err = ErrSessionWorkerUnavailable
-	}
 	s.err = err
 	close(s.items)
 	s.cancel()

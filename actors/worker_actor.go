@@ -15,16 +15,6 @@ import (
 	"github.com/affinity-go/affinity/supervisor"
 )
 
-// maxInline bounds how many queued calls a worker actor runs back to back
-// before yielding its mailbox, so control messages (health checks, session
-// releases, stop) are not starved under sustained load.
-const maxInline = 64
-
-// errStale answers a call that reached a worker incarnation other than the
-// one it was claimed on (the worker was tainted or restarted in between).
-// The caller turns it into a rebind (hint) or the documented error.
-var errStale = errors.New("affinity: stale worker incarnation")
-
 // escalateMsg asks the worker actor to hand its taint to the supervisor.
 type escalateMsg struct {
 	inc   uint64
@@ -65,7 +55,7 @@ func (p *pool) workerProps(w *worker) *actor.Props {
 func (a *workerActor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *envelope:
-		a.pump(ctx, m)
+		a.accept(m)
 	case *messages.ReleaseSession:
 		a.releaseSession(m)
 	case *messages.CheckHealth:
@@ -93,20 +83,19 @@ func (a *workerActor) start(ctx actor.Context) {
 	w, p := a.w, a.w.pool
 	a.self = ctx.Self()
 	p.mu.Lock()
-	p.nextInc++
-	a.inc = p.nextInc
+	w.starts++
+	a.inc = w.starts
 	w.pid = a.self
 	first := w.incarnation == 0
 	p.mu.Unlock()
 
-	impl, err := buildWorker(p, WorkerInfo{Pool: p.cfg.Name, ID: w.id, Incarnation: a.inc})
+	impl, err := buildWorker(p, WorkerInfo{Pool: p.cfg.Name, ID: w.id, Incarnation: a.inc, Restart: !first})
 	if err != nil {
 		if first {
 			p.mu.Lock()
-			own, hint := p.takeOutOfService(w, wsFailed)
+			out := p.takeOutOfService(w, wsFailed)
 			p.mu.Unlock()
-			failWaiting(own, lostWorkerErr)
-			failWaiting(hint, func(*envelope) error { return ErrNoWorkersAvailable })
+			out.send()
 			w.started <- err
 			ctx.Stop(a.self)
 			return
@@ -125,7 +114,6 @@ func (a *workerActor) start(ctx actor.Context) {
 		return
 	}
 	w.incarnation, w.state, w.bound = a.inc, wsReady, 0
-	next := p.nextFor(w)
 	p.mu.Unlock()
 
 	if first {
@@ -134,13 +122,13 @@ func (a *workerActor) start(ctx actor.Context) {
 		p.stats.restarts.Add(1)
 		emit(p.rt, messages.WorkerRestarted{Pool: p.cfg.Name, Worker: w.id, Incarnation: a.inc})
 	}
-	a.pump(ctx, next)
+	postGrants(p.grantsFor(w))
 }
 
 func buildWorker(p *pool, info WorkerInfo) (impl Worker, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("worker factory panicked: %v", r)
+			err = fmt.Errorf("worker factory: %w", newPanicError(r))
 		}
 	}()
 	impl, err = p.cfg.NewWorker(p.rt.ctx, info)
@@ -150,33 +138,23 @@ func buildWorker(p *pool, info WorkerInfo) (impl Worker, err error) {
 	return impl, err
 }
 
-// pump runs env and then whatever the worker claims next.
-func (a *workerActor) pump(ctx actor.Context, env *envelope) {
-	p := a.w.pool
-	for n := 0; env != nil; n++ {
-		if !a.async && n == maxInline {
-			ctx.Send(a.self, env)
-			return
-		}
-		if ok, next := a.begin(env); !ok {
-			env = next
-			continue
-		}
-		if !a.async {
-			env = a.run(env)
-			continue
-		}
-		// Begun here, in the actor, so a stop processed before the
-		// runner gets going cannot answer the call a second time.
-		select {
-		case a.runq <- env:
-		default:
-			p.rt.wg.Add(1)
-			go a.runner(env)
-		}
-		p.mu.Lock()
-		env = p.nextFor(a.w)
-		p.mu.Unlock()
+// accept runs a call delivered by a session actor, here (Capacity 1) or on
+// a runner goroutine.
+func (a *workerActor) accept(env *envelope) {
+	if !a.begin(env) {
+		return
+	}
+	if !a.async {
+		a.run(env)
+		return
+	}
+	// Begun here, in the actor, so a stop processed before the runner gets
+	// going cannot answer the call a second time.
+	select {
+	case a.runq <- env:
+	default:
+		a.w.pool.rt.wg.Add(1)
+		go a.runner(env)
 	}
 }
 
@@ -186,9 +164,7 @@ func (a *workerActor) runner(env *envelope) {
 	p := a.w.pool
 	defer p.rt.wg.Done()
 	for {
-		if next := a.run(env); next != nil {
-			p.rt.system.Root.Send(a.self, next)
-		}
+		a.run(env)
 		if a.idle.Add(1) > maxIdleRunners {
 			a.idle.Add(-1)
 			return
@@ -203,56 +179,57 @@ func (a *workerActor) runner(env *envelope) {
 	}
 }
 
-// begin moves a claimed call to running. When the call must not run (its
+// begin moves a claimed call to running. A call that must not run (its
 // caller gave up, it was claimed on an earlier incarnation, its context
-// ended) it is answered here, and begin returns false with the next call
-// claimed for this worker.
-func (a *workerActor) begin(env *envelope) (ok bool, next *envelope) {
+// ended) is settled here instead, and begin returns false.
+func (a *workerActor) begin(env *envelope) bool {
 	w, p := a.w, a.w.pool
 	if !env.state.CompareAndSwap(envClaimed, envRunning) {
-		return false, p.release(w, env) // the caller gave up before it started
+		postGrant(p.release(w, env)) // the caller gave up before it started
+		return false
 	}
-	var err error
 	switch {
 	case env.call.Incarnation != a.inc || a.dead.Load():
-		err = errStale
+		// Tainted or restarted since the session chose it: the session
+		// decides again (a hint call moves, a strict or ref call fails).
+		postGrant(p.release(w, env))
+		env.retries++
+		env.state.Store(envNew)
+		env.sess.post(env)
+		return false
 	case env.ctx.Err() != nil:
-		err = env.ctx.Err()
-	default:
-		return true, nil
+		postGrant(p.release(w, env))
+		env.finish(nil, env.ctx.Err())
+		return false
 	}
-	next = p.release(w, env)
-	env.finish(nil, err)
-	return false, next
+	env.ran = true
+	return true
 }
 
-// run executes a begun call and returns the next call claimed for this
-// worker. The slot is released before the reply is sent, so a caller that
-// calls again at once finds the worker free.
-func (a *workerActor) run(env *envelope) *envelope {
+// run executes a begun call. The slot is released before the reply is
+// sent, so a caller that calls again at once finds the worker free.
+func (a *workerActor) run(env *envelope) {
 	w, p := a.w, a.w.pool
-	if env.bindOnRun {
-		env.sess.bindAfterWait(p, w, a.inc)
-	}
-
 	var started time.Time
 	if p.rt.wantEvents {
 		started = time.Now() // only events carry durations; time.Now is not free
 	}
-	val, panicVal, err := a.invoke(env)
+	val, perr, err := a.invoke(env)
 	calls := a.calls.Add(1)
 
 	switch {
-	case panicVal != nil:
-		a.taintNow(messages.TaintPanic, fmt.Errorf("panic: %v", panicVal))
-		val, err = nil, env.fail(ErrWorkerFailed, fmt.Sprintf("panic: %v", panicVal))
+	case perr != nil:
+		a.taintNow(messages.TaintPanic, perr)
+		failed := env.fail(ErrWorkerFailed, "")
+		failed.cause = perr
+		val, err = nil, failed
 	case a.dead.Load():
 		// Another call (Capacity > 1) tainted this incarnation meanwhile:
 		// whatever this call changed is lost with it.
 		val, err = nil, env.fail(ErrWorkerFailed, "worker tainted while the call ran")
 	case err != nil && IsFatal(err):
 		a.taintNow(messages.TaintFatalError, err)
-		failed := env.fail(ErrWorkerFailed, "fatal error")
+		failed := env.fail(ErrWorkerFailed, "")
 		failed.cause = err
 		val, err = nil, failed
 	case (p.cfg.MaxCalls > 0 && calls >= int64(p.cfg.MaxCalls)) || (p.cfg.MaxAge > 0 && time.Since(a.born) >= p.cfg.MaxAge):
@@ -267,27 +244,40 @@ func (a *workerActor) run(env *envelope) *envelope {
 		emit(p.rt, messages.CallExecuted{Pool: p.cfg.Name, Session: env.call.Session, Worker: w.id,
 			Incarnation: a.inc, Duration: time.Since(started), Err: err})
 	}
-	next := p.release(w, env)
+	g := p.release(w, env)
 	env.finish(val, err)
-	return next
+	postGrant(g)
 }
 
-// invoke runs user code, turning a panic into a value.
-func (a *workerActor) invoke(env *envelope) (val, panicVal any, err error) {
+func postGrant(g *grant) {
+	if g != nil {
+		g.rec.post(g)
+	}
+}
+
+// invoke runs user code, turning a panic into a *PanicError.
+func (a *workerActor) invoke(env *envelope) (val any, perr *PanicError, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			panicVal = r
+			perr = newPanicError(r)
 		}
 	}()
-	if env.stream != nil {
-		sw, ok := a.impl.(StreamWorker)
-		if !ok {
-			return nil, nil, ErrStreamingUnsupported
-		}
-		return nil, nil, sw.HandleStream(env.stream.ctx, env.call, env.stream.send)
+	switch {
+	case env.stream != nil:
+		return nil, nil, a.handleStream(env.stream.ctx, env, env.stream.send)
+	case env.astream != nil:
+		return nil, nil, a.handleStream(env.astream.ctx, env, env.astream.send)
 	}
 	val, err = a.impl.Handle(env.ctx, env.call)
 	return val, nil, err
+}
+
+func (a *workerActor) handleStream(ctx context.Context, env *envelope, send func(any) error) error {
+	sw, ok := a.impl.(StreamWorker)
+	if !ok {
+		return ErrStreamingUnsupported
+	}
+	return sw.HandleStream(ctx, env.call, send)
 }
 
 // taintNow takes this incarnation out of service: no new call reaches it,
@@ -299,19 +289,24 @@ func (a *workerActor) taintNow(reason messages.TaintReason, cause error) {
 	}
 	w, p := a.w, a.w.pool
 	p.mu.Lock()
-	var own []*envelope
+	var out notices
 	if w.incarnation == a.inc && w.state == wsReady {
-		own, _ = p.takeOutOfService(w, wsRestarting)
+		out = p.takeOutOfService(w, wsRestarting)
 	} else if w.state == wsStarting || w.state == wsReady {
 		w.state = wsRestarting
 	}
 	p.mu.Unlock()
-	failWaiting(own, lostWorkerErr)
+	out.send()
 
 	p.stats.tainted[reason].Add(1)
 	emit(p.rt, messages.WorkerTainted{Pool: p.cfg.Name, Worker: w.id, Incarnation: a.inc, Reason: reason, Err: cause})
-	p.rt.log.Warn().Str("pool", p.cfg.Name).Int("worker", w.id).Uint64("incarnation", a.inc).
-		Str("reason", reason.String()).AnErr("cause", cause).Msg("worker tainted")
+	ev := p.rt.log.Warn().Str("pool", p.cfg.Name).Int("worker", w.id).Uint64("incarnation", a.inc).
+		Str("reason", reason.String()).AnErr("cause", cause)
+	var perr *PanicError
+	if errors.As(cause, &perr) {
+		ev = ev.Bytes("stack", perr.Stack)
+	}
+	ev.Msg("worker tainted")
 	p.rt.system.Root.Send(a.self, &escalateMsg{inc: a.inc, taint: &supervisor.Taint{Reason: reason, Err: cause}})
 }
 
@@ -320,8 +315,8 @@ func (a *workerActor) releaseSession(m *messages.ReleaseSession) {
 	if !ok || a.dead.Load() {
 		return
 	}
-	if panicVal := protect(func() { r.ReleaseSession(a.w.pool.rt.ctx, m.Session, m.Source) }); panicVal != nil {
-		a.taintNow(messages.TaintPanic, fmt.Errorf("panic in ReleaseSession: %v", panicVal))
+	if perr := protect(func() { r.ReleaseSession(a.w.pool.rt.ctx, m.Session, m.Source) }); perr != nil {
+		a.taintNow(messages.TaintPanic, fmt.Errorf("ReleaseSession: %w", perr))
 	}
 }
 
@@ -341,8 +336,8 @@ func (a *workerActor) checkHealth() {
 	ctx, cancel := context.WithTimeout(p.rt.ctx, p.rt.cfg.HealthTimeout)
 	defer cancel()
 	var err error
-	if panicVal := protect(func() { err = hc.CheckHealth(ctx) }); panicVal != nil {
-		err = fmt.Errorf("panic in CheckHealth: %v", panicVal)
+	if perr := protect(func() { err = hc.CheckHealth(ctx) }); perr != nil {
+		err = fmt.Errorf("CheckHealth: %w", perr)
 	}
 	if err != nil {
 		a.taintNow(messages.TaintHealthCheck, err)
@@ -355,8 +350,13 @@ func (a *workerActor) closeImpl() {
 	}
 }
 
-func protect(f func()) (panicVal any) {
-	defer func() { panicVal = recover() }()
+// protect runs f, returning its panic, if any, with the stack.
+func protect(f func()) (perr *PanicError) {
+	defer func() {
+		if r := recover(); r != nil {
+			perr = newPanicError(r)
+		}
+	}()
 	f()
 	return nil
 }
@@ -380,9 +380,9 @@ func (p *pool) workerStopped(w *worker) {
 		}
 		e = next
 	}
-	var own, hint []*envelope
+	var out notices
 	if w.state != wsRemoved && w.state != wsFailed {
-		own, hint = p.takeOutOfService(w, wsRemoved)
+		out = p.takeOutOfService(w, wsRemoved)
 	}
 	closed := p.closed
 	drained := closed && p.inflight == 0
@@ -395,8 +395,7 @@ func (p *pool) workerStopped(w *worker) {
 			e.finish(nil, e.fail(lostWorkerErr(e), "worker stopped before running the call"))
 		}
 	}
-	failWaiting(own, lostWorkerErr)
-	failWaiting(hint, func(*envelope) error { return ErrNoWorkersAvailable })
+	out.send()
 	if drained {
 		p.markDrained()
 	}

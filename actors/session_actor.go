@@ -1,0 +1,524 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/affinity-go/affinity/messages"
+)
+
+// sessionActor is a live session: a protoactor actor whose mailbox is where
+// every call of the session has its fate decided (run, wait or fail, by the
+// affinity table) and where calls wait. It holds the session's bindings and
+// its waiting calls; only its own turn touches them.
+type sessionActor struct {
+	rec   *sessionRec
+	self  *actor.PID
+	proc  actor.Process
+	mb    *sessionMailbox
+	pools []*sessionPool // by pool index; nil until a call waits there
+
+	streams map[streamKey]context.CancelFunc // running streams of the message API
+}
+
+// sessionPool is one session's waiting calls in one pool.
+type sessionPool struct {
+	waiting envList // FIFO; entries that stopped waiting are dropped lazily
+	regs    []int   // the wait rings this session is in: worker ids, -1 the hint ring
+}
+
+// Messages the runtime sends to session actors.
+type (
+	closeRequest     struct{ source messages.CleanupSource }
+	passivateRequest struct{}
+	bindingQuery     struct {
+		pool  *pool
+		reply chan binding
+	}
+	// dropWaiting: the calls of this pool waiting for target (a worker
+	// id, -1 for any worker, allTargets for all) must fail with err.
+	dropWaiting struct {
+		pool   *pool
+		target int
+		inc    uint64 // the worker's incarnation that went away; 0: any
+		err    error
+	}
+	streamEnded struct{ key streamKey }
+)
+
+const allTargets = -2
+
+func (rt *Runtime) spawnSession(r *sessionRec) (*sessionActor, error) {
+	if rt.closed.Load() {
+		return nil, ErrShutdown
+	}
+	a := &sessionActor{rec: r, mb: &sessionMailbox{rec: r}}
+	// The producer hands out the same actor on a restart: the state of a
+	// session must survive a panic in its own turn.
+	props := actor.PropsFromProducer(func() actor.Actor { return a },
+		actor.WithMailbox(func() actor.Mailbox { return a.mb }))
+	pid, err := rt.system.Root.SpawnNamed(props, "session/"+r.id+"/"+rt.system.ProcessRegistry.NextId())
+	if err != nil {
+		return nil, err
+	}
+	proc, ok := rt.system.ProcessRegistry.GetLocal(pid.Id)
+	if !ok {
+		return nil, ErrShutdown
+	}
+	a.self, a.proc = pid, proc
+	rt.sessionActors.Add(1)
+	return a, nil
+}
+
+// Receive implements actor.Actor.
+func (a *sessionActor) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *envelope:
+		a.route(m)
+	case *grant:
+		a.granted(m)
+	case *messages.CallRequest:
+		a.callRequest(ctx.Sender(), m)
+	case *messages.StreamRequest:
+		a.streamRequest(ctx.Sender(), m)
+	case *messages.CancelStream:
+		a.cancelStream(streamKey{sender: pidKey(ctx.Sender()), tag: m.Tag})
+	case *streamEnded:
+		delete(a.streams, m.key)
+	case *dropWaiting:
+		a.dropWaiting(m)
+	case *bindingQuery:
+		m.reply <- a.bindingIn(m.pool)
+	case *closeRequest:
+		a.close(ctx, m.source)
+	case *passivateRequest:
+		a.passivate(ctx)
+	case *actor.Stopped:
+		a.rec.rt.sessionActors.Add(-1)
+	}
+}
+
+// bindingIn returns the session's binding in p (zero when unbound).
+func (a *sessionActor) bindingIn(p *pool) binding {
+	if a.rec.bindings == nil {
+		return binding{}
+	}
+	return a.rec.bindings[p.index]
+}
+
+// bindingSlot returns the session's binding slot in p, allocating the slots
+// on first use. Only the actor writes them while it is live; mu is taken
+// for the allocation because a passivated record is read under it.
+func (a *sessionActor) bindingSlot(p *pool) *binding {
+	r := a.rec
+	if r.bindings == nil {
+		r.mu.Lock()
+		r.bindings = make([]binding, len(r.rt.pools))
+		r.mu.Unlock()
+	}
+	return &r.bindings[p.index]
+}
+
+func (a *sessionActor) poolState(p *pool) *sessionPool {
+	if a.pools == nil {
+		a.pools = make([]*sessionPool, len(a.rec.rt.pools))
+	}
+	if a.pools[p.index] == nil {
+		a.pools[p.index] = &sessionPool{}
+	}
+	return a.pools[p.index]
+}
+
+// route decides a new call's fate under the pool lock and acts on it
+// outside the lock: deliver it to a worker, let it wait here, or answer it.
+func (a *sessionActor) route(env *envelope) {
+	if env.state.Load() != envNew {
+		return // the caller gave up before the session got to it
+	}
+	p := env.pool
+	a.rec.lastUsed.Store(a.rec.rt.clock.Load())
+	if env.retries > 0 && env.ref == nil && env.mode == Hint {
+		env.call.Worker = -1
+	}
+	b := a.bindingSlot(p)
+	p.mu.Lock()
+	var d decision
+	switch {
+	case p.closed:
+		d = refuse(ErrShutdown)
+	case env.ref != nil:
+		d = a.routeRef(env)
+	case b.inc == 0:
+		d = a.routeUnbound(env, b, messages.OutcomeBound)
+	default:
+		d = a.routeBound(env, b)
+	}
+	d = a.apply(env, d)
+	queued := p.queued
+	// Read under the lock: once delivered or waiting, the call may be
+	// answered and recycled at any moment.
+	dispatched := messages.CallDispatched{Pool: p.cfg.Name, Session: a.rec.id, Worker: env.call.Worker,
+		Incarnation: env.call.Incarnation, Affinity: env.mode, Outcome: d.outcome, Stream: env.isStream()}
+	p.mu.Unlock()
+	a.afterRoute(env, d, dispatched, queued)
+}
+
+// decision is a row of the affinity table applied to one call.
+type decision struct {
+	run     *worker // claim a slot there and deliver
+	wait    *worker // wait for this worker
+	waitAny bool    // wait for any worker
+	bind    *worker // bind the session to this worker first
+	outcome messages.Outcome
+	err     error
+}
+
+func refuse(err error) decision { return decision{outcome: messages.OutcomeFailed, err: err} }
+
+// routeRef is the ref row: a ref never moves. Caller holds p.mu.
+func (a *sessionActor) routeRef(env *envelope) decision {
+	p, ref := env.pool, env.ref
+	env.call.Worker = ref.Worker // named in errors; a claim overwrites it
+	w := p.workerByID(ref.Worker)
+	switch {
+	case w == nil || w.incarnation != ref.Incarnation || w.state != wsReady:
+		return refuse(ErrRefLost)
+	case p.hasRoom(w):
+		return decision{run: w, outcome: messages.OutcomeHit}
+	case env.isStream() || env.mode == StrictFailFast:
+		return refuse(ErrWorkerBusy)
+	}
+	return decision{wait: w, outcome: messages.OutcomeQueued}
+}
+
+// routeBound covers the rows of a bound session: its worker free, busy, or
+// gone. Caller holds p.mu.
+func (a *sessionActor) routeBound(env *envelope, b *binding) decision {
+	p := env.pool
+	env.call.Worker = int(b.worker)
+	pref := p.workerByID(int(b.worker))
+	if pref == nil || pref.state != wsReady || pref.incarnation != b.inc {
+		return a.routeGone(env, b)
+	}
+	if p.hasRoom(pref) {
+		return decision{run: pref, outcome: messages.OutcomeHit}
+	}
+	return a.routeBusy(env, pref)
+}
+
+// routeBusy is the "busy" row. Caller holds p.mu.
+func (a *sessionActor) routeBusy(env *envelope, pref *worker) decision {
+	p := env.pool
+	switch {
+	case env.mode == StrictFailFast || (env.isStream() && env.mode == StrictQueue):
+		return refuse(ErrWorkerBusy)
+	case env.mode == StrictQueue:
+		return decision{wait: pref, outcome: messages.OutcomeQueued}
+	}
+	// Hint: detour to any free worker; the binding stays.
+	if w := p.freeWorker(); w != nil {
+		return decision{run: w, outcome: messages.OutcomeDetour}
+	}
+	if env.isStream() {
+		return refuse(ErrNoWorkersAvailable)
+	}
+	return decision{waitAny: true, outcome: messages.OutcomeQueued}
+}
+
+// routeGone is the "tainted, restarting or gone" row. Caller holds p.mu.
+func (a *sessionActor) routeGone(env *envelope, b *binding) decision {
+	if env.mode != Hint {
+		return refuse(ErrSessionWorkerUnavailable)
+	}
+	env.pool.unbind(b)
+	env.pool.stats.rebinds.Add(1)
+	env.call.Worker = -1
+	return a.routeUnbound(env, b, messages.OutcomeRebind)
+}
+
+// routeUnbound is the "not bound yet" row: bind to a free worker, balancing
+// bound sessions; when none is free, strict_fail_fast fails and the others
+// wait. Caller holds p.mu.
+func (a *sessionActor) routeUnbound(env *envelope, b *binding, outcome messages.Outcome) decision {
+	p := env.pool
+	if w := p.bindCandidate(true); w != nil {
+		return decision{run: w, bind: w, outcome: outcome}
+	}
+	ready := p.bindCandidate(false)
+	switch {
+	case env.isStream() || !p.anyLive():
+		return refuse(ErrNoWorkersAvailable)
+	case env.mode == StrictFailFast:
+		return refuse(ErrWorkerBusy)
+	case env.mode == StrictQueue && ready != nil:
+		env.call.Worker = ready.id
+		return decision{wait: ready, bind: ready, outcome: messages.OutcomeQueued}
+	}
+	// Hint, or strict_queue while no worker is ready (restarting): the
+	// session has no state to lose, so it waits for the first free worker
+	// and binds there.
+	env.bindOnRun = true
+	return decision{waitAny: true, outcome: messages.OutcomeQueued}
+}
+
+// apply carries out a decision under p.mu. It turns into a refusal when
+// the queue is full, and into nothing (outcome kept) when the caller gave
+// up meanwhile.
+func (a *sessionActor) apply(env *envelope, d decision) decision {
+	p := env.pool
+	switch {
+	case d.run != nil:
+		if !p.claim(env, d.run, false) {
+			return decision{outcome: d.outcome, err: errGaveUp}
+		}
+	case d.wait != nil || d.waitAny:
+		target := -1
+		if d.wait != nil {
+			target = d.wait.id
+		}
+		if err := a.park(env, target); err != nil {
+			return refuse(err)
+		}
+	default:
+		return d
+	}
+	if d.bind != nil {
+		p.bind(a.bindingSlot(p), d.bind)
+	}
+	return d
+}
+
+// errGaveUp marks a decision whose call was abandoned by its caller while
+// it was being routed: nobody is waiting for an answer.
+var errGaveUp = errors.New("affinity: caller gave up")
+
+// park makes env wait here for target (-1: any worker) and puts the session
+// in that worker's wait ring (or the pool's hint ring) unless it is there
+// already. Caller holds p.mu.
+func (a *sessionActor) park(env *envelope, target int) error {
+	p := env.pool
+	if p.queued >= p.cfg.QueueSize {
+		return ErrPoolSaturated
+	}
+	if !env.state.CompareAndSwap(envNew, envWaiting) {
+		return errGaveUp
+	}
+	p.queued++
+	env.target, env.parked = target, true
+	if target >= 0 {
+		w := p.workers[target]
+		env.call.Worker, env.call.Incarnation = w.id, w.incarnation
+	}
+	sp := a.poolState(p)
+	sp.waiting.push(env)
+	a.register(p, sp, target)
+	if d := env.queueTimeout(); d > 0 {
+		env.timer = time.AfterFunc(d, func() { p.expire(env) })
+	}
+	return nil
+}
+
+// register puts the session in target's wait ring once. Caller holds p.mu.
+func (a *sessionActor) register(p *pool, sp *sessionPool, target int) {
+	for _, t := range sp.regs {
+		if t == target {
+			return
+		}
+	}
+	sp.regs = append(sp.regs, target)
+	bound := int32(-1)
+	if b := a.bindingIn(p); b.inc != 0 {
+		bound = b.worker
+	}
+	p.ring(target).push(ringEntry{rec: a.rec, bound: bound})
+}
+
+func (sp *sessionPool) unregister(target int) {
+	for i, t := range sp.regs {
+		if t == target {
+			sp.regs = append(sp.regs[:i], sp.regs[i+1:]...)
+			return
+		}
+	}
+}
+
+// afterRoute acts on a decision outside the pool lock.
+func (a *sessionActor) afterRoute(env *envelope, d decision, dispatched messages.CallDispatched, queued int) {
+	p := env.pool
+	p.stats.dispatched[d.outcome].Add(1)
+	emit(p.rt, dispatched)
+	switch {
+	case d.err == errGaveUp:
+	case d.err != nil:
+		if d.err == ErrPoolSaturated {
+			p.stats.saturated.Add(1)
+			emit(p.rt, messages.PoolSaturated{Pool: p.cfg.Name, Session: a.rec.id, Queued: queued})
+		}
+		if env.state.CompareAndSwap(envNew, envDone) {
+			env.refuse(env.fail(d.err, ""))
+		}
+	case d.run != nil:
+		a.deliver(env, d.run)
+	}
+}
+
+// deliver sends a claimed call to its worker actor.
+func (a *sessionActor) deliver(env *envelope, w *worker) {
+	if env.stream != nil {
+		env.stream.worker, env.stream.incarnation = env.call.Worker, env.call.Incarnation
+		env.replyCh <- reply{} // Session.Stream returns now
+	}
+	if env.astream != nil {
+		a.trackStream(env.astream)
+	}
+	a.rec.rt.system.Root.Send(w.pid, env)
+}
+
+// granted uses a worker slot reserved for this session by a worker that
+// freed up: it runs the session's oldest call waiting for that worker (or,
+// for a slot from the hint ring, its oldest call waiting for any worker).
+func (a *sessionActor) granted(g *grant) {
+	p, w := g.pool, g.w
+	target := w.id
+	if g.anyCall {
+		target = -1
+	}
+	sp := a.poolState(p)
+	sp.unregister(target)
+	p.mu.Lock()
+	env := a.nextWaiting(sp, target)
+	if env == nil || p.closed || w.state != wsReady || w.incarnation != g.inc {
+		p.mu.Unlock()
+		g.giveBack()
+		return
+	}
+	p.claimReserved(env, w)
+	if env.bindOnRun {
+		if b := a.bindingSlot(p); b.inc == 0 {
+			p.bind(b, w)
+		}
+	}
+	if a.hasWaiting(sp, target) {
+		a.register(p, sp, target)
+	}
+	p.mu.Unlock()
+	a.deliver(env, w)
+}
+
+// nextWaiting takes the oldest call waiting for target, dropping calls
+// that stopped waiting on their own. Caller holds p.mu.
+func (a *sessionActor) nextWaiting(sp *sessionPool, target int) *envelope {
+	for e := sp.waiting.head; e != nil; {
+		next := e.next
+		switch {
+		case e.state.Load() != envWaiting:
+			sp.waiting.remove(e)
+		case e.target == target:
+			sp.waiting.remove(e)
+			return e
+		}
+		e = next
+	}
+	return nil
+}
+
+func (a *sessionActor) hasWaiting(sp *sessionPool, target int) bool {
+	for e := sp.waiting.head; e != nil; e = e.next {
+		if e.target == target && e.state.Load() == envWaiting {
+			return true
+		}
+	}
+	return false
+}
+
+// dropWaiting fails the calls that wait for a worker that went away (or
+// in a pool that closed).
+func (a *sessionActor) dropWaiting(m *dropWaiting) {
+	if a.pools == nil || a.pools[m.pool.index] == nil {
+		return
+	}
+	sp := a.pools[m.pool.index]
+	var failed []*envelope
+	m.pool.mu.Lock()
+	for e := sp.waiting.head; e != nil; {
+		next := e.next
+		if m.target == allTargets || (e.target == m.target && (m.inc == 0 || e.call.Incarnation == m.inc)) {
+			sp.waiting.remove(e)
+			if e.state.CompareAndSwap(envWaiting, envDone) {
+				m.pool.queued--
+				failed = append(failed, e)
+			}
+		}
+		e = next
+	}
+	if m.target == allTargets {
+		sp.regs = sp.regs[:0]
+	} else if !a.hasWaiting(sp, m.target) {
+		sp.unregister(m.target)
+	}
+	m.pool.mu.Unlock()
+	for _, e := range failed {
+		err := m.err
+		if err == nil {
+			err = lostWorkerErr(e)
+		}
+		e.finish(nil, e.fail(err, "no longer waiting"))
+	}
+}
+
+// failAllWaiting answers every call still waiting here with err.
+func (a *sessionActor) failAllWaiting(err error) {
+	for i, sp := range a.pools {
+		if sp != nil {
+			a.dropWaiting(&dropWaiting{pool: a.rec.rt.pools[i], target: allTargets, err: err})
+		}
+	}
+}
+
+// idle reports whether nothing is in progress in this session.
+func (a *sessionActor) idle() bool {
+	return a.rec.active.Load() == 0 && len(a.streams) == 0
+}
+
+// passivate stops an idle session actor, keeping its record (bindings and
+// all); the next message activates a new one.
+func (a *sessionActor) passivate(ctx actor.Context) {
+	r := a.rec
+	if !a.idle() {
+		return
+	}
+	r.mu.Lock()
+	if r.act != a {
+		r.mu.Unlock()
+		return
+	}
+	r.act = nil
+	a.mb.detach()
+	r.mu.Unlock()
+	ctx.Stop(ctx.Self())
+}
+
+// close ends the session: waiting calls fail, the record leaves the table,
+// bound workers are told to release the session, and the actor stops.
+func (a *sessionActor) close(ctx actor.Context, source messages.CleanupSource) {
+	r := a.rec
+	r.mu.Lock()
+	if r.closed.Load() {
+		r.mu.Unlock()
+		return
+	}
+	bindings := r.markClosed()
+	r.act = nil
+	a.mb.detach()
+	r.mu.Unlock()
+	err := ErrSessionClosed
+	if source == messages.CleanupShutdown {
+		err = ErrShutdown
+	}
+	a.failAllWaiting(err)
+	r.rt.finishClose(r, bindings, source)
+	ctx.Stop(ctx.Self())
+}
