@@ -459,6 +459,10 @@ func TestEventsWhileCallsQueue(t *testing.T) {
 				queued.Add(1)
 			}
 		}})
+	// Both workers busy: every goroutine's first call has to wait, and the
+	// rest race with the workers claiming queued calls.
+	_, release0, _ := occupy(t, rt.Session("a"))
+	_, release1, _ := occupy(t, rt.Session("b"))
 	var wg sync.WaitGroup
 	for g := 0; g < 16; g++ {
 		wg.Add(1)
@@ -470,6 +474,9 @@ func TestEventsWhileCallsQueue(t *testing.T) {
 			}
 		}(g)
 	}
+	waitQueued(t, rt, "p", 16)
+	release0()
+	release1()
 	wg.Wait()
 	assert.Positive(t, queued.Load(), "some calls had to wait")
 }
