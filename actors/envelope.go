@@ -35,8 +35,7 @@ type reply struct {
 // envelope carries one call from its caller through the session actor to
 // the worker actor that runs it. Envelopes of the blocking API are pooled: a
 // caller recycles one only after receiving its reply, which is the last
-// touch, and only if it never waited in a queue (a queue timer may still
-// hold it).
+// touch, and never one that may still sit in a session's waiting list.
 type envelope struct {
 	ctx  context.Context
 	call messages.Call
@@ -52,11 +51,16 @@ type envelope struct {
 	// bindOnRun: a hint call parked while its session had no binding in
 	// this pool binds to whichever worker runs it.
 	bindOnRun bool
-	parked    bool // it waited in a queue: never recycled
 	ran       bool // a worker began running it
 	retries   uint8
 	timeout   time.Duration // the request's own bound on waiting; 0: the pool's
-	timer     *time.Timer   // queue timeout while parked
+	timer     *time.Timer   // a shorter queue timeout of its own while parked
+	// In the pool's deadline list while parked with the pool's timeout.
+	tprev, tnext *envelope
+	deadline     time.Duration // since the runtime started
+	// lingering: it may still be linked in its session's waiting list
+	// (it timed out there), so it must not be recycled.
+	lingering bool
 
 	state      atomic.Uint32
 	prev, next *envelope
@@ -127,9 +131,6 @@ func (l *envList) pop() *envelope {
 // whoever answers it.
 func (e *envelope) finish(val any, err error) {
 	e.state.Store(envDone)
-	if e.timer != nil {
-		e.timer.Stop()
-	}
 	e.sess.active.Add(-1)
 	switch {
 	case e.stream != nil:

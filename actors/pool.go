@@ -56,6 +56,9 @@ type pool struct {
 	workers  []*worker // by id; ids are never reused
 	active   []*worker // not removed and not failed, by id
 	hintRing waitRing  // sessions with hint calls waiting for any worker
+	// Waiting calls by deadline (see startTimeout), and their timer.
+	dlHead, dlTail *envelope
+	dlTimer        *time.Timer
 	queued   int       // calls waiting in session actors for this pool
 	inflight int
 	rr       int // rotates the scan start so detours spread
@@ -98,9 +101,7 @@ func (p *pool) claim(env *envelope, w *worker, _ bool) bool {
 // holds mu.
 func (p *pool) claimReserved(env *envelope, w *worker) {
 	env.state.Store(envClaimed)
-	if env.timer != nil {
-		env.timer.Stop()
-	}
+	p.stopTimeout(env)
 	p.queued--
 	p.track(env, w)
 }
@@ -229,12 +230,14 @@ func (p *pool) nextGrant(w *worker) *grant {
 	if p.closed || w.state != wsReady || w.inflight >= p.cfg.Capacity {
 		return nil
 	}
-	g := &grant{pool: p, w: w, inc: w.incarnation}
+	g := grants.Get().(*grant)
+	g.pool, g.w, g.inc = p, w, w.incarnation
 	if e, ok := w.waiters.pop(); ok {
 		g.rec = e.rec
 	} else if e, ok := p.hintRing.take(int32(w.id), hintScan); ok {
 		g.rec, g.anyCall = e.rec, true
 	} else {
+		g.free()
 		return nil
 	}
 	w.inflight++
@@ -242,14 +245,23 @@ func (p *pool) nextGrant(w *worker) *grant {
 	return g
 }
 
+var grants = sync.Pool{New: func() any { return new(grant) }}
+
+// free recycles a grant once it was used or given back.
+func (g *grant) free() {
+	*g = grant{}
+	grants.Put(g)
+}
+
 // giveBack returns an unused reservation; the slot goes to the next
 // waiting session, if any.
 func (g *grant) giveBack() {
-	p := g.pool
+	p, w := g.pool, g.w
+	g.free()
 	p.mu.Lock()
-	g.w.inflight--
+	w.inflight--
 	p.inflight--
-	next := p.nextGrant(g.w)
+	next := p.nextGrant(w)
 	drained := p.closed && p.inflight == 0
 	p.mu.Unlock()
 	if next != nil {
@@ -303,18 +315,101 @@ func (p *pool) markDrained() {
 	}
 }
 
-// expire ends a waiting call whose queue timeout fired.
-func (p *pool) expire(env *envelope) {
+// Queue timeouts. Calls waiting with the pool's own timeout expire in the
+// order they started waiting, so one list ordered by deadline and one timer
+// per pool serve them all, without a timer (or an allocation) per call. A
+// request of the message API with a shorter timeout of its own gets a timer.
+
+// startTimeout starts env's queue timeout. Caller holds mu.
+func (p *pool) startTimeout(env *envelope) {
+	d := env.queueTimeout()
+	if d < p.cfg.QueueTimeout {
+		env.timer = time.AfterFunc(d, func() { p.expireOne(env) })
+		return
+	}
+	env.deadline = p.rt.now() + d
+	env.tprev, env.tnext = p.dlTail, nil
+	if p.dlTail != nil {
+		p.dlTail.tnext = env
+	} else {
+		p.dlHead = env
+		p.armTimeouts(d)
+	}
+	p.dlTail = env
+}
+
+// stopTimeout ends env's queue timeout: it stopped waiting. Caller holds mu.
+func (p *pool) stopTimeout(env *envelope) {
+	if env.timer != nil {
+		env.timer.Stop()
+		env.timer = nil
+		return
+	}
+	if env.deadline == 0 {
+		return
+	}
+	if env.tprev != nil {
+		env.tprev.tnext = env.tnext
+	} else {
+		p.dlHead = env.tnext
+	}
+	if env.tnext != nil {
+		env.tnext.tprev = env.tprev
+	} else {
+		p.dlTail = env.tprev
+	}
+	env.tprev, env.tnext, env.deadline = nil, nil, 0
+}
+
+// armTimeouts sets the pool's timer. Caller holds mu.
+func (p *pool) armTimeouts(d time.Duration) {
+	if p.dlTimer == nil {
+		p.dlTimer = time.AfterFunc(d, p.expireDue)
+		return
+	}
+	p.dlTimer.Reset(d)
+}
+
+// expireDue ends the waiting calls whose deadline passed and re-arms the
+// timer for the next one.
+func (p *pool) expireDue() {
+	var due []*envelope
+	p.mu.Lock()
+	now := p.rt.now()
+	for e := p.dlHead; e != nil && e.deadline <= now; e = p.dlHead {
+		p.stopTimeout(e)
+		if e.state.CompareAndSwap(envWaiting, envDone) {
+			p.queued--
+			e.lingering = true
+			due = append(due, e)
+		}
+	}
+	if e := p.dlHead; e != nil && !p.closed {
+		p.armTimeouts(e.deadline - now)
+	}
+	p.mu.Unlock()
+	for _, e := range due {
+		p.timedOut(e)
+	}
+}
+
+// expireOne ends a waiting call whose own timer fired.
+func (p *pool) expireOne(env *envelope) {
 	p.mu.Lock()
 	won := env.state.CompareAndSwap(envWaiting, envDone)
 	if won {
 		p.queued--
+		env.lingering = true
 	}
 	p.mu.Unlock()
 	if won {
-		p.stats.queueTimeouts.Add(1)
-		env.finish(nil, env.fail(ErrQueueTimeout, "waited "+env.queueTimeout().String()))
+		p.timedOut(env)
 	}
+}
+
+func (p *pool) timedOut(env *envelope) {
+	p.stats.queueTimeouts.Add(1)
+	env.finish(nil, env.fail(ErrQueueTimeout, "waited "+env.queueTimeout().String()))
 }
 
 // abandon takes back a call whose caller gave up, unless it is already
@@ -331,7 +426,7 @@ func (p *pool) abandon(env *envelope) bool {
 			won := env.state.CompareAndSwap(envWaiting, envAbandoned)
 			if won {
 				p.queued--
-				env.timer.Stop()
+				p.stopTimeout(env)
 			}
 			p.mu.Unlock()
 			if won {

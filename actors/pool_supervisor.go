@@ -145,6 +145,9 @@ func (p *pool) onDecision(child *actor.PID, reason messages.TaintReason, d super
 func (p *pool) close() {
 	p.mu.Lock()
 	p.closed = true
+	if p.dlTimer != nil {
+		p.dlTimer.Stop()
+	}
 	p.hintRing = waitRing{}
 	for _, w := range p.workers {
 		w.waiters = waitRing{}

@@ -43,6 +43,7 @@ type Runtime struct {
 	shutdownDone chan struct{}
 	shutdownErr  error
 
+	started         time.Time    // for now(): monotonic time since Start
 	clock           atomic.Int64 // coarse unix nanoseconds, ticked by expiryLoop
 	autoSeq         atomic.Uint64
 	sessionsCreated atomic.Uint64
@@ -69,7 +70,8 @@ func Start(cfg Config) (*Runtime, error) {
 		rt.log = *cfg.Logger
 	}
 	rt.ctx, rt.cancel = context.WithCancel(context.Background())
-	rt.clock.Store(time.Now().UnixNano())
+	rt.started = time.Now()
+	rt.clock.Store(rt.started.UnixNano())
 	rt.sessions.init()
 	logger := zlog.New(rt.log.With().Str("component", "protoactor").Logger())
 	rt.system = actor.NewActorSystem(
@@ -106,6 +108,9 @@ func Start(cfg Config) (*Runtime, error) {
 	rt.log.Info().Int("pools", len(rt.pools)).Msg("affinity runtime started")
 	return rt, nil
 }
+
+// now is the monotonic time since Start; never 0 once a call can wait.
+func (rt *Runtime) now() time.Duration { return time.Since(rt.started) + 1 }
 
 // ActorSystem exposes the underlying protoactor system, e.g. to subscribe to
 // its EventStream when Config.PublishEvents is set.
@@ -209,7 +214,7 @@ func (rt *Runtime) await(env *envelope) (any, error) {
 			return nil, env.ctx.Err()
 		}
 	}
-	if !env.parked {
+	if !env.lingering {
 		putEnvelope(env)
 	}
 	return r.val, r.err

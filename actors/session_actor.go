@@ -3,7 +3,6 @@ package actors
 import (
 	"context"
 	"errors"
-	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -307,7 +306,7 @@ func (a *sessionActor) park(env *envelope, target int) error {
 		return errGaveUp
 	}
 	p.queued++
-	env.target, env.parked = target, true
+	env.target = target
 	if target >= 0 {
 		w := p.workers[target]
 		env.call.Worker, env.call.Incarnation = w.id, w.incarnation
@@ -315,9 +314,7 @@ func (a *sessionActor) park(env *envelope, target int) error {
 	sp := a.poolState(p)
 	sp.waiting.push(env)
 	a.register(p, sp, target)
-	if d := env.queueTimeout(); d > 0 {
-		env.timer = time.AfterFunc(d, func() { p.expire(env) })
-	}
+	p.startTimeout(env)
 	return nil
 }
 
@@ -405,6 +402,7 @@ func (a *sessionActor) granted(g *grant) {
 		a.register(p, sp, target)
 	}
 	p.mu.Unlock()
+	g.free()
 	a.deliver(env, w)
 }
 
@@ -449,6 +447,7 @@ func (a *sessionActor) dropWaiting(m *dropWaiting) {
 			sp.waiting.remove(e)
 			if e.state.CompareAndSwap(envWaiting, envDone) {
 				m.pool.queued--
+				m.pool.stopTimeout(e)
 				failed = append(failed, e)
 			}
 		}
