@@ -59,11 +59,11 @@ type pool struct {
 	// Waiting calls by deadline (see startTimeout), and their timer.
 	dlHead, dlTail *envelope
 	dlTimer        *time.Timer
-	queued   int       // calls waiting in session actors for this pool
-	inflight int
-	rr       int // rotates the scan start so detours spread
-	closed   bool
-	drained  chan struct{} // closed once closed and inflight == 0
+	queued         int // calls waiting in session actors for this pool
+	inflight       int
+	rr             int // rotates the scan start so detours spread
+	closed         bool
+	drained        chan struct{} // closed once closed and inflight == 0
 }
 
 func newPool(rt *Runtime, index int, cfg PoolConfig) *pool {
