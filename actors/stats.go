@@ -45,7 +45,8 @@ type PoolStats struct {
 // atomic loads per counter, and each pool's lock held for a moment.
 type Stats struct {
 	Pools           map[string]PoolStats
-	Sessions        int // live sessions
+	Sessions        int // live sessions (activated or passivated)
+	SessionActors   int // of which have a running session actor (not passivated)
 	SessionsCreated uint64
 	Cleanups        [messages.CleanupSourceCount]uint64 // by messages.CleanupSource
 }
@@ -56,12 +57,7 @@ func (rt *Runtime) Stats() Stats {
 	for i := range st.Cleanups {
 		st.Cleanups[i] = rt.cleanups[i].Load()
 	}
-	for i := range rt.sessions.shards {
-		sh := &rt.sessions.shards[i]
-		sh.mu.RLock()
-		st.Sessions += len(sh.m)
-		sh.mu.RUnlock()
-	}
+	st.Sessions, st.SessionActors = rt.liveSessionActors()
 	for _, p := range rt.pools {
 		var ps PoolStats
 		for i := range ps.Dispatched {
