@@ -35,12 +35,20 @@ var _ actor.Mailbox = (*sessionMailbox)(nil)
 // handing the turn to a goroutine of its own.
 const inlineBudget = 64
 
-// PostUserMessage implements actor.Mailbox.
+// PostUserMessage implements actor.Mailbox. An idle mailbox with nothing
+// queued runs the message at once, without queueing it.
 func (m *sessionMailbox) PostUserMessage(msg any) {
 	m.mu.Lock()
 	if m.detached {
 		m.mu.Unlock()
 		m.rec.orphan(msg)
+		return
+	}
+	if !m.scheduled && !m.suspended && m.user.n == 0 && m.system.n == 0 {
+		m.scheduled = true
+		m.mu.Unlock()
+		m.invokeUser(msg)
+		m.process(inlineBudget - 1)
 		return
 	}
 	m.user.push(msg)
