@@ -2,6 +2,7 @@ package actors
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -36,7 +37,11 @@ type worker struct {
 	inflight    int      // claimed calls not yet finished, plus reserved slots
 	bound       int      // sessions bound to the current incarnation
 	waiters     waitRing // sessions with calls waiting for this worker
-	running     envList  // claimed calls not yet finished
+
+	// Guarded by rmu (taken after pool.mu when both are held).
+	rmu     sync.Mutex
+	running envList // claimed calls not yet finished
+	gone    bool    // workerStopped has answered the calls it held
 }
 
 // pool is one named pool: its workers, its wait rings and its counters.
@@ -56,14 +61,19 @@ type pool struct {
 	workers  []*worker // by id; ids are never reused
 	active   []*worker // not removed and not failed, by id
 	hintRing waitRing  // sessions with hint calls waiting for any worker
-	// Waiting calls by deadline (see startTimeout), and their timer.
+	inflight int
+	rr       int // rotates the scan start so detours spread
+	closed   bool
+	drained  chan struct{} // closed once closed and inflight == 0
+
+	queued atomic.Int64 // calls waiting in session actors for this pool
+
+	// Waiting calls by deadline (see startTimeout), and their timer. A
+	// lock of their own keeps them off the pool lock's hot path.
+	dlMu           sync.Mutex
 	dlHead, dlTail *envelope
 	dlTimer        *time.Timer
-	queued         int // calls waiting in session actors for this pool
-	inflight       int
-	rr             int // rotates the scan start so detours spread
-	closed         bool
-	drained        chan struct{} // closed once closed and inflight == 0
+	dlStopped      bool
 }
 
 func newPool(rt *Runtime, index int, cfg PoolConfig) *pool {
@@ -86,29 +96,42 @@ func (p *pool) hasRoom(w *worker) bool {
 
 // claim gives a new call a slot on w; false when its caller gave up first.
 // Caller holds mu.
-func (p *pool) claim(env *envelope, w *worker, _ bool) bool {
+func (p *pool) claim(env *envelope, w *worker) bool {
 	if !env.state.CompareAndSwap(envNew, envClaimed) {
 		return false
 	}
 	w.inflight++
 	p.inflight++
-	p.track(env, w)
+	env.call.Worker, env.call.Incarnation = w.id, w.incarnation
+	w.rmu.Lock()
+	w.running.push(env)
+	w.rmu.Unlock()
 	return true
 }
 
-// claimReserved gives a waiting call the slot reserved for its session.
-// Only holders of mu move calls out of waiting, so it cannot fail. Caller
-// holds mu.
-func (p *pool) claimReserved(env *envelope, w *worker) {
-	env.state.Store(envClaimed)
+// claimReserved gives a waiting call the slot g reserved. It does not take
+// the pool lock: it races only with the call's caller giving up (a CAS
+// decides) and with the worker stopping (rmu decides). It returns false
+// when the call is not to be delivered: env stopped waiting, or the worker
+// is gone (then env is back to new, to be routed again).
+func (p *pool) claimReserved(env *envelope, g *grant) bool {
+	if !env.state.CompareAndSwap(envWaiting, envClaimed) {
+		return false
+	}
 	p.stopTimeout(env)
-	p.queued--
-	p.track(env, w)
-}
-
-func (p *pool) track(env *envelope, w *worker) {
-	env.call.Worker, env.call.Incarnation = w.id, w.incarnation
-	w.running.push(env)
+	p.queued.Add(-1)
+	w := g.w
+	env.call.Worker, env.call.Incarnation = w.id, g.inc
+	w.rmu.Lock()
+	gone := w.gone
+	if !gone {
+		w.running.push(env)
+	}
+	w.rmu.Unlock()
+	if gone {
+		env.state.Store(envNew)
+	}
+	return !gone
 }
 
 // ring returns the wait ring of target: a worker id, or -1 for the hint
@@ -275,8 +298,10 @@ func (g *grant) giveBack() {
 // release frees env's slot on w and reserves it for the next waiting
 // session, if any; the caller posts the returned grant.
 func (p *pool) release(w *worker, env *envelope) *grant {
-	p.mu.Lock()
+	w.rmu.Lock()
 	w.running.remove(env)
+	w.rmu.Unlock()
+	p.mu.Lock()
 	w.inflight--
 	p.inflight--
 	g := p.nextGrant(w)
@@ -320,9 +345,11 @@ func (p *pool) markDrained() {
 // per pool serve them all, without a timer (or an allocation) per call. A
 // request of the message API with a shorter timeout of its own gets a timer.
 
-// startTimeout starts env's queue timeout. Caller holds mu.
+// startTimeout starts env's queue timeout.
 func (p *pool) startTimeout(env *envelope) {
 	d := env.queueTimeout()
+	p.dlMu.Lock()
+	defer p.dlMu.Unlock()
 	if d < p.cfg.QueueTimeout {
 		env.timer = time.AfterFunc(d, func() { p.expireOne(env) })
 		return
@@ -338,8 +365,15 @@ func (p *pool) startTimeout(env *envelope) {
 	p.dlTail = env
 }
 
-// stopTimeout ends env's queue timeout: it stopped waiting. Caller holds mu.
+// stopTimeout ends env's queue timeout: it stopped waiting.
 func (p *pool) stopTimeout(env *envelope) {
+	p.dlMu.Lock()
+	defer p.dlMu.Unlock()
+	p.unlinkTimeout(env)
+}
+
+// unlinkTimeout is stopTimeout for a holder of dlMu.
+func (p *pool) unlinkTimeout(env *envelope) {
 	if env.timer != nil {
 		env.timer.Stop()
 		env.timer = nil
@@ -361,7 +395,7 @@ func (p *pool) stopTimeout(env *envelope) {
 	env.tprev, env.tnext, env.deadline = nil, nil, 0
 }
 
-// armTimeouts sets the pool's timer. Caller holds mu.
+// armTimeouts sets the pool's timer. Caller holds dlMu.
 func (p *pool) armTimeouts(d time.Duration) {
 	if p.dlTimer == nil {
 		p.dlTimer = time.AfterFunc(d, p.expireDue)
@@ -374,20 +408,20 @@ func (p *pool) armTimeouts(d time.Duration) {
 // timer for the next one.
 func (p *pool) expireDue() {
 	var due []*envelope
-	p.mu.Lock()
+	p.dlMu.Lock()
 	now := p.rt.now()
 	for e := p.dlHead; e != nil && e.deadline <= now; e = p.dlHead {
-		p.stopTimeout(e)
+		p.unlinkTimeout(e)
 		if e.state.CompareAndSwap(envWaiting, envDone) {
-			p.queued--
+			p.queued.Add(-1)
 			e.lingering = true
 			due = append(due, e)
 		}
 	}
-	if e := p.dlHead; e != nil && !p.closed {
+	if e := p.dlHead; e != nil && !p.dlStopped {
 		p.armTimeouts(e.deadline - now)
 	}
-	p.mu.Unlock()
+	p.dlMu.Unlock()
 	for _, e := range due {
 		p.timedOut(e)
 	}
@@ -395,14 +429,15 @@ func (p *pool) expireDue() {
 
 // expireOne ends a waiting call whose own timer fired.
 func (p *pool) expireOne(env *envelope) {
-	p.mu.Lock()
+	p.dlMu.Lock()
 	won := env.state.CompareAndSwap(envWaiting, envDone)
 	if won {
-		p.queued--
+		env.timer = nil
 		env.lingering = true
 	}
-	p.mu.Unlock()
+	p.dlMu.Unlock()
 	if won {
+		p.queued.Add(-1)
 		p.timedOut(env)
 	}
 }
@@ -422,14 +457,9 @@ func (p *pool) abandon(env *envelope) bool {
 				return true
 			}
 		case envWaiting:
-			p.mu.Lock()
-			won := env.state.CompareAndSwap(envWaiting, envAbandoned)
-			if won {
-				p.queued--
+			if env.state.CompareAndSwap(envWaiting, envAbandoned) {
+				p.queued.Add(-1)
 				p.stopTimeout(env)
-			}
-			p.mu.Unlock()
-			if won {
 				return true
 			}
 		default:

@@ -145,9 +145,12 @@ func (p *pool) onDecision(child *actor.PID, reason messages.TaintReason, d super
 func (p *pool) close() {
 	p.mu.Lock()
 	p.closed = true
+	p.dlMu.Lock()
+	p.dlStopped = true
 	if p.dlTimer != nil {
 		p.dlTimer.Stop()
 	}
+	p.dlMu.Unlock()
 	p.hintRing = waitRing{}
 	for _, w := range p.workers {
 		w.waiters = waitRing{}

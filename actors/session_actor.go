@@ -156,7 +156,7 @@ func (a *sessionActor) route(env *envelope) {
 		d = a.routeBound(env, b)
 	}
 	d = a.apply(env, d)
-	queued := p.queued
+	queued := int(p.queued.Load())
 	// Read under the lock: once delivered or waiting, the call may be
 	// answered and recycled at any moment.
 	dispatched := messages.CallDispatched{Pool: p.cfg.Name, Session: a.rec.id, Worker: env.call.Worker,
@@ -270,7 +270,7 @@ func (a *sessionActor) apply(env *envelope, d decision) decision {
 	p := env.pool
 	switch {
 	case d.run != nil:
-		if !p.claim(env, d.run, false) {
+		if !p.claim(env, d.run) {
 			return decision{outcome: d.outcome, err: errGaveUp}
 		}
 	case d.wait != nil || d.waitAny:
@@ -299,13 +299,13 @@ var errGaveUp = errors.New("affinity: caller gave up")
 // already. Caller holds p.mu.
 func (a *sessionActor) park(env *envelope, target int) error {
 	p := env.pool
-	if p.queued >= p.cfg.QueueSize {
+	if int(p.queued.Load()) >= p.cfg.QueueSize {
 		return ErrPoolSaturated
 	}
 	if !env.state.CompareAndSwap(envNew, envWaiting) {
 		return errGaveUp
 	}
-	p.queued++
+	p.queued.Add(1)
 	env.target = target
 	if target >= 0 {
 		w := p.workers[target]
@@ -377,6 +377,7 @@ func (a *sessionActor) deliver(env *envelope, w *worker) {
 // granted uses a worker slot reserved for this session by a worker that
 // freed up: it runs the session's oldest call waiting for that worker (or,
 // for a slot from the hint ring, its oldest call waiting for any worker).
+// The common case takes no pool lock: the slot is already reserved.
 func (a *sessionActor) granted(g *grant) {
 	p, w := g.pool, g.w
 	target := w.id
@@ -385,29 +386,50 @@ func (a *sessionActor) granted(g *grant) {
 	}
 	sp := a.poolState(p)
 	sp.unregister(target)
-	p.mu.Lock()
-	env := a.nextWaiting(sp, target)
-	if env == nil || p.closed || w.state != wsReady || w.incarnation != g.inc {
-		p.mu.Unlock()
+	var env *envelope
+	for {
+		env = a.nextWaiting(sp, target)
+		if env == nil || p.claimReserved(env, g) {
+			break
+		}
+		if env.state.Load() == envNew { // its worker stopped meanwhile
+			g.giveBack()
+			a.route(env)
+			a.rejoin(p, sp, target)
+			return
+		}
+	}
+	if env == nil {
 		g.giveBack()
 		return
 	}
-	p.claimReserved(env, w)
-	if env.bindOnRun {
-		if b := a.bindingSlot(p); b.inc == 0 {
+	g.free()
+	if env.bindOnRun && a.bindingIn(p).inc == 0 {
+		p.mu.Lock()
+		if b := a.bindingSlot(p); b.inc == 0 && w.incarnation == env.call.Incarnation {
 			p.bind(b, w)
 		}
+		p.mu.Unlock()
 	}
-	if a.hasWaiting(sp, target) {
-		a.register(p, sp, target)
-	}
-	p.mu.Unlock()
-	g.free()
+	a.rejoin(p, sp, target)
 	a.deliver(env, w)
 }
 
+// rejoin puts the session back in target's ring if it still has calls
+// waiting there: at the tail, so that sessions are served in turn.
+func (a *sessionActor) rejoin(p *pool, sp *sessionPool, target int) {
+	if !a.hasWaiting(sp, target) {
+		return
+	}
+	p.mu.Lock()
+	if !p.closed {
+		a.register(p, sp, target)
+	}
+	p.mu.Unlock()
+}
+
 // nextWaiting takes the oldest call waiting for target, dropping calls
-// that stopped waiting on their own. Caller holds p.mu.
+// that stopped waiting on their own.
 func (a *sessionActor) nextWaiting(sp *sessionPool, target int) *envelope {
 	for e := sp.waiting.head; e != nil; {
 		next := e.next
@@ -446,7 +468,7 @@ func (a *sessionActor) dropWaiting(m *dropWaiting) {
 		if m.target == allTargets || (e.target == m.target && (m.inc == 0 || e.call.Incarnation == m.inc)) {
 			sp.waiting.remove(e)
 			if e.state.CompareAndSwap(envWaiting, envDone) {
-				m.pool.queued--
+				m.pool.queued.Add(-1)
 				m.pool.stopTimeout(e)
 				failed = append(failed, e)
 			}

@@ -83,7 +83,7 @@ func (rt *Runtime) Stats() Stats {
 				ps.Ready++
 			}
 		}
-		ps.Queued, ps.Inflight = p.queued, p.inflight
+		ps.Queued, ps.Inflight = int(p.queued.Load()), p.inflight
 		p.mu.Unlock()
 		st.Pools[p.cfg.Name] = ps
 	}

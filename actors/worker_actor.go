@@ -367,6 +367,8 @@ func protect(f func()) (perr *PanicError) {
 func (p *pool) workerStopped(w *worker) {
 	p.mu.Lock()
 	var orphans []*envelope
+	w.rmu.Lock()
+	w.gone = true
 	for e := w.running.head; e != nil; {
 		next := e.next
 		switch {
@@ -380,6 +382,7 @@ func (p *pool) workerStopped(w *worker) {
 		}
 		e = next
 	}
+	w.rmu.Unlock()
 	var out notices
 	if w.state != wsRemoved && w.state != wsFailed {
 		out = p.takeOutOfService(w, wsRemoved)
