@@ -119,14 +119,6 @@ func (l *envList) remove(e *envelope) {
 	l.n--
 }
 
-func (l *envList) pop() *envelope {
-	e := l.head
-	if e != nil {
-		l.remove(e)
-	}
-	return e
-}
-
 // finish delivers the call's one outcome. It is the last touch of env by
 // whoever answers it.
 func (e *envelope) finish(val any, err error) {

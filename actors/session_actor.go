@@ -148,6 +148,8 @@ func (a *sessionActor) route(env *envelope) {
 	switch {
 	case p.closed:
 		d = refuse(ErrShutdown)
+	case env.retries > 0 && staleErr(env) != nil:
+		d = refuse(staleErr(env))
 	case env.ref != nil:
 		d = a.routeRef(env)
 	case b.inc == 0:
@@ -163,6 +165,21 @@ func (a *sessionActor) route(env *envelope) {
 		Incarnation: env.call.Incarnation, Affinity: env.mode, Outcome: d.outcome, Stream: env.isStream()}
 	p.mu.Unlock()
 	a.afterRoute(env, d, dispatched, queued)
+}
+
+// staleErr is the outcome of a call whose worker was tainted or restarted
+// between being chosen and running it: a ref or strict call cannot move (its
+// state is gone), a hint call is routed again, a bounded number of times.
+func staleErr(env *envelope) error {
+	switch {
+	case env.ref != nil:
+		return ErrRefLost
+	case env.mode != Hint:
+		return ErrSessionWorkerUnavailable
+	case env.retries > maxStaleRetries:
+		return ErrNoWorkersAvailable
+	}
+	return nil
 }
 
 // decision is a row of the affinity table applied to one call.
