@@ -19,12 +19,7 @@ import (
 // Suspend/Resume handled by the mailbox, and a panic escalated to the
 // supervisor with the message that caused it.
 type mailbox struct {
-	mu        sync.Mutex
-	user      ring
-	system    ring
-	suspended bool
-	scheduled bool // a turn is pending or running
-	invoker   actor.MessageInvoker
+	queues
 
 	// wake holds at most one turn (sent only when scheduled goes true) plus
 	// the false that stops the goroutine, so sends never block.
@@ -96,57 +91,90 @@ func (m *mailbox) UserMessageCount() int {
 // never processed: the actor has stopped and workerStopped answered its calls.
 func (m *mailbox) stop() { m.wake <- false }
 
-// process runs one turn: system messages first, then user messages unless
-// suspended, until both are empty.
+// process runs one turn, until both queues are empty.
 func (m *mailbox) process() {
 	for i := 1; ; i++ {
 		if i%throughput == 0 {
 			runtime.Gosched()
 		}
-		m.mu.Lock()
-		if msg, ok := m.system.pop(); ok {
-			switch msg.(type) {
-			case *actor.SuspendMailbox:
-				m.suspended = true
-				m.mu.Unlock()
-			case *actor.ResumeMailbox:
-				m.suspended = false
-				m.mu.Unlock()
-			default:
-				m.mu.Unlock()
-				m.invoker.InvokeSystemMessage(msg)
-			}
-			continue
-		}
-		if m.suspended || m.user.n == 0 {
-			m.scheduled = false
-			m.mu.Unlock()
+		msg, system, _, ok := m.next(nil)
+		switch {
+		case !ok:
 			return
+		case system:
+			m.invoker.InvokeSystemMessage(msg)
+		default:
+			m.invokeUser(msg, nil)
 		}
-		msg, _ := m.user.pop()
-		m.mu.Unlock()
-		m.invokeUser(msg)
 	}
 }
 
-func (m *mailbox) invokeUser(msg any) {
-	defer func() {
-		if r := recover(); r != nil {
-			m.invoker.EscalateFailure(r, msg)
-		}
-	}()
-	m.invoker.InvokeUserMessage(msg)
+// queues is what both mailboxes share: the system and user queues, the
+// suspend state, and the turn flag, guarded by mu.
+type queues struct {
+	mu        sync.Mutex
+	user      ring[any]
+	system    ring[any]
+	suspended bool
+	scheduled bool // a turn is pending or running
+	invoker   actor.MessageInvoker
 }
 
-// ring is a growable FIFO of messages.
-type ring struct {
-	buf     []any
+// next returns the next message of a turn (system messages first, then user
+// messages unless suspended), handling Suspend and Resume itself. ok false
+// ends the turn. detached is whether the mailbox was detached when a user
+// message was taken (see sessionMailbox).
+func (q *queues) next(detachedFlag *bool) (msg any, system, detached, ok bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for {
+		msg, ok = q.system.pop()
+		if !ok {
+			break
+		}
+		switch msg.(type) {
+		case *actor.SuspendMailbox:
+			q.suspended = true
+		case *actor.ResumeMailbox:
+			q.suspended = false
+		default:
+			return msg, true, false, true
+		}
+	}
+	if q.suspended || q.user.n == 0 {
+		q.scheduled = false
+		return nil, false, false, false
+	}
+	msg, _ = q.user.pop()
+	if detachedFlag != nil {
+		detached = *detachedFlag
+	}
+	return msg, false, detached, true
+}
+
+// invokeUser runs the actor on one user message; a panic goes to the
+// actor's supervisor with the message that caused it, as in protoactor.
+func (q *queues) invokeUser(msg any, onPanic func(r, msg any)) {
+	defer func() {
+		if r := recover(); r != nil {
+			if onPanic != nil {
+				onPanic(r, msg)
+			}
+			q.invoker.EscalateFailure(r, msg)
+		}
+	}()
+	q.invoker.InvokeUserMessage(msg)
+}
+
+// ring is a growable FIFO.
+type ring[T any] struct {
+	buf     []T
 	head, n int
 }
 
-func (r *ring) push(v any) {
+func (r *ring[T]) push(v T) {
 	if r.n == len(r.buf) {
-		grown := make([]any, max(16, 2*len(r.buf)))
+		grown := make([]T, max(8, 2*len(r.buf)))
 		for i := 0; i < r.n; i++ {
 			grown[i] = r.buf[(r.head+i)%len(r.buf)]
 		}
@@ -156,13 +184,27 @@ func (r *ring) push(v any) {
 	r.n++
 }
 
-func (r *ring) pop() (any, bool) {
+func (r *ring[T]) pop() (v T, ok bool) {
 	if r.n == 0 {
-		return nil, false
+		return v, false
 	}
-	v := r.buf[r.head]
-	r.buf[r.head] = nil
+	var zero T
+	v = r.buf[r.head]
+	r.buf[r.head] = zero
 	r.head = (r.head + 1) % len(r.buf)
 	r.n--
 	return v, true
+}
+
+// at returns the i-th element from the head.
+func (r *ring[T]) at(i int) T { return r.buf[(r.head+i)%len(r.buf)] }
+
+// removeAt removes the i-th element from the head, keeping the order.
+func (r *ring[T]) removeAt(i int) T {
+	v := r.at(i)
+	for j := i; j > 0; j-- {
+		r.buf[(r.head+j)%len(r.buf)] = r.buf[(r.head+j-1)%len(r.buf)]
+	}
+	r.pop()
+	return v
 }

@@ -533,56 +533,29 @@ type ringEntry struct {
 // waitRing is a FIFO of sessions waiting for a worker. Serving the head and
 // putting it back at the tail while it still has calls waiting is what
 // serves sessions in turn.
-type waitRing struct {
-	buf  []ringEntry
-	head int
-	n    int
-}
+type waitRing struct{ ring[ringEntry] }
 
-func (r *waitRing) push(e ringEntry) {
-	if r.n == len(r.buf) {
-		grown := make([]ringEntry, max(4, 2*len(r.buf)))
-		for i := 0; i < r.n; i++ {
-			grown[i] = r.buf[(r.head+i)%len(r.buf)]
-		}
-		r.buf, r.head = grown, 0
-	}
-	r.buf[(r.head+r.n)%len(r.buf)] = e
-	r.n++
-}
-
+// pop takes the head; an emptied ring gives its buffer back, so an idle
+// worker keeps none.
 func (r *waitRing) pop() (ringEntry, bool) {
-	if r.n == 0 {
-		return ringEntry{}, false
+	e, ok := r.ring.pop()
+	if ok && r.n == 0 {
+		r.buf, r.head = nil, 0
 	}
-	e := r.buf[r.head]
-	r.buf[r.head] = ringEntry{}
-	r.head = (r.head + 1) % len(r.buf)
-	r.n--
-	if r.n == 0 {
-		r.buf, r.head = nil, 0 // an idle worker keeps no ring
-	}
-	return e, true
+	return e, ok
 }
 
 // take removes and returns the first entry bound to worker among the first
 // scan entries, else the head.
 func (r *waitRing) take(worker int32, scan int) (ringEntry, bool) {
 	for i := 0; i < r.n && i < scan; i++ {
-		if r.buf[(r.head+i)%len(r.buf)].bound != worker {
-			continue
+		if r.at(i).bound == worker {
+			e := r.removeAt(i)
+			if r.n == 0 {
+				r.buf, r.head = nil, 0
+			}
+			return e, true
 		}
-		e := r.buf[(r.head+i)%len(r.buf)]
-		for j := i; j > 0; j-- { // close the gap, keeping the order
-			r.buf[(r.head+j)%len(r.buf)] = r.buf[(r.head+j-1)%len(r.buf)]
-		}
-		r.buf[r.head] = ringEntry{}
-		r.head = (r.head + 1) % len(r.buf)
-		r.n--
-		if r.n == 0 {
-			r.buf, r.head = nil, 0
-		}
-		return e, true
 	}
 	return r.pop()
 }

@@ -2,7 +2,6 @@ package actors
 
 import (
 	"context"
-	"fmt"
 	"hash/maphash"
 	"strconv"
 	"sync"
@@ -516,6 +515,6 @@ func (rt *Runtime) resolveSession(pid *actor.PID) (actor.Process, bool) {
 			return a.proc, true
 		}
 	}
-	rt.log.Warn().Str("session", pid.Id).Msg(fmt.Sprintf("session %q could not be activated", pid.Id))
+	rt.log.Warn().Str("session", pid.Id).Msg("session actor could not be activated")
 	return nil, false
 }

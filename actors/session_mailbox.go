@@ -1,8 +1,6 @@
 package actors
 
 import (
-	"sync"
-
 	"github.com/asynkron/protoactor-go/actor"
 )
 
@@ -18,15 +16,9 @@ import (
 // afterwards, or still queued then, goes to the session record (orphan), so
 // nothing sent to a session that just left is lost.
 type sessionMailbox struct {
-	rec *sessionRec
-
-	mu        sync.Mutex
-	user      ring
-	system    ring
-	scheduled bool // a turn is pending or running
-	suspended bool
-	detached  bool
-	invoker   actor.MessageInvoker
+	queues
+	rec      *sessionRec
+	detached bool // guarded by mu
 }
 
 var _ actor.Mailbox = (*sessionMailbox)(nil)
@@ -97,9 +89,8 @@ func (m *sessionMailbox) detach() {
 	m.mu.Unlock()
 }
 
-// process runs a turn: system messages first, then user messages unless
-// suspended, until both are empty. Past budget messages (budget > 0) the
-// rest of the turn moves to a goroutine of its own.
+// process runs a turn until both queues are empty. Past budget messages
+// (budget > 0) the rest of the turn moves to a goroutine of its own.
 func (m *sessionMailbox) process(budget int) {
 	for n := 0; ; n++ {
 		if budget > 0 && n == budget {
@@ -111,50 +102,29 @@ func (m *sessionMailbox) process(budget int) {
 			}()
 			return
 		}
-		m.mu.Lock()
-		if msg, ok := m.system.pop(); ok {
-			switch msg.(type) {
-			case *actor.SuspendMailbox:
-				m.suspended = true
-				m.mu.Unlock()
-			case *actor.ResumeMailbox:
-				m.suspended = false
-				m.mu.Unlock()
-			default:
-				m.mu.Unlock()
-				m.invoker.InvokeSystemMessage(msg)
-			}
-			continue
-		}
-		if m.suspended || m.user.n == 0 {
-			m.scheduled = false
-			m.mu.Unlock()
+		msg, system, detached, ok := m.next(&m.detached)
+		switch {
+		case !ok:
 			return
-		}
-		msg, _ := m.user.pop()
-		detached := m.detached
-		m.mu.Unlock()
-		if detached {
+		case system:
+			m.invoker.InvokeSystemMessage(msg)
+		case detached:
 			m.rec.orphan(msg)
-			continue
+		default:
+			m.invokeUser(msg)
 		}
-		m.invokeUser(msg)
 	}
 }
 
 // invokeUser runs the actor on one message. A panic there is a bug in the
 // runtime: the call that caused it is answered (protoactor drops the
 // message), and the panic goes to the actor's supervisor, which restarts
-// the actor with its record intact.
+// the actor with its state intact.
 func (m *sessionMailbox) invokeUser(msg any) {
-	defer func() {
-		if r := recover(); r != nil {
-			if env, ok := msg.(*envelope); ok && env.state.CompareAndSwap(envNew, envDone) {
-				env.refuse(&callError{sentinel: ErrInternal, pool: env.pool.cfg.Name, session: env.call.Session,
-					worker: -1, detail: "session actor panicked", cause: newPanicError(r)})
-			}
-			m.invoker.EscalateFailure(r, msg)
+	m.queues.invokeUser(msg, func(r, msg any) {
+		if env, ok := msg.(*envelope); ok && env.state.CompareAndSwap(envNew, envDone) {
+			env.refuse(&callError{sentinel: ErrInternal, pool: env.pool.cfg.Name, session: env.call.Session,
+				worker: -1, detail: "session actor panicked", cause: newPanicError(r)})
 		}
-	}()
-	m.invoker.InvokeUserMessage(msg)
+	})
 }
