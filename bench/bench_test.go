@@ -17,35 +17,54 @@ import (
 	"github.com/affinity-go/affinity/messages"
 )
 
-// The load of every parallel benchmark: 64 callers, 1,000 sessions, 8
-// workers whose work is a no-op.
-const (
-	callers  = 64
-	sessions = 1000
-	workers  = 8
-)
+// load is the shape of a parallel benchmark: how many goroutines call, how
+// many sessions they spread their calls over, and how many no-op workers
+// serve them.
+type load struct {
+	name                       string
+	callers, sessions, workers int
+}
 
-// runCallers spreads b.N calls over 64 goroutines (RunParallel runs
-// GOMAXPROCS*parallelism of them); each call names a session.
-func runCallers(b *testing.B, call func(session int) error) {
+var loads = []load{
+	{name: "c64-s1k-w8", callers: 64, sessions: 1000, workers: 8},
+	{name: "c256-s100k-w16", callers: 256, sessions: 100_000, workers: 16},
+}
+
+// workers is the pool size of the benchmarks that are not about load.
+const workers = 8
+
+// runCallers spreads b.N calls over l.callers goroutines (RunParallel runs
+// GOMAXPROCS*parallelism of them); each call names a session. It reports
+// the 99th percentile of a sample of the calls' latencies as p99-ns.
+func runCallers(b *testing.B, l load, call func(session int) error) {
 	b.Helper()
 	var next atomic.Int64
-	b.SetParallelism(max(1, callers/testingProcs()))
+	var lat latencies
+	b.SetParallelism(max(1, l.callers/procs()))
 	b.ReportAllocs()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
+		h := new(histogram)
+		defer lat.add(h)
 		i := int(next.Add(1)) * 7919
 		for pb.Next() {
 			i++
-			if err := call(i % sessions); err != nil {
+			var start time.Time
+			if i%sampleEvery == 0 {
+				start = time.Now()
+			}
+			if err := call(i % l.sessions); err != nil {
 				b.Error(err)
 				return
 			}
+			if i%sampleEvery == 0 {
+				h.record(time.Since(start))
+			}
 		}
 	})
+	b.StopTimer()
+	b.ReportMetric(float64(lat.all.quantile(0.99).Nanoseconds()), "p99-ns")
 }
-
-func testingProcs() int { return max(1, int(procs())) }
 
 func noop(_ context.Context, c messages.Call) (any, error) { return c.Payload, nil }
 
@@ -61,43 +80,69 @@ func newAffinity(b *testing.B, mode actors.Affinity, size int) *actors.Runtime {
 	return rt
 }
 
-// BenchmarkParallel compares per-call time under 64 concurrent callers.
+func sessionID(i int) string { return fmt.Sprint("session-", i) }
+
+// BenchmarkParallel compares per-call time and p99 latency under each load:
+// Affinity's hint and strict_queue sessions, sticky channels (the limit for
+// affinity routing), protoactor's consistent-hash router, and a shared
+// channel pool (no affinity at all).
 func BenchmarkParallel(b *testing.B) {
-	for _, mode := range []actors.Affinity{actors.Hint, actors.StrictQueue} {
-		b.Run("affinity/"+mode.String(), func(b *testing.B) {
-			rt := newAffinity(b, mode, workers)
-			ss := make([]*actors.Session, sessions)
-			for i := range ss {
-				ss[i] = rt.Session(fmt.Sprint("session-", i))
+	for _, l := range loads {
+		b.Run(l.name, func(b *testing.B) {
+			for _, mode := range []actors.Affinity{actors.Hint, actors.StrictQueue} {
+				b.Run("affinity/"+mode.String(), func(b *testing.B) { benchAffinity(b, l, mode) })
 			}
-			ctx := context.Background()
-			runCallers(b, func(i int) error {
-				_, err := ss[i].Call(ctx, i)
-				return err
+			b.Run("sticky-channels", func(b *testing.B) {
+				pool := newStickyChannels(l.workers)
+				b.Cleanup(pool.close)
+				runCallers(b, l, func(i int) error {
+					_, err := pool.call(i, i)
+					return err
+				})
+			})
+			b.Run("protoactor-consistent-hash", func(b *testing.B) { benchHashRouter(b, l) })
+			b.Run("channel-pool", func(b *testing.B) {
+				pool := newChannelPool(l.workers)
+				b.Cleanup(pool.close)
+				runCallers(b, l, func(i int) error {
+					_, err := pool.call(i)
+					return err
+				})
 			})
 		})
 	}
-	b.Run("protoactor-consistent-hash", func(b *testing.B) {
-		system := quietSystem()
-		props := router.NewConsistentHashPool(workers, actor.WithProducer(func() actor.Actor { return echo{} }))
-		pid := system.Root.Spawn(props)
-		b.Cleanup(func() { system.Root.Stop(pid); system.Shutdown() })
-		msgs := make([]hashed, sessions)
-		for i := range msgs {
-			msgs[i] = hashed{key: fmt.Sprint("session-", i)}
+}
+
+func benchAffinity(b *testing.B, l load, mode actors.Affinity) {
+	rt := newAffinity(b, mode, l.workers)
+	ss := make([]*actors.Session, l.sessions)
+	ctx := context.Background()
+	for i := range ss {
+		ss[i] = rt.Session(sessionID(i))
+		// Steady state: each session's actor is activated and bound before
+		// the clock starts, as it is after a session's first call.
+		if _, err := ss[i].Call(ctx, i); err != nil {
+			b.Fatal(err)
 		}
-		runCallers(b, func(i int) error {
-			_, err := system.Root.RequestFuture(pid, &msgs[i], 10*time.Second).Result()
-			return err
-		})
+	}
+	runCallers(b, l, func(i int) error {
+		_, err := ss[i].Call(ctx, i)
+		return err
 	})
-	b.Run("channel-pool", func(b *testing.B) {
-		pool := newChannelPool(workers)
-		b.Cleanup(pool.close)
-		runCallers(b, func(i int) error {
-			_, err := pool.call(i)
-			return err
-		})
+}
+
+func benchHashRouter(b *testing.B, l load) {
+	system := quietSystem()
+	props := router.NewConsistentHashPool(l.workers, actor.WithProducer(func() actor.Actor { return echo{} }))
+	pid := system.Root.Spawn(props)
+	b.Cleanup(func() { system.Root.Stop(pid); system.Shutdown() })
+	msgs := make([]hashed, l.sessions)
+	for i := range msgs {
+		msgs[i] = hashed{key: sessionID(i)}
+	}
+	runCallers(b, l, func(i int) error {
+		_, err := system.Root.RequestFuture(pid, &msgs[i], 10*time.Second).Result()
+		return err
 	})
 }
 
@@ -187,5 +232,45 @@ func (p *channelPool) call(payload any) (any, error) {
 
 func (p *channelPool) close() {
 	close(p.reqs)
+	p.wg.Wait()
+}
+
+// stickyChannels is the limit for affinity routing: one channel per worker,
+// each session hashed to its worker, answers on pooled reply channels.
+type stickyChannels struct {
+	reqs []chan chanReq
+	wg   sync.WaitGroup
+}
+
+func newStickyChannels(n int) *stickyChannels {
+	p := &stickyChannels{reqs: make([]chan chanReq, n)}
+	for i := range p.reqs {
+		p.reqs[i] = make(chan chanReq, stickyBuffer)
+		p.wg.Add(1)
+		go func(reqs <-chan chanReq) {
+			defer p.wg.Done()
+			for r := range reqs {
+				r.reply <- r.payload
+			}
+		}(p.reqs[i])
+	}
+	return p
+}
+
+// stickyBuffer lets callers queue at a busy worker, as a worker's mailbox does.
+const stickyBuffer = 64
+
+func (p *stickyChannels) call(session int, payload any) (any, error) {
+	reply := replies.Get().(chan any)
+	p.reqs[session%len(p.reqs)] <- chanReq{payload: payload, reply: reply}
+	v := <-reply
+	replies.Put(reply)
+	return v, nil
+}
+
+func (p *stickyChannels) close() {
+	for _, c := range p.reqs {
+		close(c)
+	}
 	p.wg.Wait()
 }

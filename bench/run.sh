@@ -44,5 +44,5 @@ echo "== benchstat"
 (cd "$(dirname "$out")" && go run "$BENCHSTAT" "$(basename "$out")")
 echo
 
-echo "== targets (medians of $COUNT runs)"
+echo "== latency and targets (medians of $COUNT runs)"
 go run ./bench/ratios "$out"

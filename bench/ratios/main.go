@@ -16,18 +16,30 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Benchmark names as ./bench defines them, without the GOMAXPROCS suffix.
 const (
-	hint       = "BenchmarkParallel/affinity/hint"
-	strict     = "BenchmarkParallel/affinity/strict_queue"
-	hashRouter = "BenchmarkParallel/protoactor-consistent-hash"
-	chanPool   = "BenchmarkParallel/channel-pool"
-	seqAff     = "BenchmarkSequential/affinity"
-	seqFuture  = "BenchmarkSequential/protoactor-request-future"
-	idle       = "BenchmarkIdleSessions"
+	parallel    = "BenchmarkParallel/"
+	hint        = "/affinity/hint"
+	strict      = "/affinity/strict_queue"
+	sticky      = "/sticky-channels"
+	hashRouter  = "/protoactor-consistent-hash"
+	chanPool    = "/channel-pool"
+	actorTrip   = "BenchmarkActorRoundTrip/affinity-session"
+	seqFuture   = "BenchmarkSequential/protoactor-request-future"
+	idle        = "BenchmarkIdleSessions"
+	smallLoad   = "c64-s1k-w8"
+	largeLoad   = "c256-s100k-w16"
+	p99Unit     = "p99-ns"
+	nsUnit      = "ns/op"
+	allocsUnit  = "allocs/op"
+	sessionUnit = "B/session"
 )
+
+// contenders of the parallel benchmarks, in the order of the latency table.
+var contenders = []string{hint, strict, sticky, hashRouter, chanPool}
 
 // target is one figure and its bound.
 type target struct {
@@ -39,14 +51,23 @@ type target struct {
 	decimals int
 }
 
-var targets = []target{
-	{label: "(a) consistent-hash router / affinity hint (ns/op)", value: ratio(hashRouter, hint, "ns/op"), unit: "x", atLeast: true, bound: 3, decimals: 2},
-	{label: "(a) consistent-hash router / affinity strict_queue (ns/op)", value: ratio(hashRouter, strict, "ns/op"), unit: "x", atLeast: true, bound: 3, decimals: 2},
-	{label: "(b) affinity hint / channel pool (ns/op)", value: ratio(hint, chanPool, "ns/op"), unit: "x", bound: 3, decimals: 2},
-	{label: "(b) affinity strict_queue / channel pool (ns/op)", value: ratio(strict, chanPool, "ns/op"), unit: "x", bound: 3, decimals: 2},
-	{label: "(c) affinity sequential / RequestFuture sequential (ns/op)", value: ratio(seqAff, seqFuture, "ns/op"), unit: "x", bound: 0.5, decimals: 2},
-	{label: "(d) allocs per affinity hint call", value: single(hint, "allocs/op"), unit: " allocs/op", bound: 2, decimals: 0},
-	{label: "(e) heap per idle bound session", value: single(idle, "B/session"), unit: " B/session", bound: 512, decimals: 1},
+var targets = buildTargets()
+
+func buildTargets() []target {
+	var ts []target
+	for _, load := range []string{smallLoad, largeLoad} {
+		for _, mode := range []string{hint, strict} {
+			name := parallel + load + mode
+			ts = append(ts,
+				target{label: load + mode + " / sticky channels", value: ratio(name, parallel+load+sticky, nsUnit), unit: "x", bound: 1.3, decimals: 2},
+				target{label: load + " consistent-hash router / " + mode[1:], value: ratio(parallel+load+hashRouter, name, nsUnit), unit: "x", atLeast: true, bound: 2.5, decimals: 2})
+		}
+	}
+	return append(ts,
+		target{label: "actor round trip via a session / RequestFuture", value: ratio(actorTrip, seqFuture, nsUnit), unit: "x", bound: 0.5, decimals: 2},
+		target{label: "allocs per hint call (" + smallLoad + ")", value: single(parallel+smallLoad+hint, allocsUnit), unit: " allocs/op", bound: 2, decimals: 0},
+		target{label: "heap per idle bound session", value: single(idle, sessionUnit), unit: " B/session", bound: 512, decimals: 1},
+	)
 }
 
 // medians maps benchmark name, then unit, to the median of its values.
@@ -131,7 +152,7 @@ func report(w io.Writer, m medians) (allMet bool) {
 		v, ok := t.value(m)
 		if !ok {
 			allMet = false
-			fmt.Fprintf(w, "%-62s %16s   %-24s MISSING\n", t.label, "n/a", goal)
+			fmt.Fprintf(w, "%-56s %16s   %-24s MISSING\n", t.label, "n/a", goal)
 			continue
 		}
 		met := v <= t.bound
@@ -142,9 +163,29 @@ func report(w io.Writer, m medians) (allMet bool) {
 		if !met {
 			verdict, allMet = "MISS", false
 		}
-		fmt.Fprintf(w, "%-62s %16s   %-24s %s\n", t.label, strconv.FormatFloat(v, 'f', t.decimals, 64)+t.unit, goal, verdict)
+		fmt.Fprintf(w, "%-56s %16s   %-24s %s\n", t.label, strconv.FormatFloat(v, 'f', t.decimals, 64)+t.unit, goal, verdict)
 	}
 	return allMet
+}
+
+// table writes the parallel benchmarks' mean time per call next to their
+// p99 latency, one row per load and contender.
+func table(w io.Writer, m medians) {
+	fmt.Fprintf(w, "%-16s %-28s %10s %12s\n", "load", "contender", "ns/op", "p99")
+	for _, load := range []string{smallLoad, largeLoad} {
+		for _, c := range contenders {
+			name := parallel + load + c
+			ns, ok := m[name][nsUnit]
+			if !ok {
+				continue
+			}
+			p99 := "n/a"
+			if v, ok := m[name][p99Unit]; ok {
+				p99 = time.Duration(v).String()
+			}
+			fmt.Fprintf(w, "%-16s %-28s %10.0f %12s\n", load, c[1:], ns, p99)
+		}
+	}
 }
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -165,6 +206,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 2
 	}
+	table(stdout, m)
+	fmt.Fprintln(stdout)
 	if !report(stdout, m) {
 		return 1
 	}

@@ -12,41 +12,66 @@ import (
 )
 
 const sample = `goos: linux
-BenchmarkParallel/affinity/hint-8                	 1000	  300 ns/op	  64 B/op	  2 allocs/op
-BenchmarkParallel/affinity/hint-8                	 1000	  100 ns/op	  64 B/op	  2 allocs/op
-BenchmarkParallel/affinity/hint-8                	 1000	  200 ns/op	  64 B/op	  3 allocs/op
-BenchmarkParallel/affinity/strict_queue-8        	 1000	  400 ns/op	  64 B/op	  2 allocs/op
-BenchmarkParallel/protoactor-consistent-hash-8   	 1000	 1000 ns/op	 500 B/op	 10 allocs/op
-BenchmarkParallel/channel-pool-8                 	 1000	  100 ns/op	   0 B/op	  0 allocs/op
-BenchmarkSequential/affinity-8                   	 1000	  900 ns/op
-BenchmarkSequential/protoactor-request-future-8  	 1000	 2000 ns/op
-BenchmarkSequential/protoactor-request-future-8  	 1000	 2200 ns/op
-BenchmarkIdleSessions-8                          	    5	 2e+08 ns/op	  183.5 B/session
+BenchmarkParallel/c64-s1k-w8/affinity/hint-8                  1000   300 ns/op  9000 p99-ns  64 B/op  2 allocs/op
+BenchmarkParallel/c64-s1k-w8/affinity/hint-8                  1000   100 ns/op  7000 p99-ns  64 B/op  2 allocs/op
+BenchmarkParallel/c64-s1k-w8/affinity/hint-8                  1000   200 ns/op  8000 p99-ns  64 B/op  3 allocs/op
+BenchmarkParallel/c64-s1k-w8/affinity/strict_queue-8          1000   400 ns/op  8000 p99-ns  64 B/op  2 allocs/op
+BenchmarkParallel/c64-s1k-w8/sticky-channels-8                1000   160 ns/op  5000 p99-ns   0 B/op  0 allocs/op
+BenchmarkParallel/c64-s1k-w8/protoactor-consistent-hash-8     1000  1000 ns/op 20000 p99-ns 500 B/op 10 allocs/op
+BenchmarkParallel/c64-s1k-w8/channel-pool-8                   1000   100 ns/op  4000 p99-ns   0 B/op  0 allocs/op
+BenchmarkParallel/c256-s100k-w16/affinity/hint-8              1000   200 ns/op  9000 p99-ns
+BenchmarkParallel/c256-s100k-w16/affinity/strict_queue-8      1000   200 ns/op  9000 p99-ns
+BenchmarkParallel/c256-s100k-w16/sticky-channels-8            1000   100 ns/op  6000 p99-ns
+BenchmarkParallel/c256-s100k-w16/protoactor-consistent-hash-8 1000   900 ns/op 30000 p99-ns
+BenchmarkActorRoundTrip/affinity-session-8                    1000   900 ns/op
+BenchmarkSequential/protoactor-request-future-8               1000  2000 ns/op
+BenchmarkSequential/protoactor-request-future-8               1000  2200 ns/op
+BenchmarkIdleSessions-8                                          5 2e+08 ns/op  1100 B/live-session  183.5 B/session
 PASS
 `
+
+const hintSmall = parallel + smallLoad + hint
 
 func TestParseMedians(t *testing.T) {
 	m, err := parse(strings.NewReader(sample))
 	require.NoError(t, err)
-	assert.Equal(t, 200.0, m[hint]["ns/op"], "median of three, GOMAXPROCS suffix dropped")
-	assert.Equal(t, 2.0, m[hint]["allocs/op"])
-	assert.Equal(t, 2100.0, m[seqFuture]["ns/op"], "median of two is their mean")
-	assert.Equal(t, 183.5, m[idle]["B/session"])
+	assert.Equal(t, 200.0, m[hintSmall][nsUnit], "median of three, GOMAXPROCS suffix dropped")
+	assert.Equal(t, 8000.0, m[hintSmall][p99Unit])
+	assert.Equal(t, 2.0, m[hintSmall][allocsUnit])
+	assert.Equal(t, 2100.0, m[seqFuture][nsUnit], "median of two is their mean")
+	assert.Equal(t, 183.5, m[idle][sessionUnit])
 }
 
 func TestReport(t *testing.T) {
 	m, err := parse(strings.NewReader(sample))
 	require.NoError(t, err)
 	var out bytes.Buffer
-	assert.False(t, report(&out, m), "strict_queue misses the 3x router target")
+	assert.False(t, report(&out, m), "strict_queue misses its targets")
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	require.Len(t, lines, len(targets))
-	for i, want := range []string{"5.00x", "2.50x", "2.00x", "4.00x", "0.43x", "2 allocs/op", "183.5 B/session"} {
-		assert.Contains(t, lines[i], want)
+	want := []struct{ figure, verdict string }{
+		{"1.25x", "PASS"}, {"5.00x", "PASS"}, // small load, hint
+		{"2.50x", "MISS"}, {"2.50x", "PASS"}, // small load, strict_queue
+		{"2.00x", "MISS"}, {"4.50x", "PASS"}, // large load, hint
+		{"2.00x", "MISS"}, {"4.50x", "PASS"}, // large load, strict_queue
+		{"0.43x", "PASS"}, {"2 allocs/op", "PASS"}, {"183.5 B/session", "PASS"},
 	}
-	for i, verdict := range []string{"PASS", "MISS", "PASS", "MISS", "PASS", "PASS", "PASS"} {
-		assert.True(t, strings.HasSuffix(lines[i], verdict), "line %q", lines[i])
+	require.Len(t, want, len(targets))
+	for i, w := range want {
+		assert.Contains(t, lines[i], w.figure, "line %q", lines[i])
+		assert.True(t, strings.HasSuffix(lines[i], w.verdict), "line %q", lines[i])
 	}
+}
+
+func TestTable(t *testing.T) {
+	m, err := parse(strings.NewReader(sample))
+	require.NoError(t, err)
+	var out bytes.Buffer
+	table(&out, m)
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	require.Len(t, lines, 1+5+4, "a header, five contenders of the small load, four of the large")
+	assert.Regexp(t, `c64-s1k-w8\s+affinity/hint\s+200\s+8µs`, lines[1])
+	assert.Regexp(t, `c256-s100k-w16\s+protoactor-consistent-hash\s+900\s+30µs`, lines[9])
 }
 
 func TestRunMissingBenchmark(t *testing.T) {
