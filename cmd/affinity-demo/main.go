@@ -46,6 +46,14 @@ type options struct {
 
 func main() {
 	var o options
+	// Named here: under `go run`, os.Args[0] is a path in the build cache.
+	flag.CommandLine.Init("affinity-demo", flag.ExitOnError)
+	flag.Usage = func() {
+		out := flag.CommandLine.Output()
+		fmt.Fprintln(out, "usage: affinity-demo [flags]")
+		fmt.Fprintln(out, "Runs one workload of stateful workers once per affinity mode and prints what each mode costs.")
+		flag.PrintDefaults()
+	}
 	flag.IntVar(&o.sessions, "sessions", 200, "number of sessions")
 	flag.IntVar(&o.callers, "callers", 32, "concurrent callers")
 	flag.IntVar(&o.workers, "workers", 4, "workers in the pool")
