@@ -1,228 +1,196 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/eventstream"
 
 	"github.com/affinity-go/affinity/actors"
 	"github.com/affinity-go/affinity/messages"
 )
 
-// client is the application's actor. It talks to sessions only with
-// ctx.Request and reacts to their replies in Receive; each step of the
-// walkthrough starts when the previous one has had all its replies.
+// client is the application's actor. It reaches sessions only by sending
+// messages to their PIDs (ctx.Request) and reacts to the replies in
+// Receive, so it never blocks. Each step sends its requests and registers a
+// handler per Tag; once a step has no reply, stream or event outstanding,
+// the client sends itself nextStep and the following step begins.
 type client struct {
 	rt   *actors.Runtime
-	done chan<- error
+	done chan<- clientResult
 
+	steps    []step
 	tag      uint64
-	handlers map[uint64]func(actor.Context, *messages.CallReply) error
-	steps    []func(actor.Context) error
+	pending  map[uint64]replyHandler // calls in flight, by Tag
+	inStep   bool                    // a step has started and not yet completed
+	finished bool
+	sub      *eventstream.Subscription
 
-	// state the steps share
-	count   map[string]int // notes per session, as the workers reported them
-	worker  map[string]int // the worker each session is bound to
-	release chan struct{}  // lets the held call of step 2 finish
-	items   []any          // step 4's stream
+	count        map[string]int            // each session's counter, as its worker reported it
+	where        map[string]where          // the worker incarnation each session's state lives on
+	restarts     map[int]uint64            // newest incarnation seen in a WorkerRestarted event
+	release      chan struct{}             // closed to let step 3's held call finish
+	onBusy       func(actor.Context) error // step 3's continuation once the held call runs
+	awaitRestart *where                    // step 4 waits for a newer incarnation of this worker
+	stream       *streamState
+	docLen       int
 }
 
-// holdStarted is what the held call sends the client once it runs.
-type holdStarted struct{}
+type (
+	replyHandler func(actor.Context, *messages.CallReply) error
+	step         struct {
+		title string
+		run   func(actor.Context)
+	}
+	// where is a worker incarnation: state lives in one and dies with it.
+	where struct {
+		worker int
+		inc    uint64
+	}
+	streamState struct {
+		tag   uint64
+		items []any
+	}
+	// clientResult tells main how the walkthrough ended, and alice's count
+	// for step 7 (main never reads the actor's fields).
+	clientResult struct {
+		err   error
+		alice int
+	}
+	nextStep    struct{} // the client to itself: the current step is complete
+	holdStarted struct{} // the held call, from its worker: it is running now
+)
+
+func newClient(rt *actors.Runtime, done chan<- clientResult) *client {
+	c := &client{rt: rt, done: done, pending: map[uint64]replyHandler{},
+		count: map[string]int{}, where: map[string]where{}, restarts: map[int]uint64{}}
+	c.steps = []step{
+		{"2. Calls in flight: the client sends 3 counts each to alice and bob with ctx.Request, without waiting", c.inFlight},
+		{"3. strict_fail_fast on a busy worker: alice's worker is held by a call that waits for the client", c.failFast},
+		{"4. A worker panics: bob's counter dies with it, and strict calls refuse to pretend otherwise", c.crash},
+		{"5. A streaming call: items arrive as StreamItem messages, then exactly one StreamEnd", c.streaming},
+		{"6. A ref: an object in one worker incarnation, reached with CallRequest.Ref", c.ref},
+	}
+	return c
+}
 
 func (c *client) Receive(ctx actor.Context) {
-	var err error
-	switch m := ctx.Message().(type) {
-	case *actor.Started:
-		c.handlers = map[uint64]func(actor.Context, *messages.CallReply) error{}
-		c.count, c.worker = map[string]int{}, map[string]int{}
-		c.steps = []func(actor.Context) error{c.inFlight, c.failFast, c.crash, c.stream, c.refs}
-		err = c.next(ctx)
-	case *messages.CallReply:
-		err = c.reply(ctx, m)
-	case holdStarted:
-		err = c.busyNow(ctx)
-	case *messages.StreamItem:
-		c.items = append(c.items, m.Item)
-	case *messages.StreamEnd:
-		err = c.streamEnd(ctx, m)
+	if _, ok := ctx.Message().(*actor.Stopped); ok {
+		ctx.ActorSystem().EventStream.Unsubscribe(c.sub) // no more events for a stopped actor
+		return
 	}
-	if err != nil {
+	if c.finished {
+		return // a failed walkthrough ignores whatever was still on its way
+	}
+	if err := c.handle(ctx); err != nil {
 		c.finish(ctx, err)
+		return
 	}
+	c.maybeNext(ctx)
 }
 
-// request sends one CallRequest to a session by id and registers what to
-// do with its reply.
-func (c *client) request(ctx actor.Context, session string, req *messages.CallRequest, then func(actor.Context, *messages.CallReply) error) {
+func (c *client) handle(ctx actor.Context) error {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		c.subscribe(ctx)
+		ctx.Send(ctx.Self(), nextStep{})
+	case nextStep:
+		c.next(ctx)
+	case *messages.CallReply:
+		return c.reply(ctx, m)
+	case holdStarted:
+		if c.onBusy == nil {
+			return unexpected("a held call started outside step 3")
+		}
+		return c.onBusy(ctx)
+	case messages.WorkerRestarted:
+		return c.workerRestarted(ctx, m)
+	case *messages.StreamItem:
+		return c.streamItem(m)
+	case *messages.StreamEnd:
+		return c.streamEnd(m)
+	}
+	return nil
+}
+
+// subscribe forwards the runtime's WorkerRestarted events (published on the
+// actor system's event stream with Config.PublishEvents) to this actor's
+// mailbox: the handler runs on the publisher's goroutine, so it only sends.
+func (c *client) subscribe(ctx actor.Context) {
+	self, root := ctx.Self(), ctx.ActorSystem().Root
+	c.sub = ctx.ActorSystem().EventStream.SubscribeWithPredicate(
+		func(ev any) { root.Send(self, ev) },
+		func(ev any) bool { _, ok := ev.(messages.WorkerRestarted); return ok })
+}
+
+// call sends one tagged request to a session by id and registers what to do
+// with its reply. The PID names the session, not an activation: it is valid
+// before the session's first call and after the session passivated.
+func (c *client) call(ctx actor.Context, session string, req *messages.CallRequest, then replyHandler) uint64 {
 	c.tag++
 	req.Tag = c.tag
-	c.handlers[req.Tag] = then
+	c.pending[req.Tag] = then
 	ctx.Request(c.rt.SessionPID(session), req)
+	return req.Tag
 }
 
 func (c *client) reply(ctx actor.Context, r *messages.CallReply) error {
-	then, ok := c.handlers[r.Tag]
+	then, ok := c.pending[r.Tag]
 	if !ok {
 		return fmt.Errorf("reply with unknown tag %d", r.Tag)
 	}
-	delete(c.handlers, r.Tag)
-	if err := then(ctx, r); err != nil {
-		return err
-	}
-	if len(c.handlers) == 0 && c.items == nil {
-		return c.next(ctx)
-	}
-	return nil
+	delete(c.pending, r.Tag)
+	return then(ctx, r)
 }
 
-func (c *client) next(ctx actor.Context) error {
+// maybeNext ends the current step once nothing it started is outstanding:
+// no reply, no stream, no awaited event. The client tells itself so with a
+// message rather than starting the next step inside this one's handler.
+func (c *client) maybeNext(ctx actor.Context) {
+	if !c.inStep || c.finished || len(c.pending) > 0 || c.stream != nil || c.awaitRestart != nil {
+		return
+	}
+	c.inStep = false
+	ctx.Send(ctx.Self(), nextStep{})
+}
+
+func (c *client) next(ctx actor.Context) {
 	if len(c.steps) == 0 {
 		c.finish(ctx, nil)
-		return nil
+		return
 	}
-	step := c.steps[0]
-	c.steps = c.steps[1:]
-	return step(ctx)
+	s := c.steps[0]
+	c.steps, c.inStep = c.steps[1:], true
+	fmt.Printf("\n%s\n", s.title)
+	s.run(ctx)
 }
 
+// finish reports the outcome once and stops the actor. A held call is let go
+// first, so a failure cannot leave a worker blocked.
 func (c *client) finish(ctx actor.Context, err error) {
-	c.done <- err
+	c.finished = true
+	if c.release != nil {
+		close(c.release)
+		c.release = nil
+	}
+	c.done <- clientResult{err: err, alice: c.count["alice"]}
 	ctx.Stop(ctx.Self())
 }
 
-// Step 1: six calls in flight at once. Each session's calls run in order on
-// the worker its first call bound it to.
-func (c *client) inFlight(ctx actor.Context) error {
-	fmt.Println("\n1. The client sends 3 notes each to alice and bob without waiting (ctx.Request):")
-	for i := 1; i <= 3; i++ {
-		for _, s := range []string{"alice", "bob"} {
-			c.request(ctx, s, &messages.CallRequest{Payload: note{fmt.Sprintf("%s-%d", s, i)}}, c.noted(s))
-		}
-	}
-	return nil
-}
-
-// noted checks a note's reply: one more note, on the session's worker.
-func (c *client) noted(session string) func(actor.Context, *messages.CallReply) error {
+// counted checks a count reply: one more than before, on the incarnation
+// holding the session's counter (strict_queue never runs it elsewhere).
+func (c *client) counted(session, why string) replyHandler {
 	return func(_ actor.Context, r *messages.CallReply) error {
 		if r.Err != nil {
-			return r.Err
+			return fmt.Errorf("%s: %w", session, r.Err)
 		}
-		n := r.Value.(int)
-		bound, seen := c.worker[session]
-		if err := expect(n == c.count[session]+1 && (!seen || bound == r.Worker),
-			"%s: note %d on worker %d", session, n, r.Worker); err != nil {
-			return err
+		n, _ := r.Value.(int)
+		at := where{r.Worker, r.Incarnation}
+		if prev, seen := c.where[session]; n != c.count[session]+1 || (seen && prev != at) {
+			return unexpected("%s: count %d on worker %d incarnation %d, after count %d on %+v", session, n, r.Worker, r.Incarnation, c.count[session], prev)
 		}
-		c.count[session], c.worker[session] = n, r.Worker
-		say(fmt.Sprintf("%s <- CallReply #%d", session, r.Tag),
-			"note %d, worker %d incarnation %d: strict_queue keeps the session on its worker, in order", n, r.Worker, r.Incarnation)
+		c.count[session], c.where[session] = n, at
+		say(fmt.Sprintf("%s <- CallReply tag %d", session, r.Tag), "count %d on worker %d, incarnation %d: %s", n, r.Worker, r.Incarnation, why)
 		return nil
 	}
-}
-
-// Step 2: strict_fail_fast does not wait for a busy worker.
-func (c *client) failFast(ctx actor.Context) error {
-	fmt.Println("\n2. alice's worker is held busy; a strict_fail_fast call fails at once instead of waiting:")
-	c.release = make(chan struct{})
-	self, root := ctx.Self(), ctx.ActorSystem().Root
-	started := func() { root.Send(self, holdStarted{}) } // runs on the worker
-	c.request(ctx, "alice", &messages.CallRequest{Payload: hold{started: started, release: c.release}},
-		func(_ actor.Context, r *messages.CallReply) error {
-			say("alice <- CallReply (hold)", "%v after the client released it", r.Value)
-			return r.Err
-		})
-	return nil
-}
-
-func (c *client) busyNow(ctx actor.Context) error {
-	req := &messages.CallRequest{Affinity: messages.StrictFailFast, Payload: note{"urgent"}}
-	c.request(ctx, "alice", req, func(_ actor.Context, r *messages.CallReply) error {
-		if err := expect(errors.Is(r.Err, actors.ErrWorkerBusy), "fail-fast call: %v", r.Err); err != nil {
-			return err
-		}
-		say("alice <- CallReply (fail fast)", "%v: errors.Is(err, ErrWorkerBusy)", r.Err)
-		close(c.release) // never blocks: the held call may finish now
-		return nil
-	})
-	return nil
-}
-
-// Step 3: a worker panic, then what each mode does with the lost state.
-func (c *client) crash(ctx actor.Context) error {
-	fmt.Println("\n3. bob's worker panics; its state is gone, and each mode says so in its own way:")
-	c.request(ctx, "bob", &messages.CallRequest{Payload: crash{}}, func(ctx actor.Context, r *messages.CallReply) error {
-		var pe *actors.PanicError
-		if err := expect(errors.Is(r.Err, actors.ErrWorkerFailed) && errors.As(r.Err, &pe), "crash: %v", r.Err); err != nil {
-			return err
-		}
-		say("bob <- CallReply (crash)", "ErrWorkerFailed; errors.As gives the panic %q and its stack", fmt.Sprint(pe.Value))
-		c.request(ctx, "bob", &messages.CallRequest{Payload: note{"bob-4"}}, c.strictAfterCrash)
-		return nil
-	})
-	return nil
-}
-
-func (c *client) strictAfterCrash(ctx actor.Context, r *messages.CallReply) error {
-	if err := expect(errors.Is(r.Err, actors.ErrSessionWorkerUnavailable), "strict call after crash: %v", r.Err); err != nil {
-		return err
-	}
-	say("bob <- CallReply (strict_queue)", "ErrSessionWorkerUnavailable: never run silently on a fresh worker")
-	req := &messages.CallRequest{Affinity: messages.Hint, Payload: note{"bob-again"}}
-	c.request(ctx, "bob", req, func(_ actor.Context, r *messages.CallReply) error {
-		if err := expect(r.Err == nil && r.Value == 1, "hint call after crash: %v %v", r.Value, r.Err); err != nil {
-			return err
-		}
-		c.count["bob"], c.worker["bob"] = 1, r.Worker
-		say("bob <- CallReply (hint)", "note 1 on worker %d incarnation %d: hint rebinds and starts afresh", r.Worker, r.Incarnation)
-		return nil
-	})
-	return nil
-}
-
-// Step 4: a streaming call delivers items as messages, then an end message.
-func (c *client) stream(ctx actor.Context) error {
-	fmt.Println("\n4. A streaming call: each item is a StreamItem message, then one StreamEnd:")
-	c.items = []any{}
-	c.tag++
-	ctx.Request(c.rt.SessionPID("alice"), &messages.StreamRequest{Tag: c.tag})
-	return nil
-}
-
-func (c *client) streamEnd(ctx actor.Context, end *messages.StreamEnd) error {
-	items := c.items
-	c.items = nil
-	if err := expect(end.Err == nil && end.Items == uint64(c.count["alice"]) && len(items) == c.count["alice"],
-		"stream: %d items, end %+v", len(items), end); err != nil {
-		return err
-	}
-	say("alice <- StreamItem x"+fmt.Sprint(len(items)), "%s", joined(items))
-	say("alice <- StreamEnd", "Err %v, Items %d", end.Err, end.Items)
-	return c.next(ctx)
-}
-
-// Step 5: a ref reaches the one worker incarnation holding its object.
-func (c *client) refs(ctx actor.Context) error {
-	fmt.Println("\n5. A ref: an object in one worker incarnation, reached by CallRequest.Ref:")
-	c.request(ctx, "alice", &messages.CallRequest{Payload: openDoc{"diary"}}, func(ctx actor.Context, r *messages.CallReply) error {
-		if r.Err != nil {
-			return r.Err
-		}
-		ref := r.Value.(messages.Ref)
-		say("alice <- CallReply (openDoc)", "ref %q on worker %d incarnation %d", ref.Key, ref.Worker, ref.Incarnation)
-		for i := 1; i <= 2; i++ {
-			c.request(ctx, "alice", &messages.CallRequest{Ref: &ref, Payload: note{fmt.Sprint("entry ", i)}},
-				func(_ actor.Context, r *messages.CallReply) error {
-					if err := expect(r.Err == nil && r.Worker == ref.Worker, "ref call: %v on %d", r.Err, r.Worker); err != nil {
-						return err
-					}
-					say("alice <- CallReply (ref)", "diary has %v entries, on worker %d: where the ref lives", r.Value, r.Worker)
-					return nil
-				})
-		}
-		return nil
-	})
-	return nil
 }

@@ -1,10 +1,14 @@
 // Command actor_app is a protoactor application whose actors use Affinity
-// sessions only through messages: a client actor sends requests to session
-// PIDs with ctx.Request and handles the replies in its own Receive, so it
-// never blocks. It walks through what a session does with each call and
-// prints why.
+// sessions only through messages: a client actor sends tagged requests to
+// session PIDs with ctx.Request and handles the replies in its own Receive,
+// so it never blocks (it never calls Session.Call). It walks through what a
+// session does with each call and prints why, checking every outcome: the
+// command exits 1 if one differs from what it explains.
 //
 //	go run ./examples/actor_app
+//
+// Files: worker.go is the user code a pool runs, client.go the client actor,
+// steps.go what the client does step by step.
 package main
 
 import (
@@ -12,7 +16,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -21,70 +24,7 @@ import (
 	"github.com/affinity-go/affinity/messages"
 )
 
-// Requests the notebook worker understands.
-type (
-	note    struct{ text string } // append to the session's notes
-	crash   struct{}              // panic: the worker is tainted and restarted
-	openDoc struct{ key string }  // create a document, return a ref to it
-	// hold keeps the worker busy: it calls started, then waits for release.
-	hold struct {
-		started func()
-		release <-chan struct{}
-	}
-)
-
-// notebook keeps notes per session and documents reachable by refs: state
-// that lives in this worker incarnation's memory only.
-type notebook struct {
-	notes map[string][]string
-	docs  map[string][]string
-}
-
-func newNotebook(context.Context, actors.WorkerInfo) (actors.Worker, error) {
-	return &notebook{notes: map[string][]string{}, docs: map[string][]string{}}, nil
-}
-
-func (n *notebook) Handle(ctx context.Context, c messages.Call) (any, error) {
-	if c.Ref != nil {
-		text := c.Payload.(note).text
-		n.docs[c.Ref.Key] = append(n.docs[c.Ref.Key], text)
-		return len(n.docs[c.Ref.Key]), nil
-	}
-	switch p := c.Payload.(type) {
-	case note:
-		n.notes[c.Session] = append(n.notes[c.Session], p.text)
-		return len(n.notes[c.Session]), nil
-	case hold:
-		p.started()
-		select {
-		case <-p.release:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-		return "held", nil
-	case crash:
-		panic("notebook corrupted")
-	case openDoc:
-		n.docs[p.key] = nil
-		return c.NewRef(p.key), nil
-	}
-	return nil, fmt.Errorf("unknown request %T", c.Payload)
-}
-
-// HandleStream sends the session's notes, one item each.
-func (n *notebook) HandleStream(_ context.Context, c messages.Call, send func(any) error) error {
-	for _, text := range n.notes[c.Session] {
-		if err := send(text); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// ReleaseSession drops a session's notes when the session ends.
-func (n *notebook) ReleaseSession(_ context.Context, session string, _ messages.CleanupSource) {
-	delete(n.notes, session)
-}
+const pool = "counters"
 
 func main() {
 	if err := run(); err != nil {
@@ -94,66 +34,93 @@ func main() {
 }
 
 func run() error {
-	ctx := context.Background()
-	rt, err := actors.Start(actors.Config{Pools: []actors.PoolConfig{{
-		Name: "notebooks", Size: 2, Affinity: actors.StrictQueue, NewWorker: newNotebook,
-	}}})
+	rt, err := start()
 	if err != nil {
 		return err
 	}
-	defer func() { _ = rt.Shutdown(ctx) }()
-
-	fmt.Println("A strict_queue pool of 2 notebook workers; every session is an actor with a PID.")
-	system := rt.ActorSystem()
-	done := make(chan error, 1)
-	client := &client{rt: rt, done: done}
-	system.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return client }))
-	select {
-	case err := <-done:
-		if err != nil {
-			return err
-		}
-	case <-time.After(30 * time.Second):
-		return errors.New("the client actor did not finish within 30s")
-	}
-	return fromOutside(rt)
+	runErr := walkthrough(rt)
+	return errors.Join(runErr, shutdown(rt)) // shut down even after a failure
 }
 
-// fromOutside shows that code which is not an actor can use the same
-// messages, blocking on RequestFuture.
-func fromOutside(rt *actors.Runtime) error {
-	fmt.Println("\n6. Outside any actor, RequestFuture works with the same messages:")
-	res, err := rt.ActorSystem().Root.RequestFuture(rt.SessionPID("carol"),
-		&messages.CallRequest{Payload: note{"from main"}}, 5*time.Second).Result()
+// Step 1: a runtime with one strict_queue pool, and the client actor spawned
+// in the runtime's own actor system (where the session actors live).
+func start() (*actors.Runtime, error) {
+	fmt.Println("1. Start a runtime: pool", pool, "has 2 workers in strict_queue mode, each keeping a counter per session")
+	rt, err := actors.Start(actors.Config{
+		Pools: []actors.PoolConfig{{Name: pool, Size: 2, Affinity: actors.StrictQueue, NewWorker: newCounter}},
+		// Events also go to the actor system's event stream, where the client
+		// actor learns that a worker restarted (step 4) without polling.
+		PublishEvents: true,
+	})
 	if err != nil {
-		return err
+		return nil, err // a bad config wraps actors.ErrInvalidConfig
+	}
+	say("actors.Start", "ready; rt.ActorSystem() is the protoactor system the sessions live in")
+	return rt, nil
+}
+
+func walkthrough(rt *actors.Runtime) error {
+	done := make(chan clientResult, 1) // the client reports once, and never waits for main
+	props := actor.PropsFromProducer(func() actor.Actor { return newClient(rt, done) })
+	pid := rt.ActorSystem().Root.Spawn(props)
+	say("Root.Spawn(client)", "client actor %s; from here on it drives the walkthrough by messages", pid.Id)
+
+	// A bound on the whole walkthrough, so a bug fails the command instead of
+	// hanging it; the steps themselves wait on messages, never on time.
+	timer := time.NewTimer(30 * time.Second)
+	defer timer.Stop()
+	var res clientResult
+	select {
+	case res = <-done:
+	case <-timer.C:
+		rt.ActorSystem().Root.Stop(pid)
+		return errors.New("the client actor did not finish within 30s")
+	}
+	if res.err != nil {
+		return res.err
+	}
+	return fromOutside(rt, res.alice)
+}
+
+// Step 7: code that is not an actor sends the same message and blocks on a
+// future for the one reply.
+func fromOutside(rt *actors.Runtime, alice int) error {
+	fmt.Println("\n7. Outside any actor: Root.RequestFuture sends the same CallRequest and waits for its one reply")
+	req := &messages.CallRequest{Tag: 100, Payload: count{}}
+	res, err := rt.ActorSystem().Root.RequestFuture(rt.SessionPID("alice"), req, 5*time.Second).Result()
+	if err != nil {
+		return fmt.Errorf("RequestFuture: %w", err)
 	}
 	r, ok := res.(*messages.CallReply)
-	if !ok || r.Err != nil {
-		return fmt.Errorf("RequestFuture: unexpected reply %#v", res)
+	if !ok || r.Err != nil || r.Tag != 100 || r.Value != alice+1 {
+		return unexpected("RequestFuture reply %#v", res)
 	}
-	say("carol <- CallRequest (future)", "%v note(s), worker %d: one reply, as for an actor", r.Value, r.Worker)
+	say("main <- CallReply tag 100", "count %v on worker %d, incarnation %d: alice's counter, whoever calls", r.Value, r.Worker, r.Incarnation)
 	return nil
 }
 
+// Step 8: Shutdown fails waiting calls with ErrShutdown, lets running ones
+// finish, and stops every actor and goroutine; the context bounds the wait.
+func shutdown(rt *actors.Runtime) error {
+	fmt.Println("\n8. Shut down")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := rt.Shutdown(ctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	st := rt.Stats().Pools[pool]
+	say("rt.Shutdown", "done: %d calls executed, %d worker restart(s), %d panic taint(s)",
+		st.Executed, st.Restarts, st.Tainted[messages.TaintPanic])
+	return nil
+}
+
+// say prints one step: what happened, and why.
 func say(what, format string, args ...any) {
-	fmt.Printf("  %-34s -> %s\n", what, fmt.Sprintf(format, args...))
+	fmt.Printf("  %-36s -> %s\n", what, fmt.Sprintf(format, args...))
 }
 
-// expect turns an outcome that differs from the walkthrough's into the
-// example's error, so a change in behaviour cannot pass unnoticed.
-func expect(ok bool, format string, args ...any) error {
-	if ok {
-		return nil
-	}
+// unexpected turns an outcome that differs from the walkthrough's
+// explanation into the command's error.
+func unexpected(format string, args ...any) error {
 	return fmt.Errorf("unexpected: "+format, args...)
-}
-
-// joined lists items for printing.
-func joined(items []any) string {
-	s := make([]string, len(items))
-	for i, it := range items {
-		s[i] = fmt.Sprint(it)
-	}
-	return strings.Join(s, ", ")
 }
