@@ -108,6 +108,9 @@ type Config struct {
 	// PublishEvents also publishes every event on the actor system's event
 	// stream (Runtime.ActorSystem().EventStream).
 	PublishEvents bool
+	// Cluster, when set, makes the runtime a member of a protoactor cluster
+	// (see ClusterConfig). Nil: a single process.
+	Cluster *ClusterConfig
 }
 
 // validated fills defaults and reports every problem at once.
@@ -184,6 +187,11 @@ func (c Config) validated() (Config, error) {
 	}
 	if err := c.Restart.Validate(); err != nil {
 		bad("%v", err)
+	}
+	if c.Cluster != nil {
+		c.Cluster.validate(bad)
+		cc := c.Cluster.withDefaults()
+		c.Cluster = &cc
 	}
 	if len(errs) > 0 {
 		return c, fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))

@@ -71,7 +71,8 @@ type envelope struct {
 	replyTo *actor.PID
 	noReply bool // a request sent without a sender: the outcome goes nowhere
 	tag     uint64
-	astream *actorStream // a streaming call of the message API
+	astream *actorStream  // a streaming call of the message API
+	remote  *remoteOrigin // a call from another cluster member
 }
 
 var envelopes = sync.Pool{New: func() any { return &envelope{replyCh: make(chan reply, 1)} }}
@@ -130,6 +131,8 @@ func (e *envelope) finish(val any, err error) {
 	case e.astream != nil:
 		e.astream.end(err)
 	case e.noReply:
+	case e.remote != nil:
+		e.sess.rt.member.sendReply(e, val, err)
 	case e.replyTo != nil:
 		r := &messages.CallReply{Tag: e.tag, Value: val, Err: err, Worker: -1}
 		if e.ran {

@@ -15,7 +15,17 @@ import (
 	"github.com/affinity-go/affinity/supervisor"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, protoactorClusterLeaks...) }
+
+// protoactorClusterLeaks are goroutines protoactor's cluster leaves behind
+// after a member's shutdown: the test provider's TTL reporter ranges over a
+// ticker it only stops (so it never ends), and gossip throttles sleep out
+// their period.
+var protoactorClusterLeaks = []goleak.Option{
+	goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/cluster/clusterproviders/test.(*Provider).startTtlReport.func1"),
+	goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/cluster.(*Gossiper).StartGossiping.NewThrottle.func3.1"),
+	goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/cluster.NewGossipActor.NewThrottleWithLogger.func2.1"),
+}
 
 // op is the payload test workers understand.
 type op struct {

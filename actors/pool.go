@@ -190,6 +190,7 @@ func (p *pool) anyLive() bool {
 type binding struct {
 	worker int32
 	inc    uint64
+	lease  uint64 // in a cluster: the session's lease here in this pool; 0 none
 }
 
 // bind points b at w's current incarnation. Caller holds mu.

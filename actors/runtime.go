@@ -22,6 +22,7 @@ type Runtime struct {
 	cfg         Config
 	log         zerolog.Logger
 	system      *actor.ActorSystem
+	member      *member // nil unless Config.Cluster is set
 	pools       []*pool
 	byName      map[string]*pool
 	defaultPool *pool
@@ -102,6 +103,13 @@ func Start(cfg Config) (*Runtime, error) {
 		return nil, errors.Join(startErrs...)
 	}
 
+	if cfg.Cluster != nil {
+		if err := rt.startMember(*cfg.Cluster); err != nil {
+			_ = rt.Shutdown(context.Background())
+			return nil, err
+		}
+	}
+
 	rt.wg.Add(2)
 	go rt.healthLoop()
 	go rt.expiryLoop()
@@ -111,6 +119,14 @@ func Start(cfg Config) (*Runtime, error) {
 
 // now is the monotonic time since Start; never 0 once a call can wait.
 func (rt *Runtime) now() time.Duration { return time.Since(rt.started) + 1 }
+
+// memberID is this runtime's cluster member id; "" outside a cluster.
+func (rt *Runtime) memberID() string {
+	if rt.member == nil {
+		return ""
+	}
+	return rt.member.id
+}
 
 // ActorSystem exposes the underlying protoactor system, e.g. to subscribe to
 // its EventStream when Config.PublishEvents is set.
@@ -402,6 +418,9 @@ func (rt *Runtime) Shutdown(ctx context.Context) error {
 
 func (rt *Runtime) shutdown(ctx context.Context) error {
 	rt.closed.Store(true)
+	if rt.member != nil {
+		rt.member.leaving.Store(true)
+	}
 	for _, p := range rt.pools {
 		p.close()
 	}
@@ -431,10 +450,15 @@ func (rt *Runtime) shutdown(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("pool %q: workers did not stop: %w", p.cfg.Name, ctx.Err()))
 		}
 	}
+	if rt.member != nil {
+		rt.member.leave() // after the drain: replies to other members went out
+	}
 	if err := rt.wg.wait(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("runtime goroutines did not finish: %w", err))
 	}
-	rt.system.Shutdown()
+	if rt.member == nil { // leaving the cluster shut the actor system down
+		rt.system.Shutdown()
+	}
 	rt.log.Info().Msg("affinity runtime stopped")
 	return errors.Join(errs...)
 }

@@ -86,6 +86,11 @@ func (s *Session) Close() {
 	if r := s.rt.sessions.get(s.id); r != nil {
 		s.rt.closeSession(r, messages.CleanupManual)
 	}
+	if m := s.rt.member; m != nil && !s.rt.closed.Load() {
+		if err := m.closeInCluster(s.id); err != nil {
+			s.rt.log.Warn().Err(err).Str("session", s.id).Msg("session closed here; other members not told")
+		}
+	}
 }
 
 // Binding reports the session's preferred worker in a pool and the

@@ -22,6 +22,7 @@ type sessionActor struct {
 	pools []*sessionPool // by pool index; nil until a call waits there
 
 	streams map[streamKey]context.CancelFunc // running streams of the message API
+	croutes []*clusterRoute                  // by pool index; in a cluster only
 }
 
 // sessionPool is one session's waiting calls in one pool.
@@ -98,6 +99,26 @@ func (a *sessionActor) Receive(ctx actor.Context) {
 		a.passivate(ctx)
 	case *actor.Stopped:
 		a.rec.rt.sessionActors.Add(-1)
+	default:
+		a.receiveCluster(ctx)
+	}
+}
+
+// receiveCluster handles the messages of a session in a cluster.
+func (a *sessionActor) receiveCluster(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *inboundCall:
+		a.inbound(m)
+	case *resolvedRoute:
+		a.resolved(m)
+	case *remoteRefused:
+		a.refused(m)
+	case *leaseGrant:
+		a.leaseGranted(m)
+	case *leaseRevoke:
+		a.leaseRevoked(ctx, m)
+	case *leaseQuery:
+		a.leasesHeld(m)
 	}
 }
 
@@ -140,6 +161,9 @@ func (a *sessionActor) route(env *envelope) {
 	}
 	p := env.pool
 	a.rec.lastUsed.Store(a.rec.rt.clock.Load())
+	if a.rec.rt.member != nil && a.routeCluster(env) {
+		return
+	}
 	if env.retries > 0 && env.ref == nil && env.mode == Hint {
 		env.call.Worker = -1
 	}
@@ -389,6 +413,7 @@ func (a *sessionActor) deliver(env *envelope, w *worker) {
 	if env.astream != nil {
 		a.trackStream(env.astream)
 	}
+	env.call.Member = a.rec.rt.memberID()
 	fromActor := env.replyTo != nil || env.astream != nil // env may be recycled once sent
 	a.rec.rt.system.Root.Send(w.pid, env)
 	if fromActor {
@@ -524,6 +549,17 @@ func (a *sessionActor) failAllWaiting(err error) {
 		if sp != nil {
 			a.dropWaiting(&dropWaiting{pool: a.rec.rt.pools[i], target: allTargets, err: err})
 		}
+	}
+	for _, cr := range a.croutes {
+		if cr == nil {
+			continue
+		}
+		for _, env := range cr.waiting {
+			if env.state.Load() == envNew { // not given up by its caller
+				env.refuse(env.fail(err, ""))
+			}
+		}
+		cr.waiting = nil
 	}
 }
 

@@ -9,13 +9,14 @@ type Call struct {
 	Incarnation uint64 // incarnation of that worker; grows on every (re)start
 	Ref         *Ref   // set when the call was made on a ref
 	Payload     any    // the caller's request
+	Member      string // the cluster member running the call; "" in a single process
 }
 
 // NewRef makes a ref to an object named key that lives in this worker
 // incarnation's memory. Return it from Handle; calls made on it later always
 // reach this incarnation or fail with ErrRefLost.
 func (c Call) NewRef(key string) Ref {
-	return Ref{Session: c.Session, Pool: c.Pool, Worker: c.Worker, Incarnation: c.Incarnation, Key: key}
+	return Ref{Session: c.Session, Pool: c.Pool, Worker: c.Worker, Incarnation: c.Incarnation, Key: key, Member: c.Member}
 }
 
 // Ref is a handle to state held by one worker incarnation. It never moves: a
@@ -26,6 +27,9 @@ type Ref struct {
 	Worker      int
 	Incarnation uint64
 	Key         string // the worker's own name for the object
+	// Member is the cluster member whose worker holds the object (its
+	// protoactor member id); "" in a single process.
+	Member string
 }
 
 // Valid reports whether the ref names a session, a pool and an incarnation.

@@ -1,0 +1,246 @@
+package actors
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/cluster"
+	"github.com/asynkron/protoactor-go/cluster/identitylookup/disthash"
+	"github.com/asynkron/protoactor-go/eventstream"
+	"github.com/asynkron/protoactor-go/remote"
+
+	"github.com/affinity-go/affinity/internal/wire"
+)
+
+// ClusterConfig makes a runtime a member of a protoactor cluster: sessions
+// become cluster grains, reachable from every member, while workers stay
+// local actors of the member that runs them.
+type ClusterConfig struct {
+	// Name is the cluster's name; members of one cluster share it.
+	Name string
+	// Provider finds the other members: protoactor's test provider
+	// (in-memory, one process), automanaged (a static list of hosts), or
+	// consul, etcd, Kubernetes and ZooKeeper for production.
+	Provider cluster.ClusterProvider
+	// Host and Port are where the member listens for other members.
+	// Default 127.0.0.1 and a free port.
+	Host string
+	Port int
+	// RequestTimeout bounds one request to a session's grain or to another
+	// member's directory. Default 5 s.
+	RequestTimeout time.Duration
+}
+
+// DefaultClusterRequestTimeout is ClusterConfig.RequestTimeout's default.
+const DefaultClusterRequestTimeout = 5 * time.Second
+
+// ErrPayloadNotPortable: a payload or result of a call that crosses cluster
+// members is of a type the cluster codec cannot carry. Portable: nil,
+// []byte, string, int, protobuf messages and Ref.
+var ErrPayloadNotPortable = wire.ErrNotPortable
+
+const (
+	sessionKind = "affinity.session"
+	gatewayName = "affinity.gateway"
+)
+
+func (c *ClusterConfig) validate(bad func(string, ...any)) {
+	if c.Name == "" {
+		bad("cluster: empty name")
+	}
+	if c.Provider == nil {
+		bad("cluster: nil provider")
+	}
+	if c.Port < 0 || c.Port > 65535 {
+		bad("cluster: port %d out of range", c.Port)
+	}
+	if c.RequestTimeout < 0 {
+		bad("cluster: negative request timeout %v", c.RequestTimeout)
+	}
+}
+
+func (c ClusterConfig) withDefaults() ClusterConfig {
+	if c.Host == "" {
+		c.Host = "127.0.0.1"
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = DefaultClusterRequestTimeout
+	}
+	return c
+}
+
+// member is a runtime's part of a cluster: the protoactor cluster, the
+// gateway through which other members reach this one, the view of which
+// members are alive, and the calls this member sent elsewhere.
+type member struct {
+	rt      *Runtime
+	cfg     ClusterConfig
+	c       *cluster.Cluster
+	id      string // protoactor member id: unique per process start
+	address string
+	gateway *actor.PID
+	sub     *eventstream.Subscription
+
+	nextID  atomic.Uint64
+	pendMu  sync.Mutex
+	pending map[uint64]remoteCall // calls sent to other members, by id
+
+	aliveMu sync.RWMutex
+	alive   map[string]string // member id -> address
+
+	replicaMu sync.Mutex
+	replicas  map[string][]*wire.Entry // grain entries this member backs up
+
+	leaving atomic.Bool
+}
+
+// remoteCall is a call this member sent to another one.
+type remoteCall struct {
+	env    *envelope
+	member string
+}
+
+// startMember joins the cluster. protoactor's StartMember sleeps a second.
+func (rt *Runtime) startMember(cc ClusterConfig) error {
+	m := &member{rt: rt, cfg: cc, pending: map[uint64]remoteCall{}, alive: map[string]string{},
+		replicas: map[string][]*wire.Entry{}}
+	kind := cluster.NewKind(sessionKind, actor.PropsFromProducer(func() actor.Actor { return &sessionGrain{m: m} }))
+	cfg := cluster.Configure(cc.Name, cc.Provider, disthash.New(), remote.Configure(cc.Host, cc.Port),
+		cluster.WithKinds(kind), cluster.WithRequestTimeout(cc.RequestTimeout))
+	m.c = cluster.New(rt.system, cfg)
+	// The gateway exists before the member joins: others may call at once.
+	if _, err := rt.system.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &gateway{m: m} }), gatewayName); err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	m.sub = rt.system.EventStream.Subscribe(m.onEvent)
+	if err := startClusterMember(m.c); err != nil {
+		return err
+	}
+	m.id, m.address = rt.system.ID, rt.system.Address()
+	m.gateway = actor.NewPID(m.address, gatewayName)
+	m.setAlive(m.c.MemberList.Members().Members())
+	rt.member = m
+	return nil
+}
+
+// memberStarts serializes member starts within a process: protoactor's
+// remote start sets gRPC's process-global logger, a data race when two
+// members of one process start at once.
+var memberStarts sync.Mutex
+
+// startClusterMember turns protoactor's panics on a failed start (a port in
+// use, say) into an error.
+func startClusterMember(c *cluster.Cluster) (err error) {
+	memberStarts.Lock()
+	defer memberStarts.Unlock()
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("cluster: start member: %v", r)
+		}
+	}()
+	c.StartMember()
+	return nil
+}
+
+// onEvent follows the topology: calls sent to a member that left fail.
+func (m *member) onEvent(evt any) {
+	t, ok := evt.(*cluster.ClusterTopology)
+	if !ok {
+		return
+	}
+	m.setAlive(t.Members)
+	for _, left := range t.Left {
+		m.failPendingOn(left.Id)
+	}
+}
+
+func (m *member) setAlive(members []*cluster.Member) {
+	alive := make(map[string]string, len(members))
+	for _, mb := range members {
+		alive[mb.Id] = mb.Address()
+	}
+	m.aliveMu.Lock()
+	m.alive = alive
+	m.aliveMu.Unlock()
+}
+
+// addressOf returns a live member's address.
+func (m *member) addressOf(id string) (string, bool) {
+	m.aliveMu.RLock()
+	defer m.aliveMu.RUnlock()
+	a, ok := m.alive[id]
+	return a, ok
+}
+
+// members returns the live members' ids and addresses.
+func (m *member) members() map[string]string {
+	m.aliveMu.RLock()
+	defer m.aliveMu.RUnlock()
+	out := make(map[string]string, len(m.alive))
+	for id, a := range m.alive {
+		out[id] = a
+	}
+	return out
+}
+
+func gatewayOf(address string) *actor.PID { return actor.NewPID(address, gatewayName) }
+
+// track registers a call sent to another member and returns its id.
+func (m *member) track(env *envelope, memberID string) uint64 {
+	id := m.nextID.Add(1)
+	m.pendMu.Lock()
+	m.pending[id] = remoteCall{env: env, member: memberID}
+	m.pendMu.Unlock()
+	return id
+}
+
+// untrack returns the call with this id, once.
+func (m *member) untrack(id uint64) (remoteCall, bool) {
+	m.pendMu.Lock()
+	defer m.pendMu.Unlock()
+	rc, ok := m.pending[id]
+	delete(m.pending, id)
+	return rc, ok
+}
+
+// failPendingOn fails the calls sent to a member that left: it may have run
+// them or not, and will never answer.
+func (m *member) failPendingOn(memberID string) {
+	var failed []remoteCall
+	m.pendMu.Lock()
+	for id, rc := range m.pending {
+		if rc.member == memberID {
+			failed = append(failed, rc)
+			delete(m.pending, id)
+		}
+	}
+	m.pendMu.Unlock()
+	for _, rc := range failed {
+		rc.env.finish(nil, &callError{sentinel: ErrWorkerFailed, pool: rc.env.pool.cfg.Name,
+			session: rc.env.call.Session, worker: -1, detail: "member " + memberID + " left the cluster"})
+	}
+}
+
+// failAllPending ends every call still waiting for another member.
+func (m *member) failAllPending(err error) {
+	m.pendMu.Lock()
+	failed := m.pending
+	m.pending = map[uint64]remoteCall{}
+	m.pendMu.Unlock()
+	for _, rc := range failed {
+		rc.env.finish(nil, err)
+	}
+}
+
+// leave takes the member out of the cluster. Calls from other members that
+// arrive meanwhile are refused as "leaving", which their senders treat as
+// the member gone.
+func (m *member) leave() {
+	m.leaving.Store(true)
+	m.rt.system.EventStream.Unsubscribe(m.sub)
+	m.failAllPending(fmt.Errorf("%w: member shutting down", ErrShutdown))
+	m.c.Shutdown(true)
+}

@@ -1,0 +1,245 @@
+package actors
+
+import (
+	"fmt"
+	"hash/fnv"
+	"math/rand/v2"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/cluster"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/affinity-go/affinity/internal/wire"
+)
+
+// sessionGrain is a session's cluster grain: a virtual actor, placed on a
+// member by protoactor, whose identity is the session id. It is the
+// session's directory: for each pool, which member holds the session's
+// lease there, so that every member sends the session's calls in that pool
+// to the same place. Calls themselves do not pass through it.
+//
+// protoactor stops a grain whenever a topology change moves it. Its entries
+// survive that: the members holding leases know them, and the grain copies
+// them to a backup member; a new activation asks every member before it
+// answers (recovery). An entry whose member is gone is dead: strict calls
+// fail with ErrSessionWorkerUnavailable rather than start afresh elsewhere.
+type sessionGrain struct {
+	m        *member
+	id       string
+	entries  map[string]*wire.Entry // by pool
+	ready    bool                   // recovered
+	held     []heldRequest          // requests that came before recovery
+	granting map[string][]heldRequest
+}
+
+type heldRequest struct {
+	msg    any
+	sender *actor.PID
+}
+
+// recovered is what the members told a new activation.
+type recovered struct{ holdings []*wire.Holding }
+
+func (g *sessionGrain) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *cluster.ClusterInit:
+		g.id = m.Identity.Identity
+		g.entries, g.granting = map[string]*wire.Entry{}, map[string][]heldRequest{}
+		g.recover(ctx.Self())
+	case *recovered:
+		g.merge(m.holdings)
+		g.ready = true
+		for _, h := range g.held {
+			g.handle(ctx, h)
+		}
+		g.held = nil
+	case *wire.Resolve, *wire.CloseSession:
+		h := heldRequest{msg: m, sender: ctx.Sender()}
+		if !g.ready {
+			g.held = append(g.held, h)
+			return
+		}
+		g.handle(ctx, h)
+	}
+}
+
+func (g *sessionGrain) handle(ctx actor.Context, h heldRequest) {
+	switch m := h.msg.(type) {
+	case *wire.Resolve:
+		g.resolve(ctx, m, h.sender)
+	case *wire.CloseSession:
+		g.close(ctx, h.sender)
+	}
+}
+
+// recover asks every member, in a goroutine the runtime owns, what it holds
+// for this session, and posts the answers back to the grain.
+func (g *sessionGrain) recover(self *actor.PID) {
+	m, rt := g.m, g.m.rt
+	rt.wg.Add(1)
+	go func() {
+		defer rt.wg.Done()
+		members := m.members()
+		futures := make([]*actor.Future, 0, len(members))
+		for _, addr := range members {
+			futures = append(futures, rt.system.Root.RequestFuture(gatewayOf(addr), &wire.Query{Session: g.id}, m.cfg.RequestTimeout))
+		}
+		var holdings []*wire.Holding
+		for _, f := range futures {
+			if res, err := f.Result(); err == nil {
+				if h, ok := res.(*wire.Holding); ok {
+					holdings = append(holdings, h)
+				}
+			}
+		}
+		rt.system.Root.Send(self, &recovered{holdings: holdings})
+	}()
+}
+
+// merge rebuilds the entries: a lease a member reports is live; a backed-up
+// entry of a member that is gone is dead; a backed-up entry of a live
+// member that no longer holds the lease is dropped (that member ended the
+// session there, so a fresh start is what a single runtime would do).
+func (g *sessionGrain) merge(holdings []*wire.Holding) {
+	for _, h := range holdings {
+		for _, e := range h.Leases {
+			g.entries[e.Pool] = e
+		}
+	}
+	for _, h := range holdings {
+		for _, e := range h.Replicas {
+			if _, live := g.entries[e.Pool]; live {
+				continue
+			}
+			if _, alive := g.m.addressOf(e.Member); !alive || e.Dead {
+				dead := proto.Clone(e).(*wire.Entry)
+				dead.Dead = true
+				g.entries[e.Pool] = dead
+			}
+		}
+	}
+}
+
+// resolve answers where the session's pool lives, binding it to a member
+// first when it has no live place yet.
+func (g *sessionGrain) resolve(ctx actor.Context, m *wire.Resolve, sender *actor.PID) {
+	e := g.entries[m.Pool]
+	if e != nil && m.Stale != nil && m.Stale.Member == e.Member && m.Stale.Lease == e.Lease {
+		if m.Stale.Dead { // the member is leaving: its state goes with it
+			e.Dead = true
+			g.replicate()
+		} else { // the member ended the session there
+			delete(g.entries, m.Pool)
+			e = nil
+		}
+	}
+	if e != nil && !e.Dead {
+		if _, alive := g.m.addressOf(e.Member); !alive {
+			e.Dead = true
+			g.replicate()
+		}
+	}
+	if e != nil && (!e.Dead || Affinity(m.Affinity) != Hint) {
+		ctx.Send(sender, &wire.Resolved{Entry: e})
+		return
+	}
+	g.bind(ctx, m, sender)
+}
+
+// bind grants the session's lease in a pool to a member, then answers every
+// request that waited for it. Only one grant per pool is in flight.
+func (g *sessionGrain) bind(ctx actor.Context, m *wire.Resolve, sender *actor.PID) {
+	waiting, busy := g.granting[m.Pool]
+	g.granting[m.Pool] = append(waiting, heldRequest{msg: m, sender: sender})
+	if busy {
+		return
+	}
+	id, addr, ok := g.m.choose(g.id, "")
+	if !ok {
+		g.answerGrant(ctx, m.Pool, &wire.Resolved{Error: encodeError(fmt.Errorf("%w: no cluster member", ErrNoWorkersAvailable))})
+		return
+	}
+	e := &wire.Entry{Pool: m.Pool, Member: id, Address: addr, Lease: rand.Uint64() | 1}
+	f := ctx.RequestFuture(gatewayOf(addr), &wire.Grant{Session: g.id, Entry: e}, g.m.cfg.RequestTimeout)
+	ctx.ReenterAfter(f, func(res any, err error) {
+		if _, ok := res.(*wire.Granted); !ok || err != nil {
+			g.answerGrant(ctx, m.Pool, &wire.Resolved{Error: encodeError(fmt.Errorf("%w: member %s did not take the session: %v %v", ErrNoWorkersAvailable, id, res, err))})
+			return
+		}
+		g.entries[m.Pool] = e
+		g.replicate()
+		g.answerGrant(ctx, m.Pool, &wire.Resolved{Entry: e})
+	})
+}
+
+func (g *sessionGrain) answerGrant(ctx actor.Context, pool string, r *wire.Resolved) {
+	for _, h := range g.granting[pool] {
+		ctx.Send(h.sender, r)
+	}
+	delete(g.granting, pool)
+}
+
+// close ends the session on every member holding one of its leases, and
+// forgets it.
+func (g *sessionGrain) close(ctx actor.Context, sender *actor.PID) {
+	entries := make([]*wire.Entry, 0, len(g.entries))
+	for _, e := range g.entries {
+		entries = append(entries, e)
+	}
+	for _, e := range entries {
+		if addr, alive := g.m.addressOf(e.Member); alive {
+			ctx.Send(gatewayOf(addr), &wire.Revoke{Session: g.id, Entries: entries})
+		}
+	}
+	clear(g.entries)
+	g.replicate()
+	ctx.Send(sender, &wire.Closed{})
+}
+
+// replicate copies the entries to a backup member, another than the
+// grain's own, so that they outlive a crash of the grain's member (a new
+// activation asks every member, the backup among them).
+func (g *sessionGrain) replicate() {
+	_, addr, ok := g.m.choose(g.id, g.m.id)
+	if !ok {
+		return
+	}
+	entries := make([]*wire.Entry, 0, len(g.entries))
+	for _, e := range g.entries {
+		entries = append(entries, e)
+	}
+	g.m.rt.system.Root.Send(gatewayOf(addr), &wire.Replicate{Session: g.id, Entries: entries})
+}
+
+// choose picks a live member for key by rendezvous hashing, skipping one
+// member: each member gets an even share of keys, and a member joining or
+// leaving moves only its own share.
+func (m *member) choose(key, skip string) (id, address string, ok bool) {
+	var best uint64
+	k := hash64(key)
+	for mid, addr := range m.members() {
+		if mid == skip {
+			continue
+		}
+		if s := mix64(k ^ hash64(mid)); !ok || s > best {
+			best, id, address, ok = s, mid, addr, true
+		}
+	}
+	return id, address, ok
+}
+
+func hash64(s string) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(s))
+	return h.Sum64()
+}
+
+// mix64 is splitmix64's finalizer: FNV alone orders members the same way
+// for most keys, which would put every session on one member.
+func mix64(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	return x ^ (x >> 31)
+}

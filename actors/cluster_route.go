@@ -1,0 +1,323 @@
+package actors
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/affinity-go/affinity/internal/wire"
+	"github.com/affinity-go/affinity/messages"
+)
+
+// A session actor in a cluster. Every member may have an actor for the same
+// session. In each pool, the member holding the session's lease (granted
+// by the session's grain) routes its calls to local workers exactly as a
+// single runtime does; the others forward them there. Calls on a ref go
+// straight to the member named in the ref.
+
+// clusterRoute is where this member sends a session's calls in one pool.
+type clusterRoute struct {
+	entry     *wire.Entry // from the grain; nil: ask it
+	resolving bool
+	waiting   []*envelope // FIFO, while the grain is asked
+}
+
+// Messages to a session actor about its cluster routes.
+type (
+	resolvedRoute struct {
+		pool *pool
+		res  *wire.Resolved
+		err  error
+	}
+	// remoteRefused: the member a call was forwarded to no longer holds the
+	// lease (code codeStaleLease) or is leaving (codeLeaving).
+	remoteRefused struct {
+		env    *envelope
+		code   int32
+		member string
+	}
+)
+
+// remoteOrigin is the calling member of a call that came from elsewhere.
+type remoteOrigin struct {
+	to *actor.PID
+	id uint64
+}
+
+// routeCluster forwards env to another member when that is where it runs,
+// and reports whether it took the call.
+func (a *sessionActor) routeCluster(env *envelope) bool {
+	m := a.rec.rt.member
+	switch {
+	case env.remote != nil:
+		return false // came from another member, which checked where it runs
+	case env.ref != nil:
+		return a.routeRemoteRef(env)
+	case env.isStream():
+		return false // streams run where they are called (see README: Status)
+	}
+	if a.bindingSlot(env.pool).lease != 0 {
+		return false // this member holds the lease
+	}
+	cr := a.clusterRoute(env.pool)
+	if e := cr.entry; e != nil {
+		if e.Member == m.id { // the lease was revoked since: ask again
+			cr.entry = nil
+		} else if addr, alive := m.addressOf(e.Member); alive && !e.Dead {
+			a.forward(env, e, addr)
+			return true
+		} else if env.mode != Hint {
+			env.refuse(&callError{sentinel: ErrSessionWorkerUnavailable, pool: env.pool.cfg.Name, session: a.rec.id,
+				worker: -1, detail: "its member " + e.Member + " left the cluster"})
+			return true
+		}
+	}
+	cr.waiting = append(cr.waiting, env)
+	if !cr.resolving {
+		cr.resolving = true
+		a.resolve(env.pool, env.mode, cr.entry)
+	}
+	return true
+}
+
+func (a *sessionActor) routeRemoteRef(env *envelope) bool {
+	m := a.rec.rt.member
+	if env.ref.Member == "" || env.ref.Member == m.id {
+		return false
+	}
+	addr, alive := m.addressOf(env.ref.Member)
+	if !alive {
+		env.refuse(&callError{sentinel: ErrRefLost, pool: env.pool.cfg.Name, session: a.rec.id, worker: env.ref.Worker,
+			detail: "its member " + env.ref.Member + " left the cluster"})
+		return true
+	}
+	a.forward(env, nil, addr)
+	return true
+}
+
+func (a *sessionActor) clusterRoute(p *pool) *clusterRoute {
+	if a.croutes == nil {
+		a.croutes = make([]*clusterRoute, len(a.rec.rt.pools))
+	}
+	if a.croutes[p.index] == nil {
+		a.croutes[p.index] = &clusterRoute{}
+	}
+	return a.croutes[p.index]
+}
+
+// resolve asks the session's grain, from a goroutine the runtime owns, where
+// the session lives in p; the answer comes back as a resolvedRoute message.
+// stale is the entry this member found unusable, if any.
+func (a *sessionActor) resolve(p *pool, mode Affinity, stale *wire.Entry) {
+	rt, rec := a.rec.rt, a.rec
+	m := rt.member
+	req := &wire.Resolve{Session: rec.id, Pool: p.cfg.Name, Affinity: int32(mode), Stale: stale}
+	rt.wg.Add(1)
+	go func() {
+		defer rt.wg.Done()
+		res, err := m.askGrain(rec.id, req)
+		r, _ := res.(*wire.Resolved)
+		if err == nil && r == nil {
+			err = fmt.Errorf("unexpected answer %T", res)
+		}
+		rec.post(&resolvedRoute{pool: p, res: r, err: err})
+	}()
+}
+
+// askGrain sends a request to a session's grain and waits for its answer.
+// It runs outside any actor: finding the grain may itself ask a member.
+func (m *member) askGrain(session string, req any) (any, error) {
+	deadline := time.Now().Add(m.cfg.RequestTimeout)
+	var lastErr error
+	for attempt := 0; time.Now().Before(deadline); attempt++ {
+		pid := m.c.Get(session, sessionKind)
+		if pid == nil {
+			lastErr = fmt.Errorf("no member hosts session grains")
+		} else {
+			res, err := m.rt.system.Root.RequestFuture(pid, req, time.Until(deadline)).Result()
+			if err == nil {
+				return res, nil
+			}
+			lastErr = err
+			m.c.PidCache.Remove(session, sessionKind)
+		}
+		// Back off in milliseconds (protoactor's own retry waits nanoseconds).
+		select {
+		case <-m.rt.ctx.Done():
+			return nil, ErrShutdown
+		case <-time.After(time.Duration(10*(attempt+1)) * time.Millisecond):
+		}
+	}
+	return nil, fmt.Errorf("session grain %q: %w", session, lastErr)
+}
+
+// resolved re-routes the calls that waited for the grain's answer.
+func (a *sessionActor) resolved(m *resolvedRoute) {
+	cr := a.clusterRoute(m.pool)
+	cr.resolving = false
+	waiting := cr.waiting
+	cr.waiting = nil
+	err := m.err
+	if err == nil && m.res.Error != nil {
+		err = decodeError(m.res.Error)
+	}
+	if err != nil {
+		for _, env := range waiting {
+			env.refuse(&callError{sentinel: ErrNoWorkersAvailable, pool: m.pool.cfg.Name, session: a.rec.id,
+				worker: -1, detail: "the session's directory did not answer", cause: err})
+		}
+		return
+	}
+	cr.entry = m.res.Entry
+	for _, env := range waiting {
+		a.route(env)
+	}
+}
+
+// forward sends env to the member at addr; e is the route's entry (nil for
+// a ref call). The reply comes back through this member's gateway.
+func (a *sessionActor) forward(env *envelope, e *wire.Entry, addr string) {
+	m := a.rec.rt.member
+	payload, err := wire.EncodeValue(env.call.Payload)
+	if err != nil {
+		env.refuse(fmt.Errorf("%w (pool %s, session %s)", err, env.pool.cfg.Name, a.rec.id))
+		return
+	}
+	// Running, as far as the caller is concerned: a caller that gives up
+	// now cannot take the call back from the other member.
+	env.state.Store(envRunning)
+	target := ""
+	msg := &wire.Call{Session: a.rec.id, Pool: env.pool.cfg.Name, Affinity: int32(env.mode),
+		Ref: wire.EncodeRef(env.ref), TimeoutNs: int64(env.timeout), Payload: payload}
+	if e != nil {
+		target, msg.Lease = e.Member, e.Lease
+	} else {
+		target = env.ref.Member
+	}
+	msg.Id = m.track(env, target)
+	if _, alive := m.addressOf(target); !alive { // it left while we chose it
+		m.failPendingOn(target)
+		return
+	}
+	a.rec.rt.system.Root.RequestWithCustomSender(gatewayOf(addr), msg, m.gateway)
+}
+
+// refused handles a call the other member would not take: its lease there
+// is gone (the grain is asked again), or that member is leaving.
+func (a *sessionActor) refused(m *remoteRefused) {
+	env := m.env
+	if err := env.ctx.Err(); err != nil {
+		env.finish(nil, err)
+		return
+	}
+	env.state.Store(envNew)
+	if env.ref != nil {
+		env.refuse(&callError{sentinel: ErrRefLost, pool: env.pool.cfg.Name, session: a.rec.id, worker: env.ref.Worker,
+			detail: "its member " + m.member + " is leaving the cluster"})
+		return
+	}
+	cr := a.clusterRoute(env.pool)
+	stale := cr.entry
+	if stale == nil || stale.Member != m.member {
+		stale = &wire.Entry{Pool: env.pool.cfg.Name, Member: m.member}
+	} else {
+		stale = proto.Clone(stale).(*wire.Entry)
+	}
+	stale.Dead = m.code == codeLeaving
+	cr.entry = nil
+	cr.waiting = append(cr.waiting, env)
+	if !cr.resolving {
+		cr.resolving = true
+		a.resolve(env.pool, env.mode, stale)
+	}
+}
+
+// inbound runs a call another member forwarded here, if this member still
+// holds the lease it was sent for.
+func (a *sessionActor) inbound(in *inboundCall) {
+	rt := a.rec.rt
+	msg := in.msg
+	refuse := func(e *wire.Error) {
+		rt.system.Root.Send(in.from, &wire.Reply{Id: msg.Id, Error: e, Worker: -1})
+	}
+	p, ok := rt.byName[msg.Pool]
+	if !ok {
+		refuse(encodeError(fmt.Errorf("%w: %q", ErrPoolNotFound, msg.Pool)))
+		return
+	}
+	ref := wire.DecodeRef(msg.Ref)
+	if ref == nil && a.bindingSlot(p).lease != msg.Lease {
+		refuse(&wire.Error{Code: codeStaleLease, Text: "no such lease"})
+		return
+	}
+	payload, err := wire.DecodeValue(msg.Payload)
+	if err != nil {
+		refuse(encodeError(err))
+		return
+	}
+	env := a.newEnvelope(p, Affinity(msg.Affinity), ref, payload)
+	env.remote = &remoteOrigin{to: in.from, id: msg.Id}
+	env.timeout = time.Duration(msg.TimeoutNs)
+	a.route(env)
+}
+
+// sendReply answers a call that came from another member.
+func (m *member) sendReply(env *envelope, val any, err error) {
+	r := &wire.Reply{Id: env.remote.id, Worker: -1}
+	if env.ran {
+		r.Worker, r.Incarnation = int32(env.call.Worker), env.call.Incarnation
+	}
+	v, encErr := wire.EncodeValue(val)
+	switch {
+	case err != nil:
+		r.Error = encodeError(err)
+	case encErr != nil:
+		r.Error = encodeError(fmt.Errorf("%w: the result: %v", ErrPayloadNotPortable, encErr))
+	default:
+		r.Value = v
+	}
+	m.rt.system.Root.Send(env.remote.to, r)
+}
+
+// granted takes the session's lease in a pool.
+func (a *sessionActor) leaseGranted(g *leaseGrant) {
+	rt := a.rec.rt
+	if p, ok := rt.byName[g.entry.Pool]; ok {
+		a.bindingSlot(p).lease = g.entry.Lease
+		a.clusterRoute(p).entry = nil
+		rt.system.Root.Send(g.ack, &wire.Granted{})
+		return
+	}
+	rt.system.Root.Send(g.ack, &wire.Resolved{Error: encodeError(fmt.Errorf("%w: %q", ErrPoolNotFound, g.entry.Pool))})
+}
+
+// leaseRevoked closes the session here if it holds one of the leases.
+func (a *sessionActor) leaseRevoked(ctx actor.Context, r *leaseRevoke) {
+	for _, e := range r.entries {
+		if p, ok := a.rec.rt.byName[e.Pool]; ok && a.bindingSlot(p).lease == e.Lease {
+			a.close(ctx, messages.CleanupManual)
+			return
+		}
+	}
+}
+
+// leaseQuery tells a recovering grain the leases held here.
+func (a *sessionActor) leasesHeld(q *leaseQuery) {
+	m := a.rec.rt.member
+	h := &wire.Holding{Replicas: q.replicas}
+	for _, p := range a.rec.rt.pools {
+		if b := a.bindingIn(p); b.lease != 0 {
+			h.Leases = append(h.Leases, &wire.Entry{Pool: p.cfg.Name, Member: m.id, Address: m.address, Lease: b.lease})
+		}
+	}
+	a.rec.rt.system.Root.Send(q.to, h)
+}
+
+// closeInCluster tells the session's grain that the session was closed
+// here, so every member closes its part. It blocks: Session.Close calls it.
+func (m *member) closeInCluster(session string) error {
+	_, err := m.askGrain(session, &wire.CloseSession{Session: session})
+	return err
+}
