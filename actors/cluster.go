@@ -242,5 +242,23 @@ func (m *member) leave() {
 	m.leaving.Store(true)
 	m.rt.system.EventStream.Unsubscribe(m.sub)
 	m.failAllPending(fmt.Errorf("%w: member shutting down", ErrShutdown))
+	m.flush()
 	m.c.Shutdown(true)
+}
+
+// flush returns once every other member's gateway has processed what this
+// member sent it so far (replies to their calls above all): protoactor
+// shuts the actor system down first thing when a member leaves, dropping
+// what its remote endpoints have not sent yet. Delivery between two actors
+// is in order, so the answer to a query sent last comes after the rest.
+func (m *member) flush() {
+	var futures []*actor.Future
+	for id, addr := range m.members() {
+		if id != m.id {
+			futures = append(futures, m.rt.system.Root.RequestFuture(gatewayOf(addr), &wire.Query{}, m.cfg.RequestTimeout))
+		}
+	}
+	for _, f := range futures {
+		_, _ = f.Result() // a member that does not answer is gone or going
+	}
 }

@@ -29,12 +29,18 @@ import (
 // with where it ran and the count, so a test can see state follow a session.
 type tally struct{ n map[string]int }
 
+// A "hold" call signals holdStarted, then waits for holdRelease.
+var holdStarted, holdRelease = make(chan struct{}, 1), make(chan struct{})
+
 func (w *tally) Handle(_ context.Context, c messages.Call) (any, error) {
 	switch c.Payload {
 	case "panic":
 		panic("tally corrupted")
 	case "ref":
 		return c.NewRef("obj"), nil
+	case "hold":
+		holdStarted <- struct{}{}
+		<-holdRelease
 	}
 	w.n[c.Session]++
 	return fmt.Sprintf("%s/%d/%d/%d", c.Member, c.Worker, c.Incarnation, w.n[c.Session]), nil
@@ -61,7 +67,10 @@ func startTestCluster(t *testing.T, n int, mode Affinity) *testCluster {
 
 func (tc *testCluster) config() Config {
 	return Config{
-		Pools:   []PoolConfig{{Name: "p", Size: 2, Affinity: tc.mode, NewWorker: newTally}},
+		Pools: []PoolConfig{
+			{Name: "p", Size: 2, Affinity: tc.mode, NewWorker: newTally},
+			{Name: "hint", Size: 2, Affinity: Hint, NewWorker: newTally},
+		},
 		Cluster: &ClusterConfig{Name: "affinity-test", Provider: test.NewTestProvider(tc.agent)},
 	}
 }
@@ -140,4 +149,136 @@ func splitResult(t *testing.T, s string) (member string, worker int, inc uint64,
 	_, err := fmt.Sscanf(parts[1]+" "+parts[2]+" "+parts[3], "%d %d %d", &worker, &inc, &n)
 	require.NoError(t, err, s)
 	return parts[0], worker, inc, n
+}
+
+// callIn calls session id in pool from rt and returns where it ran.
+func callIn(t *testing.T, rt *Runtime, pool, id string, payload any) (member string, n int, err error) {
+	t.Helper()
+	out, err := rt.Session(id).Call(context.Background(), payload, WithPool(pool))
+	if err != nil {
+		return "", 0, err
+	}
+	member, _, _, n = splitResult(t, out.(string))
+	return member, n, nil
+}
+
+func TestClusterJoinKeepsSessionsAndTakesItsShareOfNewOnes(t *testing.T) {
+	tc := startTestCluster(t, 2, StrictQueue)
+	homes := map[string]string{}
+	for s := range 40 {
+		id := fmt.Sprint("old-", s)
+		member, _, err := callIn(t, tc.members[s%2], "p", id, "count")
+		require.NoError(t, err)
+		homes[id] = member
+	}
+	joined := tc.add(1)[0]
+	for s := range 40 {
+		id := fmt.Sprint("old-", s)
+		for _, rt := range tc.members { // from every member, the new one too
+			member, _, err := callIn(t, rt, "p", id, "count")
+			require.NoError(t, err, "session %s after a join", id)
+			assert.Equal(t, homes[id], member, "session %s moved on a join", id)
+		}
+	}
+	const fresh = 3000
+	count := map[string]int{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for g := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for s := g; s < fresh; s += 16 {
+				member, _, err := callIn(t, tc.members[s%3], "p", fmt.Sprint("new-", s), "count")
+				if !assert.NoError(t, err) {
+					return
+				}
+				mu.Lock()
+				count[member]++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	share := float64(count[joined.member.id]) / fresh
+	assert.InDelta(t, 1.0/3, share, 0.1/3, "the new member's share of new sessions: %v", count)
+}
+
+// placed binds n sessions per pool from every member in turn and returns
+// each session's home member and call count.
+type placed struct {
+	home  map[string]string // "pool/session" -> member id
+	calls map[string]int
+}
+
+func placeSessions(t *testing.T, tc *testCluster, n int) placed {
+	t.Helper()
+	pl := placed{home: map[string]string{}, calls: map[string]int{}}
+	for _, pool := range []string{"p", "hint"} {
+		for s := range n {
+			id := fmt.Sprint(pool, "-", s)
+			member, c, err := callIn(t, tc.members[s%len(tc.members)], pool, id, "count")
+			require.NoError(t, err)
+			pl.home[pool+"/"+id], pl.calls[pool+"/"+id] = member, c
+		}
+	}
+	return pl
+}
+
+func TestClusterGracefulLeave(t *testing.T) {
+	tc := startTestCluster(t, 3, StrictQueue)
+	pl := placeSessions(t, tc, 60)
+	leaving := tc.members[2]
+	gone := leaving.member.id
+	stay := tc.members[:2]
+
+	var ref messages.Ref
+	for s := 0; ref.Member != gone; s++ {
+		out, err := stay[0].Session(fmt.Sprint("ref-", s)).Call(context.Background(), "ref")
+		require.NoError(t, err)
+		ref = out.(messages.Ref)
+	}
+	var inFlight string
+	for key, home := range pl.home {
+		if home == gone && strings.HasPrefix(key, "p/") {
+			inFlight = strings.TrimPrefix(key, "p/")
+			break
+		}
+	}
+	require.NotEmpty(t, inFlight, "no strict session on the leaving member")
+	held := make(chan error, 1)
+	go func() { _, _, err := callIn(t, stay[0], "p", inFlight, "hold"); held <- err }()
+	<-holdStarted
+	left := make(chan error, 1)
+	go func() { left <- leaving.Shutdown(context.Background()) }()
+	require.Eventually(t, leaving.closed.Load, 10*time.Second, time.Millisecond)
+	holdRelease <- struct{}{}
+	require.NoError(t, <-held, "an in-flight call finishes")
+	require.NoError(t, <-left)
+	for _, rt := range stay {
+		tc.waitMembers(rt, 2)
+	}
+
+	_, err := stay[1].CallRef(context.Background(), ref, "count")
+	assert.ErrorIs(t, err, ErrRefLost)
+	for key, home := range pl.home {
+		pool, id, _ := strings.Cut(key, "/")
+		for i, rt := range stay {
+			member, n, err := callIn(t, rt, pool, id, "count")
+			switch {
+			case home != gone:
+				if assert.NoError(t, err, key) {
+					assert.Equal(t, home, member, key)
+					assert.Equal(t, pl.calls[key]+i+1, n, "%s keeps its state", key)
+				}
+			case pool == "p":
+				assert.ErrorIs(t, err, ErrSessionWorkerUnavailable, key)
+			default: // hint: rebinds on a member that stays, and starts afresh
+				if assert.NoError(t, err, key) {
+					assert.NotEqual(t, gone, member, key)
+					assert.Equal(t, i+1, n, key)
+				}
+			}
+		}
+	}
 }
