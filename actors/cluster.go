@@ -243,7 +243,14 @@ func (m *member) leave() {
 	m.rt.system.EventStream.Unsubscribe(m.sub)
 	m.failAllPending(fmt.Errorf("%w: member shutting down", ErrShutdown))
 	m.flush()
-	m.c.Shutdown(true)
+	// protoactor's graceful Shutdown sleeps 2 s and then waits up to 10 s
+	// for gRPC to stop when another member crashed earlier. Leave the
+	// membership first (what graceful adds), then stop without waiting:
+	// flush has already delivered what mattered.
+	if err := m.cfg.Provider.Shutdown(true); err != nil {
+		m.rt.log.Warn().Err(err).Msg("cluster provider shutdown")
+	}
+	m.c.Shutdown(false)
 }
 
 // flush returns once every other member's gateway has processed what this

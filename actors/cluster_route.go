@@ -55,11 +55,14 @@ func (a *sessionActor) routeCluster(env *envelope) bool {
 		return false // came from another member, which checked where it runs
 	case env.ref != nil:
 		return a.routeRemoteRef(env)
-	case env.isStream():
-		return false // streams run where they are called (see README: Status)
 	}
 	if a.bindingSlot(env.pool).lease != 0 {
 		return false // this member holds the lease
+	}
+	if env.isStream() { // not carried between members yet
+		env.refuse(&callError{sentinel: ErrStreamingUnsupported, pool: env.pool.cfg.Name, session: a.rec.id, worker: -1,
+			detail: "streaming calls run only on the member holding the session (its first call must not be a stream)"})
+		return true
 	}
 	cr := a.clusterRoute(env.pool)
 	if e := cr.entry; e != nil {
@@ -86,6 +89,11 @@ func (a *sessionActor) routeRemoteRef(env *envelope) bool {
 	m := a.rec.rt.member
 	if env.ref.Member == "" || env.ref.Member == m.id {
 		return false
+	}
+	if env.isStream() {
+		env.refuse(&callError{sentinel: ErrStreamingUnsupported, pool: env.pool.cfg.Name, session: a.rec.id, worker: env.ref.Worker,
+			detail: "streaming calls on a ref run only on the ref's member"})
+		return true
 	}
 	addr, alive := m.addressOf(env.ref.Member)
 	if !alive {

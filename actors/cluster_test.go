@@ -71,7 +71,7 @@ func (tc *testCluster) config() Config {
 			{Name: "p", Size: 2, Affinity: tc.mode, NewWorker: newTally},
 			{Name: "hint", Size: 2, Affinity: Hint, NewWorker: newTally},
 		},
-		Cluster: &ClusterConfig{Name: "affinity-test", Provider: test.NewTestProvider(tc.agent)},
+		Cluster: &ClusterConfig{Name: "affinity-test", Provider: test.NewTestProvider(tc.agent), RequestTimeout: 2 * time.Second},
 	}
 }
 
@@ -111,7 +111,9 @@ func (tc *testCluster) stop() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			start := time.Now()
 			assert.NoError(tc.t, rt.Shutdown(context.Background()))
+			tc.t.Logf("member %s shut down in %v", rt.member.id, time.Since(start))
 		}()
 	}
 	wg.Wait()
@@ -281,4 +283,97 @@ func TestClusterGracefulLeave(t *testing.T) {
 			}
 		}
 	}
+}
+
+// crash cuts a member off as a crash would: the others stop hearing from it
+// and it leaves the membership (the failure detector's verdict), while its
+// process, here its runtime, lives on unreachable.
+func (tc *testCluster) crash(rt *Runtime) {
+	id := rt.member.id
+	for _, other := range tc.members {
+		if other != rt {
+			other.member.c.Remote.BlockList().Block(id)
+		}
+	}
+	rt.member.c.Remote.Shutdown(false)
+	tc.agent.DeregisterService(id)
+}
+
+func TestClusterCrash(t *testing.T) {
+	tc := startTestCluster(t, 3, StrictQueue)
+	pl := placeSessions(t, tc, 60)
+	crashed := tc.members[2]
+	gone := crashed.member.id
+	stay := tc.members[:2]
+	var inFlight string
+	for key, home := range pl.home {
+		if home == gone && strings.HasPrefix(key, "p/") {
+			inFlight = strings.TrimPrefix(key, "p/")
+			break
+		}
+	}
+	require.NotEmpty(t, inFlight, "no strict session on the member to crash")
+	held := make(chan error, 1)
+	go func() { _, _, err := callIn(t, stay[0], "p", inFlight, "hold"); held <- err }()
+	<-holdStarted
+	waiting := make(chan error, 1) // queued behind the held call, at the crashed member
+	go func() { _, _, err := callIn(t, stay[1], "p", inFlight, "count"); waiting <- err }()
+	require.Eventually(t, func() bool { return crashed.Stats().Pools["p"].Queued == 1 }, 10*time.Second, time.Millisecond)
+
+	start := time.Now()
+	tc.crash(crashed)
+	assert.ErrorIs(t, <-held, ErrWorkerFailed, "the in-flight call")
+	assert.ErrorIs(t, <-waiting, ErrWorkerFailed, "a call waiting at the crashed member")
+	t.Logf("calls at the crashed member failed %v after the failure was detected", time.Since(start))
+	holdRelease <- struct{}{} // let the cut-off worker finish, for its shutdown
+	for _, rt := range stay {
+		tc.waitMembers(rt, 2)
+	}
+	for key, home := range pl.home {
+		pool, id, _ := strings.Cut(key, "/")
+		for i, rt := range stay {
+			member, n, err := callIn(t, rt, pool, id, "count")
+			switch {
+			case home != gone:
+				if assert.NoError(t, err, key) {
+					assert.Equal(t, home, member, key)
+					assert.Equal(t, pl.calls[key]+i+1, n, "%s keeps its state", key)
+				}
+			case pool == "p":
+				assert.ErrorIs(t, err, ErrSessionWorkerUnavailable, key)
+			default:
+				if assert.NoError(t, err, key) {
+					assert.NotEqual(t, gone, member, key)
+					assert.Equal(t, i+1, n, key)
+				}
+			}
+		}
+	}
+}
+
+func TestClusterMessageAPIAndPortability(t *testing.T) {
+	tc := startTestCluster(t, 3, StrictQueue)
+	home, _, err := callIn(t, tc.members[0], "p", "api", "count")
+	require.NoError(t, err)
+	for _, rt := range tc.members { // the actor message API, from every member
+		res, err := rt.ActorSystem().Root.RequestFuture(rt.SessionPID("api"), &messages.CallRequest{Payload: "count"}, 10*time.Second).Result()
+		require.NoError(t, err)
+		r := res.(*messages.CallReply)
+		require.NoError(t, r.Err)
+		member, _, _, _ := splitResult(t, r.Value.(string))
+		assert.Equal(t, home, member)
+	}
+	var away *Runtime // a member that does not hold the session
+	for _, rt := range tc.members {
+		if rt.member.id != home {
+			away = rt
+		}
+	}
+	type local struct{ x int }
+	_, err = away.Session("api").Call(context.Background(), local{1})
+	assert.ErrorIs(t, err, ErrPayloadNotPortable, "a Go struct cannot cross members")
+	_, err = away.Session("api").Stream(context.Background(), "count")
+	assert.ErrorIs(t, err, ErrStreamingUnsupported, "streams do not cross members yet")
+	_, err = away.Session("api").Call(context.Background(), []byte("raw"))
+	assert.NoError(t, err, "bytes cross")
 }

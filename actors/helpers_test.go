@@ -25,6 +25,14 @@ var protoactorClusterLeaks = []goleak.Option{
 	goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/cluster/clusterproviders/test.(*Provider).startTtlReport.func1"),
 	goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/cluster.(*Gossiper).StartGossiping.NewThrottle.func3.1"),
 	goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/cluster.NewGossipActor.NewThrottleWithLogger.func2.1"),
+	// gRPC client connections protoactor's remote opened towards a member
+	// that crashed: they keep reconnecting, and protoactor's shutdown does
+	// not close them.
+	goleak.IgnoreTopFunction("google.golang.org/grpc/internal/grpcsync.(*CallbackSerializer).run"),
+	goleak.IgnoreTopFunction("google.golang.org/grpc.(*addrConn).resetTransport"),
+	// An endpoint writer towards a member that is gone sleeps between
+	// connection attempts inside its Receive.
+	goleak.IgnoreAnyFunction("github.com/asynkron/protoactor-go/remote.(*endpointWriter).initialize"),
 }
 
 // op is the payload test workers understand.
