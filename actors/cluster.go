@@ -2,6 +2,7 @@ package actors
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -88,12 +89,19 @@ type member struct {
 	pendMu  sync.Mutex
 	pending map[uint64]remoteCall // calls sent to other members, by id
 
-	aliveMu sync.RWMutex
-	alive   map[string]string // member id -> address
+	// aliveMu is held for reading across each call sent to another member
+	// (sendCall), so that depart knows the calls already sent.
+	aliveMu  sync.RWMutex
+	alive    map[string]string // member id -> address
+	departed map[string]bool   // members that announced they are leaving
 
 	replicaMu sync.Mutex
 	replicas  map[string][]*wire.Entry // grain entries this member backs up
 
+	// ready is set once the member has joined: protoactor's StartMember
+	// registers the member, then sleeps a second before returning, and
+	// other members call during that second.
+	ready   atomic.Bool
 	leaving atomic.Bool
 }
 
@@ -105,24 +113,27 @@ type remoteCall struct {
 
 // startMember joins the cluster. protoactor's StartMember sleeps a second.
 func (rt *Runtime) startMember(cc ClusterConfig) error {
-	m := &member{rt: rt, cfg: cc, pending: map[uint64]remoteCall{}, alive: map[string]string{},
+	m := &member{rt: rt, cfg: cc, pending: map[uint64]remoteCall{}, alive: map[string]string{}, departed: map[string]bool{},
 		replicas: map[string][]*wire.Entry{}}
 	kind := cluster.NewKind(sessionKind, actor.PropsFromProducer(func() actor.Actor { return &sessionGrain{m: m} }))
 	cfg := cluster.Configure(cc.Name, cc.Provider, disthash.New(), remote.Configure(cc.Host, cc.Port),
-		cluster.WithKinds(kind), cluster.WithRequestTimeout(cc.RequestTimeout))
+		// protoactor's own requests (finding a grain's activation) get a
+		// fifth: asking a member that just died must not eat a call's time.
+		cluster.WithKinds(kind), cluster.WithRequestTimeout(max(cc.RequestTimeout/5, 200*time.Millisecond)))
 	m.c = cluster.New(rt.system, cfg)
 	// The gateway exists before the member joins: others may call at once.
 	if _, err := rt.system.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &gateway{m: m} }), gatewayName); err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
 	m.sub = rt.system.EventStream.Subscribe(m.onEvent)
+	rt.member = m
 	if err := startClusterMember(m.c); err != nil {
 		return err
 	}
 	m.id, m.address = rt.system.ID, rt.system.Address()
 	m.gateway = actor.NewPID(m.address, gatewayName)
 	m.setAlive(m.c.MemberList.Members().Members())
-	rt.member = m
+	m.ready.Store(true)
 	return nil
 }
 
@@ -157,14 +168,46 @@ func (m *member) onEvent(evt any) {
 	}
 }
 
+// setAlive takes the topology's members, less those that announced they
+// are leaving (the provider may list them for a while yet).
 func (m *member) setAlive(members []*cluster.Member) {
 	alive := make(map[string]string, len(members))
-	for _, mb := range members {
-		alive[mb.Id] = mb.Address()
-	}
 	m.aliveMu.Lock()
+	defer m.aliveMu.Unlock()
+	for _, mb := range members {
+		if !m.departed[mb.Id] {
+			alive[mb.Id] = mb.Address()
+		}
+	}
+	for id := range m.departed {
+		if !slices.ContainsFunc(members, func(mb *cluster.Member) bool { return mb.Id == id }) {
+			delete(m.departed, id) // gone from the topology too: nothing more to filter
+		}
+	}
 	m.alive = alive
+}
+
+// depart takes a member that announced it is leaving out of the routes.
+// Once it returns, every call sent there before has been handed to the
+// remote layer, ahead of anything this member sends it next.
+func (m *member) depart(id string) {
+	m.aliveMu.Lock()
+	delete(m.alive, id)
+	m.departed[id] = true
 	m.aliveMu.Unlock()
+}
+
+// sendCall sends msg to member id's gateway, unless that member is gone
+// (sent false) or has announced it is leaving (leaving true).
+func (m *member) sendCall(id string, msg *wire.Call) (sent, leaving bool) {
+	m.aliveMu.RLock()
+	defer m.aliveMu.RUnlock()
+	addr, ok := m.alive[id]
+	if !ok {
+		return false, m.departed[id]
+	}
+	m.rt.system.Root.RequestWithCustomSender(gatewayOf(addr), msg, m.gateway)
+	return true, false
 }
 
 // addressOf returns a live member's address.
@@ -184,6 +227,15 @@ func (m *member) members() map[string]string {
 		out[id] = a
 	}
 	return out
+}
+
+// ClusterMembers returns how many members this runtime's cluster has as far
+// as it knows, itself included; 0 outside a cluster.
+func (rt *Runtime) ClusterMembers() int {
+	if rt.member == nil {
+		return 0
+	}
+	return len(rt.member.members())
 }
 
 func gatewayOf(address string) *actor.PID { return actor.NewPID(address, gatewayName) }
@@ -242,6 +294,10 @@ func (m *member) leave() {
 	m.leaving.Store(true)
 	m.rt.system.EventStream.Unsubscribe(m.sub)
 	m.failAllPending(fmt.Errorf("%w: member shutting down", ErrShutdown))
+	m.announceLeave()
+	// The gateway refuses what reached it before the others stopped
+	// sending; flush then delivers those refusals.
+	_, _ = m.rt.system.Root.RequestFuture(m.gateway, &wire.Query{}, m.cfg.RequestTimeout).Result()
 	m.flush()
 	// protoactor's graceful Shutdown sleeps 2 s and then waits up to 10 s
 	// for gRPC to stop when another member crashed earlier. Leave the
@@ -251,6 +307,20 @@ func (m *member) leave() {
 		m.rt.log.Warn().Err(err).Msg("cluster provider shutdown")
 	}
 	m.c.Shutdown(false)
+}
+
+// announceLeave tells every other member that this one is leaving, and
+// returns once they have stopped sending it calls (or did not answer).
+func (m *member) announceLeave() {
+	var futures []*actor.Future
+	for id, addr := range m.members() {
+		if id != m.id {
+			futures = append(futures, m.rt.system.Root.RequestFuture(gatewayOf(addr), &wire.Leaving{Member: m.id}, m.cfg.RequestTimeout))
+		}
+	}
+	for _, f := range futures {
+		_, _ = f.Result()
+	}
 }
 
 // flush returns once every other member's gateway has processed what this

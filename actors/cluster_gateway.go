@@ -37,6 +37,15 @@ type (
 
 func (g *gateway) Receive(ctx actor.Context) {
 	rt := g.m.rt
+	if m, ok := ctx.Message().(*wire.Leaving); ok {
+		g.m.depart(m.Member)
+		ctx.Respond(&wire.LeaveNoted{})
+		return
+	}
+	if !g.m.ready.Load() {
+		g.notReady(ctx)
+		return
+	}
 	switch m := ctx.Message().(type) {
 	case *wire.Call:
 		g.call(ctx, m)
@@ -54,6 +63,9 @@ func (g *gateway) Receive(ctx actor.Context) {
 		}
 	case *wire.Query:
 		g.query(ctx, m)
+	case *actor.DeadLetterResponse:
+		// A message this gateway sent found no one (a caller's member
+		// left); the calls concerned are failed by the topology change.
 	case *wire.Replicate:
 		g.m.replicaMu.Lock()
 		if len(m.Entries) == 0 {
@@ -62,6 +74,20 @@ func (g *gateway) Receive(ctx actor.Context) {
 			g.m.replicas[m.Session] = m.Entries
 		}
 		g.m.replicaMu.Unlock()
+	}
+}
+
+// notReady answers what comes before this member has joined: calls and
+// grants are refused as by a member that is leaving (the sender tries
+// elsewhere or again), and nothing is held here yet.
+func (g *gateway) notReady(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *wire.Call:
+		ctx.Send(ctx.Sender(), &wire.Reply{Id: m.Id, Error: &wire.Error{Code: codeLeaving, Text: "member not ready"}, Worker: -1})
+	case *wire.Grant:
+		ctx.Respond(&wire.Resolved{Error: &wire.Error{Code: codeLeaving, Text: "member not ready"}})
+	case *wire.Query:
+		ctx.Respond(&wire.Holding{})
 	}
 }
 

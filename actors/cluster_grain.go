@@ -124,6 +124,14 @@ func (g *sessionGrain) merge(holdings []*wire.Holding) {
 // first when it has no live place yet.
 func (g *sessionGrain) resolve(ctx actor.Context, m *wire.Resolve, sender *actor.PID) {
 	e := g.entries[m.Pool]
+	if e == nil && m.Stale != nil && m.Stale.Dead && m.Stale.Lease != 0 {
+		// The caller saw the session live on a member that is leaving,
+		// though this activation found no trace of it: the state goes
+		// with that member, so it is a loss, not a fresh start.
+		e = proto.Clone(m.Stale).(*wire.Entry)
+		g.entries[m.Pool] = e
+		g.replicate()
+	}
 	if e != nil && m.Stale != nil && m.Stale.Member == e.Member && m.Stale.Lease == e.Lease {
 		if m.Stale.Dead { // the member is leaving: its state goes with it
 			e.Dead = true
@@ -151,25 +159,70 @@ func (g *sessionGrain) resolve(ctx actor.Context, m *wire.Resolve, sender *actor
 func (g *sessionGrain) bind(ctx actor.Context, m *wire.Resolve, sender *actor.PID) {
 	waiting, busy := g.granting[m.Pool]
 	g.granting[m.Pool] = append(waiting, heldRequest{msg: m, sender: sender})
-	if busy {
+	if !busy {
+		g.grant(ctx, m.Pool, "", 0)
+	}
+}
+
+// maxGrantAttempts bounds the offers made for one bind: a member that is
+// starting or leaving is skipped once, a loss it reports costs one more.
+const maxGrantAttempts = 3
+
+// grant offers the lease to the member chosen for the session, skipping
+// one that refused as not (or no longer) a working member.
+func (g *sessionGrain) grant(ctx actor.Context, pool, skip string, attempt int) {
+	id, addr, ok := g.m.choose(g.id, skip)
+	if !ok || attempt >= maxGrantAttempts {
+		g.answerGrant(ctx, pool, &wire.Resolved{Error: encodeError(fmt.Errorf("%w: no cluster member took the session", ErrNoWorkersAvailable))})
 		return
 	}
-	id, addr, ok := g.m.choose(g.id, "")
-	if !ok {
-		g.answerGrant(ctx, m.Pool, &wire.Resolved{Error: encodeError(fmt.Errorf("%w: no cluster member", ErrNoWorkersAvailable))})
-		return
-	}
-	e := &wire.Entry{Pool: m.Pool, Member: id, Address: addr, Lease: rand.Uint64() | 1}
+	e := &wire.Entry{Pool: pool, Member: id, Address: addr, Lease: rand.Uint64() | 1}
 	f := ctx.RequestFuture(gatewayOf(addr), &wire.Grant{Session: g.id, Entry: e}, g.m.cfg.RequestTimeout)
 	ctx.ReenterAfter(f, func(res any, err error) {
-		if _, ok := res.(*wire.Granted); !ok || err != nil {
-			g.answerGrant(ctx, m.Pool, &wire.Resolved{Error: encodeError(fmt.Errorf("%w: member %s did not take the session: %v %v", ErrNoWorkersAvailable, id, res, err))})
-			return
+		r, _ := res.(*wire.Resolved)
+		switch {
+		case err == nil && r != nil && r.Entry != nil:
+			g.adopt(ctx, pool, r.Entry, attempt)
+		case err == nil && r != nil && r.Error.GetCode() == codeLeaving && skip == "":
+			g.grant(ctx, pool, id, attempt+1) // that member is starting or leaving: try the next
+		case err != nil || r != nil:
+			g.answerGrant(ctx, pool, &wire.Resolved{Error: encodeError(fmt.Errorf("%w: member %s did not take the session: %v %v", ErrNoWorkersAvailable, id, res, err))})
+		default:
+			g.entries[pool] = e
+			g.replicate()
+			g.answerGrant(ctx, pool, &wire.Resolved{Entry: e})
 		}
-		g.entries[m.Pool] = e
-		g.replicate()
-		g.answerGrant(ctx, m.Pool, &wire.Resolved{Entry: e})
 	})
+}
+
+// adopt takes the place a member named instead of taking the lease: the
+// session already lives there, or lived on a member now gone. A lost place
+// is kept (strict calls and refs must learn of the loss); calls in hint
+// mode then get a fresh grant.
+func (g *sessionGrain) adopt(ctx actor.Context, pool string, e *wire.Entry, attempt int) {
+	if _, alive := g.m.addressOf(e.Member); !alive {
+		e.Dead = true
+	}
+	g.entries[pool] = e
+	g.replicate()
+	if !e.Dead {
+		g.answerGrant(ctx, pool, &wire.Resolved{Entry: e})
+		return
+	}
+	var rebind []heldRequest
+	for _, h := range g.granting[pool] {
+		if r, ok := h.msg.(*wire.Resolve); ok && Affinity(r.Affinity) == Hint {
+			rebind = append(rebind, h)
+			continue
+		}
+		ctx.Send(h.sender, &wire.Resolved{Entry: e})
+	}
+	if len(rebind) == 0 {
+		delete(g.granting, pool)
+		return
+	}
+	g.granting[pool] = rebind
+	g.grant(ctx, pool, "", attempt+1)
 }
 
 func (g *sessionGrain) answerGrant(ctx actor.Context, pool string, r *wire.Resolved) {
@@ -196,19 +249,19 @@ func (g *sessionGrain) close(ctx actor.Context, sender *actor.PID) {
 	ctx.Send(sender, &wire.Closed{})
 }
 
-// replicate copies the entries to a backup member, another than the
-// grain's own, so that they outlive a crash of the grain's member (a new
-// activation asks every member, the backup among them).
+// replicate copies the entries to every member, so that they outlive the
+// grain's activation, its member, and members that leave one after another
+// (a new activation asks every member). Entries change when a session binds or
+// closes, not per call.
 func (g *sessionGrain) replicate() {
-	_, addr, ok := g.m.choose(g.id, g.m.id)
-	if !ok {
-		return
-	}
 	entries := make([]*wire.Entry, 0, len(g.entries))
 	for _, e := range g.entries {
 		entries = append(entries, e)
 	}
-	g.m.rt.system.Root.Send(gatewayOf(addr), &wire.Replicate{Session: g.id, Entries: entries})
+	msg := &wire.Replicate{Session: g.id, Entries: entries}
+	for _, addr := range g.m.members() { // this one too: the grain may move while its member stays
+		g.m.rt.system.Root.Send(gatewayOf(addr), msg)
+	}
 }
 
 // choose picks a live member for key by rendezvous hashing, skipping one

@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -68,8 +69,8 @@ func (a *sessionActor) routeCluster(env *envelope) bool {
 	if e := cr.entry; e != nil {
 		if e.Member == m.id { // the lease was revoked since: ask again
 			cr.entry = nil
-		} else if addr, alive := m.addressOf(e.Member); alive && !e.Dead {
-			a.forward(env, e, addr)
+		} else if _, alive := m.addressOf(e.Member); alive && !e.Dead {
+			a.forward(env, e)
 			return true
 		} else if env.mode != Hint {
 			env.refuse(&callError{sentinel: ErrSessionWorkerUnavailable, pool: env.pool.cfg.Name, session: a.rec.id,
@@ -95,13 +96,13 @@ func (a *sessionActor) routeRemoteRef(env *envelope) bool {
 			detail: "streaming calls on a ref run only on the ref's member"})
 		return true
 	}
-	addr, alive := m.addressOf(env.ref.Member)
+	_, alive := m.addressOf(env.ref.Member)
 	if !alive {
 		env.refuse(&callError{sentinel: ErrRefLost, pool: env.pool.cfg.Name, session: a.rec.id, worker: env.ref.Worker,
 			detail: "its member " + env.ref.Member + " left the cluster"})
 		return true
 	}
-	a.forward(env, nil, addr)
+	a.forward(env, nil)
 	return true
 }
 
@@ -144,7 +145,10 @@ func (m *member) askGrain(session string, req any) (any, error) {
 		if pid == nil {
 			lastErr = fmt.Errorf("no member hosts session grains")
 		} else {
-			res, err := m.rt.system.Root.RequestFuture(pid, req, time.Until(deadline)).Result()
+			// Attempts are short: a grain whose member crashed is found
+			// again on another one once the topology says so.
+			wait := min(time.Until(deadline), max(m.cfg.RequestTimeout/5, 100*time.Millisecond))
+			res, err := m.rt.system.Root.RequestFuture(pid, req, wait).Result()
 			if err == nil {
 				return res, nil
 			}
@@ -184,9 +188,9 @@ func (a *sessionActor) resolved(m *resolvedRoute) {
 	}
 }
 
-// forward sends env to the member at addr; e is the route's entry (nil for
+// forward sends env to the member holding its lease; e is the route's entry (nil for
 // a ref call). The reply comes back through this member's gateway.
-func (a *sessionActor) forward(env *envelope, e *wire.Entry, addr string) {
+func (a *sessionActor) forward(env *envelope, e *wire.Entry) {
 	m := a.rec.rt.member
 	payload, err := wire.EncodeValue(env.call.Payload)
 	if err != nil {
@@ -205,11 +209,15 @@ func (a *sessionActor) forward(env *envelope, e *wire.Entry, addr string) {
 		target = env.ref.Member
 	}
 	msg.Id = m.track(env, target)
-	if _, alive := m.addressOf(target); !alive { // it left while we chose it
+	switch sent, leaving := m.sendCall(target, msg); {
+	case sent:
+	case leaving: // it announced its leave since we chose it
+		if rc, ok := m.untrack(msg.Id); ok {
+			a.refused(&remoteRefused{env: rc.env, code: codeLeaving, member: target})
+		}
+	default: // it left since we chose it
 		m.failPendingOn(target)
-		return
 	}
-	a.rec.rt.system.Root.RequestWithCustomSender(gatewayOf(addr), msg, m.gateway)
 }
 
 // refused handles a call the other member would not take: its lease there
@@ -279,6 +287,10 @@ func (m *member) sendReply(env *envelope, val any, err error) {
 	}
 	v, encErr := wire.EncodeValue(val)
 	switch {
+	case err != nil && !env.ran && m.leaving.Load() && errors.Is(err, ErrShutdown):
+		// It waited here and never ran: the caller routes it again, as
+		// for any call to a member that is leaving.
+		r.Error = &wire.Error{Code: codeLeaving, Text: "member leaving"}
 	case err != nil:
 		r.Error = encodeError(err)
 	case encErr != nil:
@@ -289,16 +301,39 @@ func (m *member) sendReply(env *envelope, val any, err error) {
 	m.rt.system.Root.Send(env.remote.to, r)
 }
 
-// granted takes the session's lease in a pool.
+// leaseGranted takes the session's lease in a pool, unless this member
+// knows the session already lives somewhere: then it answers with that
+// place, which the grain adopts. Two activations of one grain (protoactor
+// may run both during a topology change) thus converge on the lease that
+// holds state instead of starting the session afresh next to it.
 func (a *sessionActor) leaseGranted(g *leaseGrant) {
-	rt := a.rec.rt
-	if p, ok := rt.byName[g.entry.Pool]; ok {
-		a.bindingSlot(p).lease = g.entry.Lease
-		a.clusterRoute(p).entry = nil
-		rt.system.Root.Send(g.ack, &wire.Granted{})
+	rt, m := a.rec.rt, a.rec.rt.member
+	p, ok := rt.byName[g.entry.Pool]
+	if !ok {
+		rt.system.Root.Send(g.ack, &wire.Resolved{Error: encodeError(fmt.Errorf("%w: %q", ErrPoolNotFound, g.entry.Pool))})
 		return
 	}
-	rt.system.Root.Send(g.ack, &wire.Resolved{Error: encodeError(fmt.Errorf("%w: %q", ErrPoolNotFound, g.entry.Pool))})
+	b, cr := a.bindingSlot(p), a.clusterRoute(p)
+	switch {
+	case b.lease != 0 && b.lease != g.entry.Lease && b.inc != 0: // state here, under another lease
+		rt.system.Root.Send(g.ack, &wire.Resolved{Entry: &wire.Entry{Pool: p.cfg.Name, Member: m.id, Address: m.address, Lease: b.lease}})
+	case b.lease == 0 && cr.entry != nil && !cr.entry.Dead && cr.entry.Member != m.id:
+		// It lives there, as far as this member knows. If that member is
+		// gone, its state went with it: the grain records the loss rather
+		// than this member starting the session afresh, and a second offer
+		// (for a call in hint mode) is then taken.
+		e := cr.entry
+		if _, alive := m.addressOf(e.Member); !alive {
+			e = proto.Clone(e).(*wire.Entry)
+			e.Dead = true
+			cr.entry = e
+		}
+		rt.system.Root.Send(g.ack, &wire.Resolved{Entry: e})
+	default:
+		b.lease = g.entry.Lease
+		cr.entry = nil
+		rt.system.Root.Send(g.ack, &wire.Granted{})
+	}
 }
 
 // leaseRevoked closes the session here if it holds one of the leases.

@@ -207,7 +207,7 @@ func (rt *Runtime) newCall(ctx context.Context, live func() *sessionRec, p *pool
 	}
 	env := getEnvelope()
 	env.ctx, env.pool, env.mode, env.ref, env.sess = ctx, p, mode, ref, r
-	env.call = messages.Call{Session: r.id, Pool: p.cfg.Name, Worker: -1, Ref: ref, Payload: req}
+	env.call = messages.Call{Session: r.id, Pool: p.cfg.Name, Worker: -1, Ref: ref, Payload: req, Member: rt.memberID()}
 	r.active.Add(1)
 	return env, nil
 }
@@ -450,13 +450,14 @@ func (rt *Runtime) shutdown(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("pool %q: workers did not stop: %w", p.cfg.Name, ctx.Err()))
 		}
 	}
-	if rt.member != nil {
+	left := rt.member != nil && rt.member.ready.Load()
+	if left {
 		rt.member.leave() // after the drain: replies to other members went out
 	}
 	if err := rt.wg.wait(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("runtime goroutines did not finish: %w", err))
 	}
-	if rt.member == nil { // leaving the cluster shut the actor system down
+	if !left { // leaving the cluster shut the actor system down
 		rt.system.Shutdown()
 	}
 	rt.log.Info().Msg("affinity runtime stopped")

@@ -413,7 +413,6 @@ func (a *sessionActor) deliver(env *envelope, w *worker) {
 	if env.astream != nil {
 		a.trackStream(env.astream)
 	}
-	env.call.Member = a.rec.rt.memberID()
 	fromActor := env.replyTo != nil || env.astream != nil // env may be recycled once sent
 	a.rec.rt.system.Root.Send(w.pid, env)
 	if fromActor {

@@ -60,7 +60,7 @@ func (a *sessionActor) streamRequest(sender *actor.PID, m *messages.StreamReques
 func (a *sessionActor) newEnvelope(p *pool, mode Affinity, ref *messages.Ref, payload any) *envelope {
 	rt := a.rec.rt
 	env := &envelope{ctx: rt.ctx, pool: p, mode: mode, ref: ref, sess: a.rec}
-	env.call = messages.Call{Session: a.rec.id, Pool: p.cfg.Name, Worker: -1, Ref: ref, Payload: payload}
+	env.call = messages.Call{Session: a.rec.id, Pool: p.cfg.Name, Worker: -1, Ref: ref, Payload: payload, Member: rt.memberID()}
 	a.rec.active.Add(1)
 	return env
 }

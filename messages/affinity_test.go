@@ -179,9 +179,9 @@ func ExampleParseAffinity() {
 }
 
 func TestCallNewRef(t *testing.T) {
-	call := Call{Session: "s1", Pool: "models", Worker: 3, Incarnation: 7, Payload: "req"}
+	call := Call{Session: "s1", Pool: "models", Worker: 3, Incarnation: 7, Member: "m2", Payload: "req"}
 	ref := call.NewRef("tensor-9")
-	assert.Equal(t, Ref{Session: "s1", Pool: "models", Worker: 3, Incarnation: 7, Key: "tensor-9"}, ref)
+	assert.Equal(t, Ref{Session: "s1", Pool: "models", Worker: 3, Incarnation: 7, Key: "tensor-9", Member: "m2"}, ref)
 	assert.True(t, ref.Valid())
 
 	// Every field of Ref must come from the call or the key; a field added to

@@ -1063,6 +1063,89 @@ func (x *Replicate) GetEntries() []*Entry {
 	return nil
 }
 
+// Leaving tells the other members that member is leaving gracefully: they
+// stop sending it calls and grants before it stops answering. Answered with
+// LeaveNoted once the sender's member is out of the receiver's routes.
+type Leaving struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Member        string                 `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Leaving) Reset() {
+	*x = Leaving{}
+	mi := &file_wire_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Leaving) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Leaving) ProtoMessage() {}
+
+func (x *Leaving) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Leaving.ProtoReflect.Descriptor instead.
+func (*Leaving) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *Leaving) GetMember() string {
+	if x != nil {
+		return x.Member
+	}
+	return ""
+}
+
+type LeaveNoted struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaveNoted) Reset() {
+	*x = LeaveNoted{}
+	mi := &file_wire_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaveNoted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaveNoted) ProtoMessage() {}
+
+func (x *LeaveNoted) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaveNoted.ProtoReflect.Descriptor instead.
+func (*LeaveNoted) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{17}
+}
+
 var File_wire_proto protoreflect.FileDescriptor
 
 const file_wire_proto_rawDesc = "" +
@@ -1134,7 +1217,11 @@ const file_wire_proto_rawDesc = "" +
 	"\breplicas\x18\x02 \x03(\v2\x14.affinity.wire.EntryR\breplicas\"U\n" +
 	"\tReplicate\x12\x18\n" +
 	"\asession\x18\x01 \x01(\tR\asession\x12.\n" +
-	"\aentries\x18\x02 \x03(\v2\x14.affinity.wire.EntryR\aentriesB/Z-github.com/affinity-go/affinity/internal/wireb\x06proto3"
+	"\aentries\x18\x02 \x03(\v2\x14.affinity.wire.EntryR\aentries\"!\n" +
+	"\aLeaving\x12\x16\n" +
+	"\x06member\x18\x01 \x01(\tR\x06member\"\f\n" +
+	"\n" +
+	"LeaveNotedB/Z-github.com/affinity-go/affinity/internal/wireb\x06proto3"
 
 var (
 	file_wire_proto_rawDescOnce sync.Once
@@ -1148,7 +1235,7 @@ func file_wire_proto_rawDescGZIP() []byte {
 	return file_wire_proto_rawDescData
 }
 
-var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_wire_proto_goTypes = []any{
 	(*Value)(nil),        // 0: affinity.wire.Value
 	(*Ref)(nil),          // 1: affinity.wire.Ref
@@ -1166,10 +1253,12 @@ var file_wire_proto_goTypes = []any{
 	(*Query)(nil),        // 13: affinity.wire.Query
 	(*Holding)(nil),      // 14: affinity.wire.Holding
 	(*Replicate)(nil),    // 15: affinity.wire.Replicate
-	(*anypb.Any)(nil),    // 16: google.protobuf.Any
+	(*Leaving)(nil),      // 16: affinity.wire.Leaving
+	(*LeaveNoted)(nil),   // 17: affinity.wire.LeaveNoted
+	(*anypb.Any)(nil),    // 18: google.protobuf.Any
 }
 var file_wire_proto_depIdxs = []int32{
-	16, // 0: affinity.wire.Value.proto:type_name -> google.protobuf.Any
+	18, // 0: affinity.wire.Value.proto:type_name -> google.protobuf.Any
 	1,  // 1: affinity.wire.Value.ref:type_name -> affinity.wire.Ref
 	1,  // 2: affinity.wire.Call.ref:type_name -> affinity.wire.Ref
 	0,  // 3: affinity.wire.Call.payload:type_name -> affinity.wire.Value
@@ -1209,7 +1298,7 @@ func file_wire_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_wire_proto_rawDesc), len(file_wire_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
