@@ -29,6 +29,9 @@ import (
 	"time"
 )
 
+// say narrates the run: on stdout with the table, on stderr with -json.
+var say = func(format string, args ...any) { fmt.Printf(format, args...) }
+
 func main() {
 	flag.CommandLine.Init("affinity-cluster-demo", flag.ExitOnError)
 	var (
@@ -41,6 +44,7 @@ func main() {
 		health   = flag.Int("health", 0, "internal: the member's health port")
 		hosts    = flag.String("hosts", "", "internal: every member's health address, comma-separated")
 		expect   = flag.Int("expect", 1, "internal: members to wait for before calling")
+		asJSON   = flag.Bool("json", false, "print the members' reports as JSON lines instead of a table")
 	)
 	flag.Parse()
 	if *member >= 0 {
@@ -56,12 +60,27 @@ func main() {
 		fmt.Fprintln(os.Stderr, "affinity-cluster-demo: want -members >= 2, -duration >= 3s, positive -sessions and -callers")
 		os.Exit(2)
 	}
+	if *asJSON {
+		say = func(format string, args ...any) { fmt.Fprintf(os.Stderr, format, args...) }
+	}
 	reports, err := orchestrate(*members, *duration, *sessions, *callers)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "affinity-cluster-demo:", err)
 		os.Exit(1)
 	}
-	if printReports(reports) > 0 {
+	broken := 0
+	for _, r := range reports {
+		broken += len(r.Violations)
+	}
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		for _, r := range reports {
+			_ = enc.Encode(r)
+		}
+	} else {
+		printReports(reports)
+	}
+	if broken > 0 {
 		os.Exit(1)
 	}
 }
@@ -107,13 +126,13 @@ func orchestrate(n int, d time.Duration, sessions, callers int) ([]report, error
 			return nil, err
 		}
 	}
-	fmt.Printf("%d members on loopback; running %v: member 1 is killed at %v, member %d joins at %v\n",
+	say("%d members on loopback; running %v: member 1 is killed at %v, member %d joins at %v\n",
 		n, d, d/3, n, d/2)
 	time.Sleep(d / 3)
 	victim := slots[1]
 	_ = victim.cmd.Process.Signal(syscall.SIGKILL)
 	_ = victim.cmd.Wait()
-	fmt.Printf("%v: member 1 killed (SIGKILL)\n", d/3)
+	say("%v: member 1 killed (SIGKILL)\n", d/3)
 	time.Sleep(d/2 - d/3)
 	if err := start(n, 1); err != nil {
 		return nil, err
@@ -121,7 +140,7 @@ func orchestrate(n int, d time.Duration, sessions, callers int) ([]report, error
 	if err := slots[n].waitReady(n); err != nil {
 		return nil, err
 	}
-	fmt.Printf("%v: member %d joined\n", d/2, n)
+	say("%v: member %d joined\n", d/2, n)
 	time.Sleep(d - d/2)
 	var reports []report
 	for i, s := range slots {
@@ -215,12 +234,12 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-// printReports writes the members' table and returns how many guarantees broke.
-func printReports(reports []report) int {
+// printReports writes the members' table, the first error of each kind and
+// every broken guarantee.
+func printReports(reports []report) {
 	sort.Slice(reports, func(i, j int) bool { return reports[i].Index < reports[j].Index })
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(w, "member\tsessions held\tworkers\tcalls ok\tmoves\terrors\tbroken guarantees")
-	broken := 0
 	for _, r := range reports {
 		var errs []string
 		for kind, c := range r.Errors {
@@ -230,7 +249,6 @@ func printReports(reports []report) int {
 		if len(errs) == 0 {
 			errs = []string{"none"}
 		}
-		broken += len(r.Violations)
 		fmt.Fprintf(w, "%d\t%d\t%d\t%d\t%d\t%s\t%d\n", r.Index, r.Sessions, r.Workers, r.Calls, r.Moves, strings.Join(errs, "; "), len(r.Violations))
 	}
 	_ = w.Flush()
@@ -255,5 +273,4 @@ Sessions whose state was on the killed member: their calls in flight failed with
 "worker failed"; then strict calls got "session worker unavailable" (never a silent
 fresh start), the caller closed the session, and it started afresh elsewhere (a move).
 Refs to the killed member's workers got "ref lost". Every other session kept its worker.`)
-	return broken
 }
