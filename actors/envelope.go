@@ -51,7 +51,8 @@ type envelope struct {
 	// bindOnRun: a hint call parked while its session had no binding in
 	// this pool binds to whichever worker runs it.
 	bindOnRun bool
-	ran       bool // a worker began running it
+	ran       bool      // a worker began running it
+	made      time.Time // when the call was made; set only when events are wanted
 	retries   uint8
 	timeout   time.Duration // the request's own bound on waiting; 0: the pool's
 	timer     *time.Timer   // a shorter queue timeout of its own while parked

@@ -20,6 +20,15 @@ const (
 	wsRemoved                       // removed by a scale-down
 )
 
+var workerStateNames = [...]string{"starting", "ready", "restarting", "failed", "removed"}
+
+func (s workerState) String() string {
+	if int(s) < len(workerStateNames) {
+		return workerStateNames[s]
+	}
+	return "unknown"
+}
+
 // worker is the stable slot of one worker id in a pool. Its actor instance
 // (workerActor) changes with every incarnation; this struct does not.
 type worker struct {
@@ -37,6 +46,9 @@ type worker struct {
 	inflight    int      // claimed calls not yet finished, plus reserved slots
 	bound       int      // sessions bound to the current incarnation
 	waiters     waitRing // sessions with calls waiting for this worker
+	lastTaint   string   // why its last incarnation was tainted; "" if never
+
+	calls atomic.Uint64 // calls run, every incarnation
 
 	// Guarded by rmu (taken after pool.mu when both are held).
 	rmu     sync.Mutex

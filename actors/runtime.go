@@ -208,6 +208,9 @@ func (rt *Runtime) newCall(ctx context.Context, live func() *sessionRec, p *pool
 	env := getEnvelope()
 	env.ctx, env.pool, env.mode, env.ref, env.sess = ctx, p, mode, ref, r
 	env.call = messages.Call{Session: r.id, Pool: p.cfg.Name, Worker: -1, Ref: ref, Payload: req, Member: rt.memberID()}
+	if rt.wantEvents {
+		env.made = time.Now()
+	}
 	r.active.Add(1)
 	return env, nil
 }

@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"slices"
 	"sync/atomic"
 
 	"github.com/affinity-go/affinity/messages"
@@ -33,12 +34,25 @@ type PoolStats struct {
 	Restarts      uint64 // new incarnations after a taint
 	Failed        uint64 // workers out of restart budget
 	Resizes       uint64
-	Bindings      uint64 // sessions bound to a worker (first binding or rebind)
-	Rebinds       uint64 // bindings dropped because their worker was lost (hint)
-	Size          int    // workers neither removed nor failed
-	Ready         int    // of which taking calls
-	Queued        int    // calls waiting now
-	Inflight      int    // calls running now
+	Bindings      uint64        // sessions bound to a worker (first binding or rebind)
+	Rebinds       uint64        // bindings dropped because their worker was lost (hint)
+	Size          int           // workers neither removed nor failed
+	Ready         int           // of which taking calls
+	Queued        int           // calls waiting now
+	Inflight      int           // calls running now
+	Workers       []WorkerStats // by worker id; removed and failed workers are left out
+}
+
+// WorkerStats is a snapshot of one worker.
+type WorkerStats struct {
+	ID          int
+	State       string // starting, ready or restarting
+	Incarnation uint64 // 0 before its first start
+	Inflight    int    // calls running on it now (and slots reserved for waiting calls)
+	Waiting     int    // sessions with calls waiting for it
+	Bound       int    // sessions bound to its current incarnation
+	Calls       uint64 // calls it ran, every incarnation
+	LastTaint   string // why its last incarnation was tainted; "" if never
 }
 
 // Stats is a snapshot of the runtime's counters. Reading it is cheap: a few
@@ -78,11 +92,15 @@ func (rt *Runtime) Stats() Stats {
 		ps.Rebinds = p.stats.rebinds.Load()
 		p.mu.Lock()
 		ps.Size = len(p.active)
+		ps.Workers = make([]WorkerStats, 0, len(p.active))
 		for _, w := range p.active {
 			if w.state == wsReady {
 				ps.Ready++
 			}
+			ps.Workers = append(ps.Workers, WorkerStats{ID: w.id, State: w.state.String(), Incarnation: w.incarnation,
+				Inflight: w.inflight, Waiting: w.waiters.n, Bound: w.bound, Calls: w.calls.Load(), LastTaint: w.lastTaint})
 		}
+		slices.SortFunc(ps.Workers, func(a, b WorkerStats) int { return a.ID - b.ID })
 		ps.Queued, ps.Inflight = int(p.queued.Load()), p.inflight
 		p.mu.Unlock()
 		st.Pools[p.cfg.Name] = ps

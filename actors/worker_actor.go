@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -216,6 +217,7 @@ func (a *workerActor) run(env *envelope) {
 	}
 	val, perr, err := a.invoke(env)
 	calls := a.calls.Add(1)
+	w.calls.Add(1)
 
 	switch {
 	case perr != nil:
@@ -242,7 +244,7 @@ func (a *workerActor) run(env *envelope) {
 	}
 	if p.rt.wantEvents {
 		emit(p.rt, messages.CallExecuted{Pool: p.cfg.Name, Session: env.call.Session, Worker: w.id,
-			Incarnation: a.inc, Duration: time.Since(started), Err: err})
+			Incarnation: a.inc, Duration: time.Since(started), Waited: waited(env, started), Err: err})
 	}
 	g := p.release(w, env)
 	env.finish(val, err)
@@ -290,6 +292,7 @@ func (a *workerActor) taintNow(reason messages.TaintReason, cause error) {
 	w, p := a.w, a.w.pool
 	p.mu.Lock()
 	var out notices
+	w.lastTaint = taintText(reason, cause)
 	if w.incarnation == a.inc && w.state == wsReady {
 		out = p.takeOutOfService(w, wsRestarting)
 	} else if w.state == wsStarting || w.state == wsReady {
@@ -403,4 +406,22 @@ func (p *pool) workerStopped(w *worker) {
 		p.markDrained()
 	}
 	close(w.stopped)
+}
+
+// taintText is a taint's reason as the worker's snapshot shows it: the
+// reason and the first line of its cause (a panic's stack is in the event).
+func taintText(reason messages.TaintReason, cause error) string {
+	if cause == nil {
+		return reason.String()
+	}
+	msg, _, _ := strings.Cut(cause.Error(), "\n")
+	return reason.String() + ": " + msg
+}
+
+// waited is how long env took from being made to starting on a worker.
+func waited(env *envelope, started time.Time) time.Duration {
+	if env.made.IsZero() {
+		return 0
+	}
+	return started.Sub(env.made)
 }

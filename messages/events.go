@@ -105,6 +105,7 @@ type CallExecuted struct {
 	Worker      int
 	Incarnation uint64
 	Duration    time.Duration
+	Waited      time.Duration // from the call being made to its start on this worker
 	Err         error
 }
 

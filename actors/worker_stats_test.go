@@ -1,0 +1,105 @@
+package actors
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/affinity-go/affinity/messages"
+)
+
+func TestStatsPerWorker(t *testing.T) {
+	w := &world{}
+	rt := onePool(t, w, 2, StrictQueue)
+	for i := range 4 {
+		_, err := call(t, rt.Session(string(rune('a'+i))), op{})
+		require.NoError(t, err)
+	}
+	ps := rt.Stats().Pools["p"]
+	require.Len(t, ps.Workers, 2)
+	var calls uint64
+	var bound int
+	for i, ws := range ps.Workers {
+		assert.Equal(t, i, ws.ID)
+		assert.Equal(t, "ready", ws.State)
+		assert.Equal(t, uint64(1), ws.Incarnation)
+		assert.Empty(t, ws.LastTaint)
+		calls += ws.Calls
+		bound += ws.Bound
+	}
+	assert.Equal(t, uint64(4), calls)
+	assert.Equal(t, 4, bound, "each session is bound to one worker")
+
+	// A panic taints the worker; the snapshot says why, and shows the new
+	// incarnation once it is back.
+	r, err := call(t, rt.Session("a"), op{})
+	require.NoError(t, err)
+	_, err = call(t, rt.Session("a"), op{Panic: true})
+	require.ErrorIs(t, err, ErrWorkerFailed)
+	require.Eventually(t, func() bool {
+		ws := rt.Stats().Pools["p"].Workers[r.Worker]
+		return ws.State == "ready" && ws.Incarnation == 2
+	}, 10*time.Second, time.Millisecond)
+	ws := rt.Stats().Pools["p"].Workers[r.Worker]
+	assert.True(t, strings.HasPrefix(ws.LastTaint, "panic: "), ws.LastTaint)
+	assert.Zero(t, ws.Bound, "the restarted incarnation holds no session")
+}
+
+func TestStatsWaitingAndInflight(t *testing.T) {
+	w := &world{}
+	rt := onePool(t, w, 1, StrictQueue)
+	block, started := make(chan struct{}), make(chan int, 1)
+	done := make(chan error, 2)
+	go func() { _, err := call(t, rt.Session("a"), op{Block: block, Started: started}); done <- err }()
+	<-started
+	go func() { _, err := call(t, rt.Session("b"), op{}); done <- err }()
+	require.Eventually(t, func() bool { return rt.Stats().Pools["p"].Workers[0].Waiting == 1 }, 10*time.Second, time.Millisecond)
+	ws := rt.Stats().Pools["p"].Workers[0]
+	assert.GreaterOrEqual(t, ws.Inflight, 1)
+	close(block)
+	require.NoError(t, <-done)
+	require.NoError(t, <-done)
+}
+
+// The waiting time of a call that queued behind another is in its
+// CallExecuted event.
+func TestCallExecutedWaited(t *testing.T) {
+	var mu sync.Mutex
+	waited := map[string]time.Duration{}
+	w := &world{}
+	rt := start(t, Config{Pools: []PoolConfig{{Name: "p", Size: 1, Affinity: StrictQueue, NewWorker: w.factory}},
+		OnEvent: func(e messages.Event) {
+			if ex, ok := e.(messages.CallExecuted); ok {
+				mu.Lock()
+				waited[ex.Session] = ex.Waited
+				mu.Unlock()
+			}
+		}})
+	block, started := make(chan struct{}), make(chan int, 1)
+	done := make(chan error, 2)
+	go func() {
+		_, err := rt.Session("first").Call(context.Background(), op{Block: block, Started: started})
+		done <- err
+	}()
+	<-started
+	go func() { _, err := rt.Session("second").Call(context.Background(), op{}); done <- err }()
+	require.Eventually(t, func() bool { return rt.Stats().Pools["p"].Queued == 1 }, 10*time.Second, time.Millisecond)
+	// Hold the queued call for a known time: it was made before it was
+	// seen queued, and starts after the release.
+	const hold = 5 * time.Millisecond
+	<-time.After(hold)
+	close(block)
+	require.NoError(t, <-done)
+	require.NoError(t, <-done)
+	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(waited) == 2 }, 10*time.Second, time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Positive(t, waited["first"])
+	assert.GreaterOrEqual(t, waited["second"], hold, "it waited at least while the first call was held")
+	assert.Greater(t, waited["second"], waited["first"])
+}
