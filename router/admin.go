@@ -1,14 +1,22 @@
 package router
 
 import (
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"mime"
+	"net"
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
 )
 
 // AdminHandler serves the admin API. Mount it on a separate, private
-// listener: it changes the backend list and has no authentication.
+// listener. It checks every request as Config.Admin describes: Host a
+// loopback name or one of Admin.Hosts, no cross-origin Origin, JSON on
+// changes, and the bearer token when one is set.
 //
 //	GET    /healthz          200 if some backend is healthy, else 503
 //	GET    /metrics          Prometheus text metrics
@@ -54,7 +62,99 @@ func (r *Router) AdminHandler() http.Handler {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})
-	return http.TimeoutHandler(mux, 30*time.Second, "admin request timed out\n")
+	return newAdminGuard(r.cfg.Admin, http.TimeoutHandler(mux, 30*time.Second, "admin request timed out\n"))
+}
+
+// adminGuard keeps web pages and strangers away from the admin API. A page
+// in an operator's browser can send simple cross-origin requests (POST with
+// text/plain, no preflight) to a loopback port, and through DNS rebinding
+// even read the answers under its own host name. Requiring
+// application/json forces a CORS preflight, which the API never grants;
+// the Host check defeats rebinding; the Origin check refuses what a
+// browser marks as cross-origin; the token, when set, refuses everyone else.
+type adminGuard struct {
+	next  http.Handler
+	token *[sha256.Size]byte // nil: no token
+	hosts map[string]bool    // lower-case "name" or "name:port"
+}
+
+func newAdminGuard(cfg AdminConfig, next http.Handler) *adminGuard {
+	g := &adminGuard{next: next, hosts: make(map[string]bool, len(cfg.Hosts))}
+	if cfg.Token != "" {
+		sum := sha256.Sum256([]byte(cfg.Token))
+		g.token = &sum
+	}
+	for _, h := range cfg.Hosts {
+		g.hosts[strings.ToLower(h)] = true
+	}
+	return g
+}
+
+func (g *adminGuard) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	if !g.hostAllowed(req.Host) {
+		http.Error(w, "admin API: Host not accepted (a loopback name or a configured admin host)", http.StatusForbidden)
+		return
+	}
+	if !sameOrigin(req) {
+		http.Error(w, "admin API: cross-origin requests are refused", http.StatusForbidden)
+		return
+	}
+	if g.token != nil && !(req.Method == http.MethodGet && req.URL.Path == "/healthz") {
+		sum := sha256.Sum256([]byte(bearer(req)))
+		if subtle.ConstantTimeCompare(sum[:], g.token[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="affinity-router admin"`)
+			http.Error(w, "admin API: missing or wrong bearer token", http.StatusUnauthorized)
+			return
+		}
+	}
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+	default:
+		if mt, _, err := mime.ParseMediaType(req.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+			http.Error(w, "admin API: requests that change something need Content-Type: application/json", http.StatusUnsupportedMediaType)
+			return
+		}
+	}
+	g.next.ServeHTTP(w, req)
+}
+
+// hostAllowed accepts loopback names on any port and the configured hosts.
+func (g *adminGuard) hostAllowed(hostport string) bool {
+	hostport = strings.ToLower(hostport)
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if host == "localhost" || g.hosts[hostport] || g.hosts[host] {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// sameOrigin refuses requests a browser marks as coming from another
+// origin. Clients that are not browsers send neither header.
+func sameOrigin(req *http.Request) bool {
+	switch req.Header.Get("Sec-Fetch-Site") {
+	case "", "same-origin", "none":
+	default:
+		return false
+	}
+	origin := req.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	u, err := url.Parse(origin)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && strings.EqualFold(u.Host, req.Host)
+}
+
+func bearer(req *http.Request) string {
+	scheme, tok, ok := strings.Cut(req.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return ""
+	}
+	return strings.TrimSpace(tok)
 }
 
 func adminError(w http.ResponseWriter, err error) {

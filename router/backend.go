@@ -23,6 +23,22 @@ type backend struct {
 
 	requests atomic.Uint64 // requests proxied to it
 	failures atomic.Uint64 // passive failures (refused, timeouts)
+
+	inflight atomic.Int64 // ordinary requests holding or waiting for a slot
+	upgrades atomic.Int64 // upgraded connections open
+}
+
+// acquireUpgrade takes one of the backend's max upgraded-connection places.
+func (b *backend) acquireUpgrade(max int) bool {
+	for {
+		n := b.upgrades.Load()
+		if n >= int64(max) {
+			return false
+		}
+		if b.upgrades.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
 }
 
 // slot is one worker actor of the runtime's backend pool. Backends borrow a
@@ -81,10 +97,10 @@ func (t *table) bestUp(k uint64) *backend {
 }
 
 // observe records one health observation and reports whether the backend
-// changed state. passive failures (a refused connection, a timeout) take it
-// down at once; active checks need fall failures in a row, and rise good
-// checks bring it back.
-func (b *backend) observe(ok, passive bool, rise, fall int) (changed, up bool) {
+// changed state. An immediate failure (a refused connection) takes it down
+// at once; other failures (failed checks, response timeouts) need fall in a
+// row, and rise good checks bring it back.
+func (b *backend) observe(ok, immediate bool, rise, fall int) (changed, up bool) {
 	b.healthMu.Lock()
 	defer b.healthMu.Unlock()
 	was := b.up.Load()
@@ -97,7 +113,7 @@ func (b *backend) observe(ok, passive bool, rise, fall int) (changed, up bool) {
 	} else {
 		b.goodStreak = 0
 		b.badStreak++
-		if was && (passive || b.badStreak >= fall) {
+		if was && (immediate || b.badStreak >= fall) {
 			b.up.Store(false)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -133,3 +134,49 @@ type discardWriter struct {
 func (w *discardWriter) Header() http.Header         { return w.h }
 func (w *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (w *discardWriter) WriteHeader(code int)        { w.code = code }
+
+// BenchmarkSessionMemory reports the heap a returning client's session
+// costs the router (its session actor in the runtime, still active, plus
+// its entry in the session table), and what a client past MaxSessions
+// costs (nothing should stay).
+func BenchmarkSessionMemory(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		max  int
+	}{{"tracked", 1 << 30}, {"past-cap", 1}} {
+		b.Run(c.name, func(b *testing.B) {
+			r, err := New(Config{Backends: []Backend{{Name: "a", URL: "http://backend.invalid"}}, Keys: [][]byte{testKey1},
+				Transport: cannedTransport{}, Health: HealthConfig{Interval: time.Hour}, MaxSessions: c.max})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer r.Close(context.Background())
+			sg := r.signer.Load()
+			now := time.Now()
+			cookies := make([]string, b.N)
+			for i := range cookies {
+				tk := ticket{sid: newSessionID(), issued: now.Unix()}
+				cookies[i] = DefaultCookieName + "=" + sg.encode(&tk)
+			}
+			req := httptest.NewRequest(http.MethodGet, "/", nil)
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			b.ResetTimer()
+			for i := range cookies {
+				req.Header.Set("Cookie", cookies[i])
+				w := discardWriter{h: http.Header{}}
+				r.ServeHTTP(&w, req)
+				if w.code != http.StatusOK {
+					b.Fatalf("status %d", w.code)
+				}
+			}
+			b.StopTimer()
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			runtime.KeepAlive(cookies) // allocated before the first reading
+			b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/float64(b.N), "B/session")
+			b.ReportMetric(float64(r.Metrics().Sessions), "sessions")
+		})
+	}
+}

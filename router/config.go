@@ -74,9 +74,10 @@ type CookieConfig struct {
 	Path, Domain string
 }
 
-// HealthConfig configures active health checks. Passive checks (connection
-// refused, dial or response timeout) mark a backend down at once; active
-// checks bring it back.
+// HealthConfig configures health checks. A refused connection (or a dial
+// timeout) marks a backend down at once; a response timeout counts as one
+// failed check toward Fall, so one slow response cannot evict a backend.
+// Good active checks bring it back.
 type HealthConfig struct {
 	// Path is requested with GET on every backend; 2xx and 3xx are healthy.
 	// Default "/".
@@ -89,6 +90,26 @@ type HealthConfig struct {
 	// many bad ones take it down. Defaults 2 and 2.
 	Rise, Fall int
 }
+
+// AdminConfig secures the admin API. Whatever it holds, the admin API
+// answers only requests whose Host is a loopback name (localhost,
+// 127.0.0.1, [::1], any port) or one of Hosts, refuses a cross-origin
+// Origin (or Sec-Fetch-Site), and requires Content-Type application/json on
+// requests that change something. Those checks stop a web page in an
+// operator's browser from driving it (cross-site requests, DNS rebinding);
+// Token also stops anyone else who can reach the port.
+type AdminConfig struct {
+	// Token, when set, must come as "Authorization: Bearer <token>" on
+	// every admin request except GET /healthz. At least MinAdminTokenLen
+	// bytes.
+	Token string
+	// Hosts are further accepted Host header values, "name" (any port) or
+	// "name:port": the names the admin listener is reached by.
+	Hosts []string
+}
+
+// MinAdminTokenLen is the shortest accepted admin token.
+const MinAdminTokenLen = 16
 
 // Config configures a Router. Backends and Keys are required.
 type Config struct {
@@ -113,11 +134,38 @@ type Config struct {
 	// DialTimeout bounds connecting to a backend. Default 2 s.
 	DialTimeout time.Duration
 	// ResponseHeaderTimeout bounds the wait for a backend's response
-	// headers; on timeout the backend is marked down. Default 30 s.
+	// headers; the client gets 504 and the timeout counts as one failed
+	// health check (Health.Fall in a row take the backend down). Default 30 s.
 	ResponseHeaderTimeout time.Duration
+	// BodyReadTimeout is the longest wait for the next bytes of a request
+	// body. A client that stalls longer gets 408 and frees the backend's
+	// request slot. Default 30 s.
+	BodyReadTimeout time.Duration
+	// MinUploadRate is the lowest average rate, in bytes per second, of a
+	// request body, counting only the time spent waiting for the client and
+	// after a grace of one BodyReadTimeout; slower uploads get 408. It stops
+	// a trickling upload from holding a request slot for hours. Default 256;
+	// negative disables the check.
+	MinUploadRate int
+	// MaxUpgradesPerBackend caps upgraded connections (WebSocket and other
+	// Upgrade tunnels) per backend. They do not hold one of the backend's
+	// MaxConnsPerBackend request slots: idle WebSockets cannot starve
+	// ordinary requests. Beyond the cap an upgrade gets 503. Default 1024.
+	MaxUpgradesPerBackend int
+	// UpgradeIdleTimeout closes an upgraded connection with no traffic in
+	// either direction for this long. Default 10 min.
+	UpgradeIdleTimeout time.Duration
 	// SessionIdleTTL ends idle session actors (their routing lives in the
 	// cookie, so this only bounds memory). Default 10 min.
 	SessionIdleTTL time.Duration
+	// MaxSessions caps the client sessions that get their own session actor
+	// (about 330 B each for SessionIdleTTL). Beyond it a returning client's
+	// requests run in the shared session actor of new clients: routing is
+	// unchanged, since it lives in the cookie, and the refusal is counted.
+	// Default 100,000.
+	MaxSessions int
+	// Admin secures AdminHandler.
+	Admin AdminConfig
 	// Transport overrides the transport to backends (for tests); the
 	// connection settings above then do not apply.
 	Transport http.RoundTripper
@@ -143,7 +191,12 @@ const (
 	DefaultMaxIdleConnsPerBackend = 256
 	DefaultDialTimeout            = 2 * time.Second
 	DefaultResponseHeaderTimeout  = 30 * time.Second
+	DefaultBodyReadTimeout        = 30 * time.Second
+	DefaultMinUploadRate          = 256
+	DefaultMaxUpgradesPerBackend  = 1024
+	DefaultUpgradeIdleTimeout     = 10 * time.Minute
 	DefaultSessionIdleTTL         = 10 * time.Minute
+	DefaultMaxSessions            = 100_000
 )
 
 // ErrInvalidConfig wraps every configuration error.
@@ -201,6 +254,21 @@ func (c Config) validated() (Config, []*backendSpec, error) {
 	defDur(&c.DialTimeout, DefaultDialTimeout, "dial timeout", bad)
 	defDur(&c.ResponseHeaderTimeout, DefaultResponseHeaderTimeout, "response header timeout", bad)
 	defDur(&c.SessionIdleTTL, DefaultSessionIdleTTL, "session idle TTL", bad)
+	defDur(&c.BodyReadTimeout, DefaultBodyReadTimeout, "body read timeout", bad)
+	defDur(&c.UpgradeIdleTimeout, DefaultUpgradeIdleTimeout, "upgrade idle timeout", bad)
+	defInt(&c.MaxUpgradesPerBackend, DefaultMaxUpgradesPerBackend, "max upgrades per backend", bad)
+	defInt(&c.MaxSessions, DefaultMaxSessions, "max sessions", bad)
+	if c.MinUploadRate == 0 {
+		c.MinUploadRate = DefaultMinUploadRate
+	}
+	if t := c.Admin.Token; t != "" && len(t) < MinAdminTokenLen {
+		bad("admin token is %d bytes, want at least %d", len(t), MinAdminTokenLen)
+	}
+	for _, h := range c.Admin.Hosts {
+		if h == "" || strings.ContainsAny(h, " \t/@") {
+			bad("admin host %q is not a host or host:port", h)
+		}
+	}
 
 	if len(errs) > 0 {
 		return c, nil, fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))

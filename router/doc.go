@@ -15,9 +15,11 @@
 //
 // # Failover
 //
-// A backend is down after a refused connection or a timeout (passive) or
-// Health.Fall failed checks (active), and up again after Health.Rise good
-// checks. While a session's home is down:
+// A backend is down after a refused connection (at once) or Health.Fall
+// failures in a row, where a failure is a failed active check or a response
+// slower than ResponseHeaderTimeout (one slow response does not evict a
+// backend), and up again after Health.Rise good checks. While a session's
+// home is down:
 //
 //   - Temporary (default): requests go to the session's next backend in
 //     rendezvous order, and return home once it is up.
@@ -38,6 +40,40 @@
 // Each backend runs its requests on a worker actor of an actors.Runtime
 // with capacity MaxConnsPerBackend; requests beyond that wait in FIFO order
 // up to QueueTimeout. Each client session is a session actor of that
-// runtime. A panic while proxying restarts the worker actor; the request
+// runtime, up to MaxSessions of them (beyond, a returning client shares the
+// new clients' session actor: routing lives in the cookie, so only memory
+// changes). A panic while proxying restarts the worker actor; the request
 // gets 502.
+//
+// # Abuse
+//
+// Long-lived requests cannot take a backend's request slots: upgraded
+// connections (WebSockets) run outside the worker actor under their own
+// per-backend cap, MaxUpgradesPerBackend, and close after
+// UpgradeIdleTimeout without traffic; a request body must bring bytes
+// within BodyReadTimeout and average MinUploadRate, or the client gets 408.
+// New sessions avoid a backend whose slots are all taken. A malformed
+// request body gets 400 and is not charged to the backend. After a chunked
+// HTTP/1 request the connection is closed (RFC 9112 section 6.1: net/http
+// hides whether Content-Length came too, so every chunked request is
+// treated as if it had). A response that sets the cookie is marked
+// "Cache-Control: private", as HAProxy's "cookie ... nocache" does, so a
+// shared cache cannot give one client's cookie to others. Of several
+// cookies with the router's name, the one that verifies is used. Close
+// ends upgraded connections rather than waiting for them: a WebSocket
+// client first gets a close frame (1001, going away) when the stream is at
+// a frame boundary, then both TCP connections are closed.
+//
+// # Admin API security
+//
+// AdminHandler is meant for a private listener, and is hardened against the
+// two ways a web page in an operator's browser could reach it anyway:
+// cross-site requests and DNS rebinding. It answers only requests whose
+// Host is a loopback name or one of AdminConfig.Hosts, refuses requests with
+// a cross-origin Origin or Sec-Fetch-Site, and requires Content-Type
+// application/json on every request that is not GET, HEAD or OPTIONS, which
+// a page cannot send cross-origin without a CORS preflight the API never
+// grants. These checks are always on. AdminConfig.Token adds a bearer token
+// for every request except GET /healthz, for admin listeners that others
+// can reach; it is compared in constant time.
 package router

@@ -100,21 +100,43 @@ func (r *Router) decide(t *table, tk ticket, st cookieState, now time.Time) (dec
 	return d, nil
 }
 
+// decideNew starts a session on a healthy backend with a free request
+// slot: an existing session stays with its busy home, but a new one has no
+// reason to queue behind it while another backend is idle.
 func (r *Router) decideNew(t *table, now time.Time) (decision, error) {
 	d := decision{setCookie: true, outcome: outcomeNew}
 	d.tk.issued = now.Unix()
+	var healthy *backend // a healthy home, full: the choice if all are full
+	var healthySID [16]byte
 	for i := 0; i < newSessionTries; i++ {
 		d.tk.sid = newSessionID()
-		if h := t.home(sessionKey(d.tk.sid, 0)); h.up.Load() {
+		h := t.home(sessionKey(d.tk.sid, 0))
+		if !h.up.Load() {
+			continue
+		}
+		if !r.full(h) {
 			d.target = h
 			return d, nil
 		}
+		if healthy == nil {
+			healthy, healthySID = h, d.tk.sid
+		}
+	}
+	if healthy != nil {
+		d.target, d.tk.sid = healthy, healthySID
+		return d, nil
 	}
 	if d.target = t.bestUp(sessionKey(d.tk.sid, 0)); d.target == nil {
 		return decision{}, errNoBackend
 	}
 	d.tk.away = true
 	return d, nil
+}
+
+// full reports whether b has a request in (or waiting for) each of its
+// MaxConnsPerBackend slots.
+func (r *Router) full(b *backend) bool {
+	return b.inflight.Load() >= int64(r.cfg.MaxConnsPerBackend)
 }
 
 // cookieUnsent marks a ticket decided earlier in this request (before a
@@ -130,15 +152,27 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	r.m.requests.Add(1)
 	now := time.Now()
 	sg := r.signer.Load()
-	tk, st := ticket{}, cookieNone
-	if v, ok := cookieValue(req.Header, r.cfg.Cookie.Name); ok {
-		tk, st = sg.decode(v, now, r.cfg.Cookie.MaxAge)
-		switch st {
-		case cookieForged:
-			r.m.forged.Add(1)
-		case cookieExpired:
-			r.m.expired.Add(1)
-		}
+	tk, st := readTicket(req.Header, r.cfg.Cookie.Name, sg, now, r.cfg.Cookie.MaxAge)
+	switch st {
+	case cookieForged:
+		r.m.forged.Add(1)
+	case cookieExpired:
+		r.m.expired.Add(1)
+	}
+	if req.ProtoMajor == 1 && len(req.TransferEncoding) > 0 {
+		// RFC 9112 section 6.1: after a request with both Content-Length and
+		// Transfer-Encoding the connection must close. net/http deletes
+		// Content-Length before a handler runs, so the router cannot tell
+		// them apart and closes after every chunked HTTP/1 request (browsers
+		// send Content-Length; chunked uploads are rare).
+		w.Header().Set("Connection", "close")
+	}
+	upgrade := isUpgrade(req)
+	var body *bodyReader
+	if !upgrade && req.Body != nil && req.Body != http.NoBody {
+		body = r.newBodyReader(w, req.Body)
+		defer body.stop()
+		req.Body = body
 	}
 	for attempt := 1; ; attempt++ {
 		if r.closed.Load() {
@@ -151,15 +185,15 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			return
 		}
 		r.m.count(d.outcome)
-		x := &exchange{r: r, b: d.target, w: w, in: req, done: make(chan struct{})}
+		x := &exchange{r: r, b: d.target, w: w, in: req, body: body, done: make(chan struct{})}
 		if d.setCookie {
 			x.cookie = r.cookie(sg.encode(&d.tk), req)
 		}
-		session := newClientsSession
-		if d.outcome != outcomeNew {
-			session = sessionName(d.tk.sid)
+		if upgrade {
+			err = r.runUpgrade(req.Context(), x)
+		} else {
+			err = r.run(req.Context(), x, r.sessionFor(d, now))
 		}
-		err = r.run(req.Context(), x, session)
 		if err == nil {
 			return
 		}
@@ -177,6 +211,19 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 }
 
+// sessionFor names the session actor a request runs in: its client's own,
+// unless the client is new or MaxSessions are tracked already.
+func (r *Router) sessionFor(d decision, now time.Time) string {
+	if d.outcome == outcomeNew {
+		return newClientsSession
+	}
+	if !r.sessions.track(d.tk.sid, r.sessionClock(now)) {
+		r.m.sessionsRefused.Add(1)
+		return newClientsSession
+	}
+	return sessionName(d.tk.sid)
+}
+
 // newClientsSession is the session actor that runs first requests. A client
 // gets its own session actor once it comes back with its cookie, so clients
 // that never do (scanners, load tools, one-shot requests) cost no memory.
@@ -189,11 +236,20 @@ var errRetry = errors.New("retry on another backend")
 func (r *Router) run(ctx context.Context, x *exchange, session string) error {
 	b := x.b
 	b.requests.Add(1)
+	b.inflight.Add(1)
+	defer b.inflight.Add(-1)
 	ref := messages.Ref{Session: session, Pool: poolName, Worker: b.slot.id, Incarnation: b.slot.inc.Load()}
 	_, err := r.rt.CallRef(ctx, ref, x)
 	if err != nil && !x.state.CompareAndSwap(xPending, xAbandoned) {
 		<-x.done // it ran (or runs): wait, it may still be writing to the client
 	}
+	return r.finish(ctx, x, err)
+}
+
+// finish classifies the outcome of a proxied exchange: nil when the client
+// got its answer, errRetry when another backend may try, else the error for
+// fail. It charges the backend only for failures that are its own.
+func (r *Router) finish(ctx context.Context, x *exchange, err error) error {
 	if x.aborted {
 		panic(http.ErrAbortHandler) // the response broke mid-body: drop the client connection
 	}
@@ -203,18 +259,23 @@ func (r *Router) run(ctx context.Context, x *exchange, session string) error {
 	if err == nil {
 		return nil
 	}
+	b := x.b
 	switch {
+	case x.body != nil && x.body.failed() != nil:
+		// The client's fault (slow or malformed body), not the backend's.
+		// First: a timed-out read also cancels the request's context.
+		return x.body.failed()
 	case ctx.Err() != nil:
 		return ctx.Err()
 	case errors.Is(err, actors.ErrRefLost) && x.state.Load() == xAbandoned:
 		return errRetry // the worker actor restarted before taking the request
 	case isDialError(err):
-		r.passiveFailure(b, err)
+		r.passiveFailure(b, err, true)
 		if !x.responded && (x.in.Body == nil || x.in.Body == http.NoBody) {
 			return errRetry
 		}
 	case isTimeout(err):
-		r.passiveFailure(b, err)
+		r.passiveFailure(b, err, false) // one slow answer counts toward Fall; it does not evict
 	}
 	return err
 }
@@ -222,10 +283,22 @@ func (r *Router) run(ctx context.Context, x *exchange, session string) error {
 // fail answers a request that could not be proxied.
 func (r *Router) fail(w http.ResponseWriter, req *http.Request, x *exchange, err error) {
 	switch {
-	case req.Context().Err() != nil:
-		r.m.clientGone.Add(1) // nobody to answer
 	case x.responded:
 		panic(http.ErrAbortHandler) // headers already sent
+	case errors.Is(err, errClientSlow):
+		r.m.badRequest.Add(1)
+		w.Header().Set("Connection", "close")
+		http.Error(w, "affinity router: the request body came too slowly", http.StatusRequestTimeout)
+	case errors.Is(err, errBadBody):
+		r.m.badRequest.Add(1)
+		w.Header().Set("Connection", "close")
+		http.Error(w, "affinity router: malformed request body", http.StatusBadRequest)
+	case req.Context().Err() != nil, errors.Is(err, errClientLeft):
+		r.m.clientGone.Add(1) // nobody to answer
+	case errors.Is(err, errUpgradeLimit):
+		r.m.busy.Add(1)
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "affinity router: the session's backend has too many upgraded connections; retry later", http.StatusServiceUnavailable)
 	case errors.Is(err, actors.ErrQueueTimeout), errors.Is(err, actors.ErrPoolSaturated):
 		r.m.busy.Add(1)
 		w.Header().Set("Retry-After", "1")
@@ -233,7 +306,7 @@ func (r *Router) fail(w http.ResponseWriter, req *http.Request, x *exchange, err
 	case isTimeout(err):
 		r.m.badGateway.Add(1)
 		http.Error(w, "affinity router: the backend timed out", http.StatusGatewayTimeout)
-	case errors.Is(err, actors.ErrShutdown):
+	case errors.Is(err, actors.ErrShutdown), errors.Is(err, ErrClosed):
 		r.refuse(w, ErrClosed)
 	default:
 		r.m.badGateway.Add(1)
@@ -287,7 +360,8 @@ type exchange struct {
 	b      *backend
 	w      http.ResponseWriter
 	in     *http.Request
-	cookie string // Set-Cookie to add to the response, or ""
+	body   *bodyReader // in.Body, watched; nil without a body
+	cookie string      // Set-Cookie to add to the response, or ""
 
 	state atomic.Uint32
 	done  chan struct{} // closed when the worker actor is done with it
@@ -365,6 +439,9 @@ func (x *exchange) modifyResponse(res *http.Response) error {
 	x.responded = true
 	if x.cookie != "" {
 		res.Header.Add("Set-Cookie", x.cookie)
+		if res.StatusCode != http.StatusSwitchingProtocols {
+			privateCache(res.Header)
+		}
 	}
 	return nil
 }
@@ -385,19 +462,73 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// cookieValue finds the first cookie called name without parsing the rest.
-func cookieValue(h http.Header, name string) (string, bool) {
+// readTicket decodes every cookie called name and keeps the best: the first
+// that verifies with the current key, else one signed with an older key,
+// else an expired one, else forged. Several cookies can share the name (one
+// set on a parent domain, say); taking only the first would let a stale or
+// foreign one start a new session.
+func readTicket(h http.Header, name string, sg *signer, now time.Time, maxAge time.Duration) (ticket, cookieState) {
+	best, bestSt := ticket{}, cookieNone
+	tries := 0
 	for _, line := range h["Cookie"] {
-		for len(line) > 0 {
-			var part string
-			part, line, _ = strings.Cut(line, ";")
-			part = strings.TrimSpace(part)
-			if len(part) > len(name) && part[len(name)] == '=' && part[:len(name)] == name {
-				return strings.Trim(part[len(name)+1:], `"`), true
+		for len(line) > 0 && tries < maxCookieTries {
+			var v string
+			var ok bool
+			if v, line, ok = nextCookie(line, name); !ok {
+				continue
+			}
+			tries++
+			tk, st := sg.decode(v, now, maxAge)
+			if st == cookieValid {
+				return tk, st
+			}
+			if cookieRank[st] > cookieRank[bestSt] {
+				best, bestSt = tk, st
 			}
 		}
 	}
-	return "", false
+	return best, bestSt
+}
+
+// maxCookieTries bounds the cookies checked per request: each costs an
+// HMAC, and a request may carry thousands of them.
+const maxCookieTries = 8
+
+// cookieRank orders what reading a cookie can find, best last.
+var cookieRank = [...]int{cookieNone: 0, cookieForged: 1, cookieExpired: 2, cookieOldKey: 3, cookieValid: 4}
+
+// nextCookie takes the next pair off a Cookie header line and returns its
+// value if it is called name.
+func nextCookie(line, name string) (value, rest string, ok bool) {
+	part, rest, _ := strings.Cut(line, ";")
+	part = strings.TrimSpace(part)
+	if len(part) > len(name) && part[len(name)] == '=' && part[:len(name)] == name {
+		return strings.Trim(part[len(name)+1:], `"`), rest, true
+	}
+	return "", rest, false
+}
+
+// privateCache does what HAProxy's "cookie ... nocache" does: a response
+// that sets the affinity cookie must not be stored by a shared cache, or
+// the cache would hand one client's cookie to everyone. It adds "private"
+// and drops the directives meant for shared caches, unless the response is
+// private or uncacheable already.
+func privateCache(h http.Header) {
+	var keep []string
+	for _, line := range h["Cache-Control"] {
+		for _, d := range strings.Split(line, ",") {
+			d = strings.TrimSpace(d)
+			name, _, _ := strings.Cut(d, "=")
+			switch strings.ToLower(strings.TrimSpace(name)) {
+			case "private", "no-store":
+				return
+			case "public", "s-maxage", "proxy-revalidate", "":
+				continue
+			}
+			keep = append(keep, d)
+		}
+	}
+	h.Set("Cache-Control", strings.Join(append(keep, "private"), ", "))
 }
 
 // removeCookie drops every cookie called name from h's Cookie headers.

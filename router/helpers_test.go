@@ -104,6 +104,11 @@ func (b *testBackend) handler() http.Handler {
 			"cookie": strings.Join(r.Header["Cookie"], " | "),
 		})
 	})
+	mux.HandleFunc("/public", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=60, s-maxage=600")
+		w.Header().Set("X-Backend", b.name)
+		_, _ = io.WriteString(w, "cacheable")
+	})
 	mux.HandleFunc("/upload", func(w http.ResponseWriter, r *http.Request) {
 		n, err := io.Copy(io.Discard, r.Body)
 		if err != nil {
@@ -262,4 +267,39 @@ func readLine(t *testing.T, conn net.Conn, br *bufio.Reader) string {
 		require.NoError(t, err)
 	}
 	return line
+}
+
+// openWS opens a WebSocket through the proxy with the given Cookie header
+// ("" for none) and returns the connection once the upgrade answered.
+func openWS(t *testing.T, proxyURL, cookie string) (net.Conn, *bufio.Reader, *http.Response) {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(proxyURL, "http://"))
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	if cookie != "" {
+		cookie = "Cookie: " + cookie + "\r\n"
+	}
+	fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n%s\r\n", cookie)
+	br := bufio.NewReader(conn)
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(5*time.Second)))
+	resp, err := http.ReadResponse(br, nil)
+	require.NoError(t, err)
+	return conn, br, resp
+}
+
+// rawRequest sends raw bytes on a new connection and reads one response.
+func rawRequest(t *testing.T, proxyURL, raw string) (net.Conn, *bufio.Reader, *http.Response, string) {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(proxyURL, "http://"))
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	_, err = io.WriteString(conn, raw)
+	require.NoError(t, err)
+	br := bufio.NewReader(conn)
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(5*time.Second)))
+	resp, err := http.ReadResponse(br, nil)
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return conn, br, resp, string(body)
 }

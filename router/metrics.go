@@ -18,6 +18,9 @@ type metrics struct {
 	busy        atomic.Uint64
 	badGateway  atomic.Uint64
 	clientGone  atomic.Uint64
+	badRequest  atomic.Uint64
+
+	sessionsRefused atomic.Uint64
 }
 
 func (m *metrics) count(o outcome) { m.byOutcome[o].Add(1) }
@@ -37,6 +40,14 @@ type Metrics struct {
 	Busy        uint64 // 503s because the backend's queue was full or timed out
 	BadGateway  uint64 // 502/504s: the backend failed or timed out
 	ClientGone  uint64 // clients that left before their answer
+	BadRequest  uint64 // 400/408s: malformed or too slow request bodies
+	// Sessions is how many client sessions have their own session actor;
+	// SessionsRefused counts requests of returning clients run in the shared
+	// session actor because MaxSessions were tracked already.
+	Sessions        uint64
+	SessionsRefused uint64
+	// Upgraded is how many upgraded connections (WebSockets) are open.
+	Upgraded uint64
 }
 
 // Metrics returns the current counters.
@@ -56,7 +67,20 @@ func (r *Router) Metrics() Metrics {
 		Busy:        m.busy.Load(),
 		BadGateway:  m.badGateway.Load(),
 		ClientGone:  m.clientGone.Load(),
+		BadRequest:  m.badRequest.Load(),
+
+		Sessions:        uint64(max(r.sessions.count.Load(), 0)),
+		SessionsRefused: m.sessionsRefused.Load(),
+		Upgraded:        r.upgraded(),
 	}
+}
+
+func (r *Router) upgraded() uint64 {
+	var n int64
+	for _, b := range r.tbl.Load().backends {
+		n += b.upgrades.Load()
+	}
+	return uint64(max(n, 0))
 }
 
 // WriteMetrics writes the counters in the Prometheus text format (0.0.4).
@@ -79,6 +103,13 @@ func (r *Router) WriteMetrics(w io.Writer) error {
 	counter("affinity_router_busy_total", "503 answers because the backend's connection queue was full or timed out.", m.Busy)
 	counter("affinity_router_bad_gateway_total", "502 and 504 answers: the backend failed or timed out.", m.BadGateway)
 	counter("affinity_router_client_gone_total", "Requests whose client left before the answer.", m.ClientGone)
+	counter("affinity_router_bad_requests_total", "400 and 408 answers: malformed or too slow request bodies.", m.BadRequest)
+	counter("affinity_router_sessions_refused_total", "Requests of returning clients run in the shared session actor because max sessions were tracked.", m.SessionsRefused)
+	gauge := func(name, help string, v uint64) {
+		bw.WriteString("# HELP " + name + " " + help + "\n# TYPE " + name + " gauge\n" + name + " " + strconv.FormatUint(v, 10) + "\n")
+	}
+	gauge("affinity_router_sessions", "Client sessions with their own session actor.", m.Sessions)
+	gauge("affinity_router_upgraded_connections", "Upgraded connections (WebSockets) open.", m.Upgraded)
 
 	bs := r.Backends()
 	perBackend := func(name, typ, help string, value func(BackendStatus) uint64) {

@@ -48,6 +48,17 @@ type Router struct {
 	slotsMu sync.Mutex    // guards slots; worker factories take it too
 	slots   map[int]*slot // by worker id
 
+	started  time.Time
+	sessions *sessionTable
+
+	// Upgraded connections: counted under upMu so Close sees every one,
+	// and ended by cancelling closing.
+	upMu        sync.Mutex
+	upWG        sync.WaitGroup
+	upConns     map[*idleConn]struct{} // hijacked client connections
+	closing     context.Context
+	stopClosing context.CancelFunc
+
 	stopHealth context.CancelFunc
 	healthDone chan struct{}
 	closeOnce  sync.Once
@@ -64,7 +75,9 @@ func New(cfg Config) (*Router, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Router{cfg: cfg, log: zerolog.Nop(), slots: make(map[int]*slot)}
+	r := &Router{cfg: cfg, log: zerolog.Nop(), slots: make(map[int]*slot),
+		started: time.Now(), sessions: newSessionTable(cfg.MaxSessions), upConns: make(map[*idleConn]struct{})}
+	r.closing, r.stopClosing = context.WithCancel(context.Background())
 	if cfg.Logger != nil {
 		r.log = *cfg.Logger
 	}
@@ -102,7 +115,7 @@ func New(cfg Config) (*Router, error) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	r.stopHealth, r.healthDone = cancel, make(chan struct{})
-	go r.healthLoop(ctx)
+	go r.healthLoop(ctx) // also runs sessionLoop; both stop with ctx
 	r.log.Info().Int("backends", len(bs)).Str("failover", cfg.Failover.String()).Msg("affinity router started")
 	return r, nil
 }
@@ -152,14 +165,29 @@ func (r *Router) newWorker(_ context.Context, info actors.WorkerInfo) (actors.Wo
 // sessionName is the runtime session id of a client session.
 func sessionName(sid [16]byte) string { return base64.RawURLEncoding.EncodeToString(sid[:]) }
 
-// Close stops health checks, lets running requests finish (until ctx
-// ends) and stops the runtime. Requests after Close get 503. Idempotent.
+// Close stops health checks, closes upgraded connections (they would not
+// end on their own: a WebSocket client gets a close frame, 1001 going away,
+// then both TCP connections are closed), lets running
+// requests finish (until ctx ends) and stops the runtime. Requests after
+// Close get 503. Idempotent.
 func (r *Router) Close(ctx context.Context) error {
 	r.closeOnce.Do(func() {
+		r.upMu.Lock()
 		r.closed.Store(true)
+		conns := make([]*idleConn, 0, len(r.upConns))
+		for c := range r.upConns {
+			conns = append(conns, c)
+		}
+		r.upMu.Unlock()
+		deadline := time.Now().Add(time.Second) // one for all: slow readers cannot stack up
+		for _, c := range conns {
+			c.goingAway(deadline)
+		}
+		r.stopClosing()
 		r.stopHealth()
 		<-r.healthDone
-		r.closeErr = r.rt.Shutdown(ctx)
+		upErr := r.waitUpgrades(ctx)
+		r.closeErr = errors.Join(upErr, r.rt.Shutdown(ctx))
 		if t, ok := r.transport.(interface{ CloseIdleConnections() }); ok {
 			t.CloseIdleConnections()
 		}
@@ -318,6 +346,22 @@ func (r *Router) Backends() []BackendStatus {
 	return out
 }
 
+// waitUpgrades waits until the upgraded connections, cancelled by Close,
+// have been torn down.
+func (r *Router) waitUpgrades(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { // ends once the cancelled upgrades return, which Close caused
+		r.upWG.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("affinity router: closing upgraded connections: %w", ctx.Err())
+	}
+}
+
 // healthLoop probes every backend each Health.Interval.
 func (r *Router) healthLoop(ctx context.Context) {
 	defer close(r.healthDone)
@@ -325,6 +369,13 @@ func (r *Router) healthLoop(ctx context.Context) {
 	defer tick.Stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	var sessions sync.WaitGroup
+	defer sessions.Wait()
+	sessions.Add(1)
+	go func() {
+		defer sessions.Done()
+		r.sessionLoop(ctx)
+	}()
 	for {
 		select {
 		case <-ctx.Done():
@@ -363,10 +414,12 @@ func (r *Router) checkHealth(ctx context.Context, b *backend) {
 	}
 }
 
-// passiveFailure marks b down after a refused connection or a timeout.
-func (r *Router) passiveFailure(b *backend, err error) {
+// passiveFailure records a failure seen on live traffic: a refused
+// connection marks b down at once (immediate); a timeout counts as one
+// failed check toward Health.Fall.
+func (r *Router) passiveFailure(b *backend, err error, immediate bool) {
 	b.failures.Add(1)
-	if changed, up := b.observe(false, true, r.cfg.Health.Rise, r.cfg.Health.Fall); changed {
+	if changed, up := b.observe(false, immediate, r.cfg.Health.Rise, r.cfg.Health.Fall); changed {
 		r.logHealth(b, up, err, "passive")
 	}
 }

@@ -40,6 +40,11 @@ func TestConfigValidation(t *testing.T) {
 		"negative rise":        func(c *Config) { c.Health.Rise = -1 },
 		"negative conns":       func(c *Config) { c.MaxConnsPerBackend = -1 },
 		"negative queue":       func(c *Config) { c.QueueTimeout = -1 },
+		"negative upgrades":    func(c *Config) { c.MaxUpgradesPerBackend = -1 },
+		"negative body read":   func(c *Config) { c.BodyReadTimeout = -1 },
+		"negative sessions":    func(c *Config) { c.MaxSessions = -1 },
+		"short admin token":    func(c *Config) { c.Admin.Token = "short" },
+		"bad admin host":       func(c *Config) { c.Admin.Hosts = []string{"http://x/"} },
 	}
 	for name, mutate := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -60,6 +65,10 @@ func TestConfigValidation(t *testing.T) {
 		assert.Equal(t, DefaultHealthInterval, c.Health.Interval)
 		assert.Equal(t, DefaultMaxConnsPerBackend, c.MaxConnsPerBackend)
 		assert.Equal(t, Temporary, c.Failover)
+		assert.Equal(t, DefaultMinUploadRate, c.MinUploadRate)
+		assert.Equal(t, DefaultMaxUpgradesPerBackend, c.MaxUpgradesPerBackend)
+		assert.Equal(t, DefaultMaxSessions, c.MaxSessions)
+		assert.Equal(t, DefaultBodyReadTimeout, c.BodyReadTimeout)
 	})
 	t.Run("every problem at once", func(t *testing.T) {
 		_, err := New(Config{})
@@ -273,10 +282,12 @@ func TestHealthObserve(t *testing.T) {
 
 func TestCookieHeaderHelpers(t *testing.T) {
 	h := http.Header{"Cookie": {"a=1; affinity=XYZ; b=2", "c=3"}}
-	v, ok := cookieValue(h, "affinity")
+	_, rest, ok := nextCookie("a=1; affinity=XYZ; b=2", "affinity")
+	require.False(t, ok)
+	v, _, ok := nextCookie(rest, "affinity")
 	require.True(t, ok)
 	require.Equal(t, "XYZ", v)
-	_, ok = cookieValue(h, "affin")
+	_, _, ok = nextCookie(rest, "affin")
 	require.False(t, ok)
 	removeCookie(h, "affinity")
 	require.Equal(t, []string{"a=1; b=2", "c=3"}, h["Cookie"])
@@ -293,6 +304,9 @@ func TestAdminAPI(t *testing.T) {
 	hc := admin.Client()
 	do := func(method, path, body string) (int, string) {
 		req, _ := http.NewRequest(method, admin.URL+path, strings.NewReader(body))
+		if method != http.MethodGet {
+			req.Header.Set("Content-Type", "application/json")
+		}
 		resp, err := hc.Do(req)
 		require.NoError(t, err)
 		defer resp.Body.Close()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -50,6 +51,18 @@ type fileConfig struct {
 	MaxConnsPerBackend int              `json:"max_conns_per_backend"`
 	QueueTimeout       duration         `json:"queue_timeout"`
 	LogLevel           string           `json:"log_level"`
+
+	AdminTokenFile        string   `json:"admin_token_file"`
+	AdminHosts            []string `json:"admin_hosts"`
+	ResponseHeaderTimeout duration `json:"response_header_timeout"`
+	ReadHeaderTimeout     duration `json:"read_header_timeout"`
+	IdleTimeout           duration `json:"idle_timeout"`
+	BodyReadTimeout       duration `json:"body_read_timeout"`
+	MinUploadRate         int      `json:"min_upload_rate"`
+	MaxUpgradesPerBackend int      `json:"max_upgrades_per_backend"`
+	UpgradeIdleTimeout    duration `json:"upgrade_idle_timeout"`
+	MaxSessions           int      `json:"max_sessions"`
+	ShutdownGrace         duration `json:"shutdown_grace"`
 }
 
 func readFileConfig(path string) (*fileConfig, error) {
@@ -85,6 +98,33 @@ func readKeys(path string) ([][]byte, error) {
 		return nil, fmt.Errorf("keys file %s holds no key", path)
 	}
 	return keys, nil
+}
+
+// readToken reads the admin bearer token: the file's content, trimmed.
+func readToken(path string) (string, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	tok := strings.TrimSpace(string(raw))
+	if tok == "" {
+		return "", fmt.Errorf("admin token file %s is empty", path)
+	}
+	return tok, nil
+}
+
+// hostList is the comma-separated -admin-hosts flag.
+type hostList []string
+
+func (l *hostList) String() string { return strings.Join(*l, ",") }
+
+func (l *hostList) Set(v string) error {
+	for _, h := range strings.Split(v, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			*l = append(*l, h)
+		}
+	}
+	return nil
 }
 
 // backendList is the repeatable -backend flag: "url" or "name=url".
@@ -125,13 +165,35 @@ type options struct {
 	maxConns   int
 	queueTO    time.Duration
 	logLevel   string
+
+	adminTokenFile   string
+	adminHosts       hostList
+	responseHeaderTO time.Duration
+	readHeaderTO     time.Duration
+	idleTO           time.Duration
+	bodyReadTO       time.Duration
+	minUploadRate    int
+	maxUpgrades      int
+	upgradeIdleTO    time.Duration
+	maxSessions      int
+	shutdownGrace    time.Duration
 }
+
+// Defaults of the HTTP server settings, which the router package leaves to
+// its embedder.
+const (
+	defaultReadHeaderTimeout = 10 * time.Second
+	defaultIdleTimeout       = 60 * time.Second
+	defaultShutdownGrace     = 30 * time.Second
+)
 
 func newFlagSet(o *options) *flag.FlagSet {
 	fs := flag.NewFlagSet("affinity-router", flag.ContinueOnError)
 	fs.StringVar(&o.configFile, "config", "", "JSON config file (fields as the flags, snake_case; flags win). Backends and keys are re-read on SIGHUP")
 	fs.StringVar(&o.listen, "listen", ":8080", "address to serve proxied traffic on")
-	fs.StringVar(&o.admin, "admin", "127.0.0.1:9090", "address of the admin listener (/healthz, /metrics, /backends); empty disables it. It has no authentication: keep it private")
+	fs.StringVar(&o.admin, "admin", "127.0.0.1:9090", "address of the admin listener (/healthz, /metrics, /backends); empty disables it. Keep it private; see -admin-token-file")
+	fs.StringVar(&o.adminTokenFile, "admin-token-file", "", "file holding the admin API's bearer token (at least 16 bytes); every admin request but GET /healthz must then send \"Authorization: Bearer <token>\"")
+	fs.Var(&o.adminHosts, "admin-hosts", "comma-separated `names` (or name:port) the admin API may be reached by besides loopback names and the -admin host; requests with any other Host header are refused (DNS rebinding)")
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "serve TLS with this certificate file (cookies are then Secure)")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "private key file for -tls-cert")
 	fs.StringVar(&o.keysFile, "keys-file", "", fmt.Sprintf("file with the cookie HMAC keys, one per line, each at least %d bytes; the first signs, all verify (rotation). Required", router.MinKeyLen))
@@ -148,6 +210,15 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.IntVar(&o.maxConns, "max-conns-per-backend", router.DefaultMaxConnsPerBackend, "concurrent requests per backend; more wait in FIFO order")
 	fs.DurationVar(&o.queueTO, "queue-timeout", router.DefaultQueueTimeout, "how long a request waits for a backend connection slot before 503")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.DurationVar(&o.responseHeaderTO, "response-header-timeout", router.DefaultResponseHeaderTimeout, "how long to wait for a backend's response headers before 504; each timeout counts as one failed health check toward -health-fall")
+	fs.DurationVar(&o.readHeaderTO, "read-header-timeout", defaultReadHeaderTimeout, "how long a client may take to send its request headers")
+	fs.DurationVar(&o.idleTO, "idle-timeout", defaultIdleTimeout, "how long an idle keep-alive client connection is kept open")
+	fs.DurationVar(&o.bodyReadTO, "body-read-timeout", router.DefaultBodyReadTimeout, "longest wait for the next bytes of a request body before 408 (so stalled uploads free their backend slot)")
+	fs.IntVar(&o.minUploadRate, "min-upload-rate", router.DefaultMinUploadRate, "lowest average request body rate in bytes/s, after one -body-read-timeout of grace, before 408; negative disables")
+	fs.IntVar(&o.maxUpgrades, "max-upgrades-per-backend", router.DefaultMaxUpgradesPerBackend, "upgraded connections (WebSockets) per backend, apart from -max-conns-per-backend; more get 503")
+	fs.DurationVar(&o.upgradeIdleTO, "upgrade-idle-timeout", router.DefaultUpgradeIdleTimeout, "close an upgraded connection (WebSocket) with no traffic either way for this long")
+	fs.IntVar(&o.maxSessions, "max-sessions", router.DefaultMaxSessions, "client sessions tracked with their own session actor (memory bound); beyond it, routing is unchanged and the refusal is counted")
+	fs.DurationVar(&o.shutdownGrace, "shutdown-grace", defaultShutdownGrace, "on SIGTERM/SIGINT, how long running requests may take to finish; WebSockets are closed at once. Exit status 0 after a clean drain")
 	return fs
 }
 
@@ -218,6 +289,19 @@ func (o *options) merge(fc *fileConfig, set map[string]bool) {
 	num("max-conns-per-backend", &o.maxConns, fc.MaxConnsPerBackend)
 	dur("queue-timeout", &o.queueTO, fc.QueueTimeout)
 	str("log-level", &o.logLevel, fc.LogLevel)
+	str("admin-token-file", &o.adminTokenFile, fc.AdminTokenFile)
+	if !set["admin-hosts"] && len(fc.AdminHosts) > 0 {
+		o.adminHosts = fc.AdminHosts
+	}
+	dur("response-header-timeout", &o.responseHeaderTO, fc.ResponseHeaderTimeout)
+	dur("read-header-timeout", &o.readHeaderTO, fc.ReadHeaderTimeout)
+	dur("idle-timeout", &o.idleTO, fc.IdleTimeout)
+	dur("body-read-timeout", &o.bodyReadTO, fc.BodyReadTimeout)
+	num("min-upload-rate", &o.minUploadRate, fc.MinUploadRate)
+	num("max-upgrades-per-backend", &o.maxUpgrades, fc.MaxUpgradesPerBackend)
+	dur("upgrade-idle-timeout", &o.upgradeIdleTO, fc.UpgradeIdleTimeout)
+	num("max-sessions", &o.maxSessions, fc.MaxSessions)
+	dur("shutdown-grace", &o.shutdownGrace, fc.ShutdownGrace)
 }
 
 // routerConfig turns options into a router.Config, reading the keys.
@@ -239,6 +323,17 @@ func (o *options) routerConfig() (router.Config, error) {
 			errs = append(errs, err)
 		}
 	}
+	var token string
+	if o.adminTokenFile != "" {
+		if token, err = readToken(o.adminTokenFile); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for name, d := range map[string]time.Duration{"read-header-timeout": o.readHeaderTO, "idle-timeout": o.idleTO, "shutdown-grace": o.shutdownGrace} {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("-%s must be positive, got %v", name, d))
+		}
+	}
 	if len(errs) > 0 {
 		return router.Config{}, errors.Join(errs...)
 	}
@@ -250,5 +345,26 @@ func (o *options) routerConfig() (router.Config, error) {
 		Health:             o.health,
 		MaxConnsPerBackend: o.maxConns,
 		QueueTimeout:       o.queueTO,
+
+		ResponseHeaderTimeout: o.responseHeaderTO,
+		BodyReadTimeout:       o.bodyReadTO,
+		MinUploadRate:         o.minUploadRate,
+		MaxUpgradesPerBackend: o.maxUpgrades,
+		UpgradeIdleTimeout:    o.upgradeIdleTO,
+		MaxSessions:           o.maxSessions,
+		Admin:                 router.AdminConfig{Token: token, Hosts: o.adminHostNames()},
 	}, nil
+}
+
+// adminHostNames are the Host values the admin API accepts besides loopback
+// names: -admin-hosts, and the -admin address itself unless it is a
+// wildcard (then only the names given can be trusted).
+func (o *options) adminHostNames() []string {
+	hosts := append([]string(nil), o.adminHosts...)
+	if host, _, err := net.SplitHostPort(o.admin); err == nil && host != "" {
+		if ip := net.ParseIP(host); ip == nil || !ip.IsUnspecified() {
+			hosts = append(hosts, o.admin)
+		}
+	}
+	return hosts
 }

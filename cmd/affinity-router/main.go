@@ -6,7 +6,8 @@
 //	affinity-router -keys-file keys.txt -backend http://10.0.0.1:8080 -backend http://10.0.0.2:8080
 //
 // SIGHUP re-reads the config file's backends and the keys file. SIGINT or
-// SIGTERM drain and stop.
+// SIGTERM drain and stop: running requests get -shutdown-grace, WebSockets
+// are closed at once, and the exit status is 0 after a clean drain.
 package main
 
 import (
@@ -60,7 +61,11 @@ func run(args []string, sigs <-chan os.Signal, ready func(proxy, admin string)) 
 		return err
 	}
 
-	proxy := &http.Server{Addr: o.listen, Handler: rt, ReadHeaderTimeout: 10 * time.Second}
+	// No ReadTimeout or WriteTimeout: they would cut long uploads, streams
+	// and WebSockets. The router bounds request bodies itself
+	// (-body-read-timeout, -min-upload-rate) and upgraded connections
+	// (-upgrade-idle-timeout).
+	proxy := &http.Server{Addr: o.listen, Handler: rt, ReadHeaderTimeout: o.readHeaderTO, IdleTimeout: o.idleTO}
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		_ = rt.Close(context.Background())
@@ -83,7 +88,11 @@ func run(args []string, sigs <-chan os.Signal, ready func(proxy, admin string)) 
 			_ = rt.Close(context.Background())
 			return fmt.Errorf("admin listener: %w", err)
 		}
-		admin := &http.Server{Handler: rt.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
+		admin := &http.Server{Handler: rt.AdminHandler(), ReadHeaderTimeout: o.readHeaderTO, IdleTimeout: o.idleTO,
+			ReadTimeout: 30 * time.Second} // admin bodies are small
+		if cfg.Admin.Token == "" && !loopback(o.admin) {
+			log.Warn().Str("addr", o.admin).Msg("admin API reachable beyond loopback without a token: set -admin-token-file")
+		}
 		servers = append(servers, admin)
 		go func() { errc <- admin.Serve(aln) }()
 		adminAddr = aln.Addr().String()
@@ -96,7 +105,7 @@ func run(args []string, sigs <-chan os.Signal, ready func(proxy, admin string)) 
 	for {
 		select {
 		case err := <-errc:
-			shutdown(servers, rt)
+			_ = shutdown(servers, rt, o.shutdownGrace)
 			return err
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
@@ -104,7 +113,7 @@ func run(args []string, sigs <-chan os.Signal, ready func(proxy, admin string)) 
 				continue
 			}
 			log.Info().Str("signal", sig.String()).Msg("shutting down")
-			return shutdown(servers, rt)
+			return shutdown(servers, rt, o.shutdownGrace)
 		}
 	}
 }
@@ -136,8 +145,11 @@ func reload(o *options, rt *router.Router, log *zerolog.Logger) {
 	}
 }
 
-func shutdown(servers []*http.Server, rt *router.Router) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+// shutdown stops accepting, lets running requests finish within grace,
+// then closes the router, which ends upgraded connections (http.Server
+// does not track those) and stops the runtime. nil means a clean drain.
+func shutdown(servers []*http.Server, rt *router.Router, grace time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	var errs []error
 	for _, s := range servers {
@@ -147,4 +159,17 @@ func shutdown(servers []*http.Server, rt *router.Router) error {
 	}
 	errs = append(errs, rt.Close(ctx))
 	return errors.Join(errs...)
+}
+
+// loopback reports whether addr listens on loopback only.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -1,0 +1,426 @@
+package router
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// Tests for issue 12: the router under abuse.
+
+// Item 2: a web page must not be able to drive the admin API.
+func TestAdminRefusesBrowsersAndStrangers(t *testing.T) {
+	bs := threeBackends(t)
+	cfg := testConfig(bs[0])
+	p := startRouter(t, cfg)
+	admin := httptest.NewServer(p.AdminHandler())
+	defer admin.Close()
+	hc := admin.Client()
+	add := func(name string, h map[string]string) int {
+		req, _ := http.NewRequest(http.MethodPost, admin.URL+"/backends", strings.NewReader(fmt.Sprintf(`{"name":%q,"url":%q}`, name, bs[1].url())))
+		for k, v := range h {
+			if k == "Host" {
+				req.Host = v
+				continue
+			}
+			req.Header.Set(k, v)
+		}
+		resp, err := hc.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	adminHost := strings.TrimPrefix(admin.URL, "http://")
+	cases := []struct {
+		name string
+		h    map[string]string
+		want int
+	}{
+		{"simple cross-origin POST", map[string]string{"Content-Type": "text/plain", "Origin": "http://evil.example"}, http.StatusForbidden},
+		{"text/plain from no origin", map[string]string{"Content-Type": "text/plain"}, http.StatusUnsupportedMediaType},
+		{"no content type", map[string]string{}, http.StatusUnsupportedMediaType},
+		{"DNS rebinding", map[string]string{"Content-Type": "application/json", "Host": "evil.example:" + admin.URL[strings.LastIndex(admin.URL, ":")+1:]}, http.StatusForbidden},
+		{"cross-site fetch", map[string]string{"Content-Type": "application/json", "Sec-Fetch-Site": "cross-site"}, http.StatusForbidden},
+		{"null origin", map[string]string{"Content-Type": "application/json", "Origin": "null"}, http.StatusForbidden},
+	}
+	for _, c := range cases {
+		require.Equal(t, c.want, add("x", c.h), c.name)
+	}
+	require.Len(t, p.Backends(), 1, "nothing was added")
+	require.Equal(t, http.StatusCreated, add("b", map[string]string{"Content-Type": "application/json; charset=utf-8", "Origin": "http://" + adminHost}))
+	require.Equal(t, http.StatusCreated, add("c", map[string]string{"Content-Type": "application/json", "Host": "localhost"}))
+
+	t.Run("token", func(t *testing.T) {
+		cfg := testConfig(bs[0])
+		cfg.Admin = AdminConfig{Token: "s3cret-token-0123456789", Hosts: []string{"admin.internal"}}
+		p := startRouter(t, cfg)
+		admin := httptest.NewServer(p.AdminHandler())
+		defer admin.Close()
+		do := func(method, path, token, host string) int {
+			req, _ := http.NewRequest(method, admin.URL+path, strings.NewReader(fmt.Sprintf(`{"name":"b","url":%q}`, bs[1].url())))
+			req.Header.Set("Content-Type", "application/json")
+			if token != "" {
+				req.Header.Set("Authorization", "Bearer "+token)
+			}
+			if host != "" {
+				req.Host = host
+			}
+			resp, err := admin.Client().Do(req)
+			require.NoError(t, err)
+			resp.Body.Close()
+			return resp.StatusCode
+		}
+		require.Equal(t, http.StatusUnauthorized, do("GET", "/backends", "", ""))
+		require.Equal(t, http.StatusUnauthorized, do("GET", "/metrics", "wrong-token-0123456789", ""))
+		require.Equal(t, http.StatusUnauthorized, do("POST", "/backends", "", ""))
+		require.Equal(t, http.StatusOK, do("GET", "/healthz", "", ""), "health checks need no token")
+		require.Equal(t, http.StatusOK, do("GET", "/backends", cfg.Admin.Token, "admin.internal:9090"), "a configured host")
+		require.Equal(t, http.StatusForbidden, do("GET", "/backends", cfg.Admin.Token, "other.internal"))
+		require.Equal(t, http.StatusCreated, do("POST", "/backends", cfg.Admin.Token, ""))
+	})
+	t.Run("short token", func(t *testing.T) {
+		cfg := testConfig(bs[0])
+		cfg.Admin.Token = "short"
+		_, err := New(cfg)
+		require.ErrorIs(t, err, ErrInvalidConfig)
+	})
+}
+
+// Item 3: one slow response must not evict a backend.
+func TestResponseTimeoutCountsTowardFall(t *testing.T) {
+	b := startBackend(t, "a")
+	cfg := testConfig(b)
+	cfg.ResponseHeaderTimeout = 50 * time.Millisecond
+	cfg.Health.Interval = time.Hour // passive observations only
+	cfg.Health.Fall = 3
+	p := startRouter(t, cfg)
+	c := newClient(t)
+	for i := 1; i <= 3; i++ {
+		code, _, _ := c.get(p.srv.URL + "/slow")
+		require.Equal(t, http.StatusGatewayTimeout, code)
+		require.EqualValues(t, i, p.Backends()[0].Failures)
+		require.Equal(t, i < 3, p.Backends()[0].Healthy, "after %d timeouts (fall 3)", i)
+	}
+}
+
+// Item 5: a response that sets the cookie is not for shared caches.
+func TestCookieResponsesAreNotStoredBySharedCaches(t *testing.T) {
+	b := startBackend(t, "a")
+	p := startRouter(t, testConfig(b))
+	c := newClient(t)
+	resp, err := c.hc.Get(p.srv.URL + "/public")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Len(t, resp.Cookies(), 1)
+	require.Equal(t, "max-age=60, private", resp.Header.Get("Cache-Control"), "public and s-maxage dropped, private added")
+
+	resp, err = c.hc.Get(p.srv.URL + "/public")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Empty(t, resp.Cookies())
+	require.Equal(t, "public, max-age=60, s-maxage=600", resp.Header.Get("Cache-Control"), "without a cookie the backend's policy stands")
+
+	resp, err = newClient(t).hc.Get(p.srv.URL + "/")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, "private", resp.Header.Get("Cache-Control"))
+
+	h := http.Header{"Cache-Control": {"no-store"}}
+	privateCache(h)
+	require.Equal(t, []string{"no-store"}, h["Cache-Control"])
+}
+
+// Item 6: of several cookies with the router's name, the one that verifies
+// wins.
+func TestSeveralCookiesOfTheNameUseTheOneThatVerifies(t *testing.T) {
+	p := startRouter(t, testConfig(threeBackends(t)...))
+	hc := &http.Client{Transport: &http.Transport{}}
+	defer hc.Transport.(*http.Transport).CloseIdleConnections()
+	home, good := rawGet(t, hc, p.srv.URL, "")
+	for _, cookie := range []string{
+		DefaultCookieName + "=forged-by-a-parent-domain; " + good,
+		good + "; " + DefaultCookieName + "=garbage",
+		"theme=dark; " + DefaultCookieName + "=AAAA; " + good,
+	} {
+		before := p.Metrics()
+		got, set := rawGet(t, hc, p.srv.URL, cookie)
+		require.Equal(t, home, got, cookie)
+		require.Empty(t, set, "no new session for %q", cookie)
+		after := p.Metrics()
+		require.Equal(t, before.Hits+1, after.Hits)
+		require.Equal(t, before.Forged, after.Forged, "a cookie that verifies was found: nothing forged")
+	}
+	// A flood of cookies costs at most maxCookieTries signature checks.
+	flood := strings.Repeat(DefaultCookieName+"=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA; ", 1000)
+	_, set := rawGet(t, hc, p.srv.URL, flood+good)
+	require.NotEmpty(t, set, "the good cookie after the flood is not looked at")
+
+	// Only bad ones: a new session, counted once.
+	forged := p.Metrics().Forged
+	_, set = rawGet(t, hc, p.srv.URL, DefaultCookieName+"=x; "+DefaultCookieName+"=y")
+	require.NotEmpty(t, set)
+	require.Equal(t, forged+1, p.Metrics().Forged)
+}
+
+// Item 7: lenient framing.
+func TestRequestWithContentLengthAndChunkedClosesTheConnection(t *testing.T) {
+	b := startBackend(t, "a")
+	p := startRouter(t, testConfig(b))
+	conn, br, resp, body := rawRequest(t, p.srv.URL, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, "5", body, "Transfer-Encoding wins over Content-Length")
+	require.True(t, resp.Close, "the response says Connection: close")
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(5*time.Second)))
+	_, err := br.ReadByte()
+	require.ErrorIs(t, err, io.EOF, "the router closed the connection")
+}
+
+func TestMalformedChunkSizeIsABadRequest(t *testing.T) {
+	b := startBackend(t, "a")
+	p := startRouter(t, testConfig(b))
+	_, _, resp, body := rawRequest(t, p.srv.URL, "POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n")
+	require.Equal(t, http.StatusBadRequest, resp.StatusCode, body)
+	require.EqualValues(t, 1, p.Metrics().BadRequest)
+	require.Zero(t, p.Metrics().BadGateway)
+	require.Zero(t, p.Backends()[0].Failures, "the client's mistake is not the backend's")
+	require.True(t, p.Backends()[0].Healthy)
+}
+
+// Item 8: Close ends upgraded connections instead of waiting for them.
+func TestCloseEndsUpgradedConnections(t *testing.T) {
+	b := startBackend(t, "a")
+	r, err := New(testConfig(b))
+	require.NoError(t, err)
+	srv := httptest.NewServer(r)
+	defer srv.Close()
+	conn, br, resp := openWS(t, srv.URL, "")
+	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+	require.EqualValues(t, 1, r.Metrics().Upgraded)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	require.NoError(t, r.Close(ctx), "Close does not wait for the WebSocket to end by itself")
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(5*time.Second)))
+	rest, err := io.ReadAll(br)
+	require.NoError(t, err, "the connection ends with a FIN")
+	require.Equal(t, []byte{0x88, 0x02, 0x03, 0xe9}, rest, "a WebSocket close frame, 1001 going away")
+	require.Zero(t, r.Metrics().Upgraded)
+
+	// An upgrade after Close is refused.
+	_, _, resp = openWS(t, srv.URL, "")
+	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+}
+
+// Item 1: WebSockets have their own cap and do not hold request slots.
+func TestWebSocketsDoNotTakeRequestSlots(t *testing.T) {
+	b := startBackend(t, "a")
+	cfg := testConfig(b)
+	cfg.MaxConnsPerBackend = 1
+	cfg.MaxUpgradesPerBackend = 2
+	cfg.QueueTimeout = 20 * time.Millisecond
+	p := startRouter(t, cfg)
+	for i := 0; i < 2; i++ {
+		_, _, resp := openWS(t, p.srv.URL, "")
+		require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+	}
+	code, _, _ := newClient(t).get(p.srv.URL)
+	require.Equal(t, http.StatusOK, code, "open WebSockets leave the request slot free")
+
+	_, _, resp := openWS(t, p.srv.URL, "")
+	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "beyond MaxUpgradesPerBackend")
+	require.EqualValues(t, 2, p.Metrics().Upgraded)
+}
+
+func TestIdleWebSocketIsClosed(t *testing.T) {
+	b := startBackend(t, "a")
+	cfg := testConfig(b)
+	cfg.UpgradeIdleTimeout = 100 * time.Millisecond
+	p := startRouter(t, cfg)
+	conn, br, resp := openWS(t, p.srv.URL, "")
+	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(5*time.Second)))
+	rest, err := io.ReadAll(br)
+	require.NoError(t, err, "closed after the idle timeout")
+	require.Equal(t, []byte{0x88, 0x02, 0x03, 0xe9}, rest, "with a close frame")
+	require.Eventually(t, func() bool { return p.Metrics().Upgraded == 0 }, 5*time.Second, time.Millisecond)
+}
+
+// startUpload sends the headers of a POST /upload announcing size bytes
+// and returns the connection, for the test to trickle the body.
+func startUpload(t *testing.T, proxyURL string, size int) net.Conn {
+	conn, err := net.Dial("tcp", strings.TrimPrefix(proxyURL, "http://"))
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	fmt.Fprintf(conn, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", size)
+	return conn
+}
+
+func readStatus(t *testing.T, conn net.Conn) int {
+	t.Helper()
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(5*time.Second)))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	require.NoError(t, err)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func TestStalledUploadGets408AndFreesTheSlot(t *testing.T) {
+	b := startBackend(t, "a")
+	cfg := testConfig(b)
+	cfg.BodyReadTimeout = 100 * time.Millisecond
+	cfg.MaxConnsPerBackend = 1
+	p := startRouter(t, cfg)
+	conn := startUpload(t, p.srv.URL, 1000)
+	_, err := io.WriteString(conn, "0123456789")
+	require.NoError(t, err)
+	require.Equal(t, http.StatusRequestTimeout, readStatus(t, conn))
+	require.Eventually(t, func() bool { return p.rt.Stats().Pools[poolName].Inflight == 0 }, 5*time.Second, time.Millisecond)
+	code, _, _ := newClient(t).get(p.srv.URL)
+	require.Equal(t, http.StatusOK, code)
+	require.Zero(t, p.Backends()[0].Failures, "a slow client is not the backend's failure")
+	require.True(t, p.Backends()[0].Healthy)
+}
+
+func TestUploadBelowMinimumRateGets408(t *testing.T) {
+	b := startBackend(t, "a")
+	cfg := testConfig(b)
+	cfg.BodyReadTimeout = 100 * time.Millisecond
+	cfg.MinUploadRate = 10_000
+	p := startRouter(t, cfg)
+	conn := startUpload(t, p.srv.URL, 1000)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { // a client sending 50 B/s: every read is quick, the average is not
+		defer close(done)
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				if _, err := conn.Write([]byte{'x'}); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	code := readStatus(t, conn)
+	close(stop)
+	<-done
+	require.Equal(t, http.StatusRequestTimeout, code)
+	require.EqualValues(t, 1, p.Metrics().BadRequest)
+}
+
+func TestNewSessionsAvoidABackendAtCapacity(t *testing.T) {
+	bs := []*testBackend{startBackend(t, "a"), startBackend(t, "b")}
+	cfg := testConfig(bs...)
+	cfg.MaxConnsPerBackend = 1
+	cfg.QueueTimeout = 20 * time.Millisecond
+	p := startRouter(t, cfg)
+	c := sessionOn(t, p, "a")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.srv.URL+"/slow", nil)
+		if resp, err := c.hc.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	<-bs[0].arrived
+	for i := 0; i < 20; i++ {
+		code, got, _ := newClient(t).get(p.srv.URL)
+		require.Equal(t, http.StatusOK, code)
+		require.Equal(t, "b", got, "a is at capacity")
+	}
+	cancel()
+	<-done
+}
+
+// Item 9: session actors are capped.
+func TestMaxSessionsCapsSessionActors(t *testing.T) {
+	cfg := testConfig(threeBackends(t)...)
+	cfg.MaxSessions = 3
+	p := startRouter(t, cfg)
+	for i := 0; i < 6; i++ {
+		c := newClient(t)
+		_, first, _ := c.get(p.srv.URL)
+		for j := 0; j < 2; j++ {
+			code, got, _ := c.get(p.srv.URL)
+			require.Equal(t, http.StatusOK, code)
+			require.Equal(t, first, got, "routing does not depend on the cap")
+		}
+	}
+	m := p.Metrics()
+	assert.EqualValues(t, 3, m.Sessions)
+	assert.EqualValues(t, 3*2, m.SessionsRefused)
+	assert.Equal(t, 3+1, p.rt.Stats().Sessions, "three clients' own plus the shared one")
+}
+
+func TestSessionTableSweeps(t *testing.T) {
+	st := newSessionTable(2)
+	var a, b, c [16]byte
+	a[0], b[0], c[0] = 1, 2, 3
+	require.True(t, st.track(a, 10))
+	require.True(t, st.track(b, 20))
+	require.False(t, st.track(c, 20), "full")
+	require.True(t, st.track(a, 30), "a known session stays")
+	st.sweep(25) // forgets b, last used at 20
+	require.EqualValues(t, 1, st.count.Load())
+	require.True(t, st.track(c, 31))
+}
+
+func TestFrameTrackerFindsBoundaries(t *testing.T) {
+	var f frameTracker
+	require.True(t, f.atBoundary())
+	frame := func(n int, masked bool) []byte {
+		b := []byte{0x82}
+		m := byte(0)
+		if masked {
+			m = 0x80
+		}
+		switch {
+		case n < 126:
+			b = append(b, m|byte(n))
+		case n < 1<<16:
+			b = append(b, m|126, byte(n>>8), byte(n))
+		default:
+			b = append(b, m|127, 0, 0, 0, 0, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+		}
+		if masked {
+			b = append(b, 1, 2, 3, 4)
+		}
+		return append(b, make([]byte, n)...)
+	}
+	var stream []byte
+	for _, n := range []int{0, 5, 125, 126, 300, 70_000} {
+		for _, masked := range []bool{false, true} {
+			stream = append(stream, frame(n, masked)...)
+		}
+	}
+	// Fed in odd slices, it is at a boundary only at the end.
+	for i := 0; i < len(stream); i += 7 {
+		f.feed(stream[i:min(i+7, len(stream))])
+		if i+7 < len(stream) && f.atBoundary() {
+			// a slice may end exactly between frames: check against a fresh parse
+			var g frameTracker
+			g.feed(stream[:i+7])
+			require.True(t, g.atBoundary())
+		}
+	}
+	require.True(t, f.atBoundary())
+	f.feed(frame(10, false)[:5])
+	require.False(t, f.atBoundary(), "mid-frame")
+}
