@@ -60,10 +60,11 @@ type worker struct {
 // All scheduling state is guarded by mu; critical sections are a few field
 // updates, never user code or channel operations.
 type pool struct {
-	rt    *Runtime
-	cfg   PoolConfig
-	index int
-	stats poolStats
+	rt      *Runtime
+	cfg     PoolConfig
+	index   int
+	stats   poolStats
+	timings poolTimings
 
 	strategy   *supervisor.Strategy
 	sup        *actor.PID

@@ -387,7 +387,7 @@ func (sp *sessionPool) unregister(target int) {
 // afterRoute acts on a decision outside the pool lock.
 func (a *sessionActor) afterRoute(env *envelope, d decision, dispatched messages.CallDispatched, queued int) {
 	p := env.pool
-	p.stats.dispatched[d.outcome].Add(1)
+	p.stats.dispatched[env.mode][d.outcome].Add(1)
 	emit(p.rt, dispatched)
 	switch {
 	case d.err == errGaveUp:

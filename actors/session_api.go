@@ -62,7 +62,7 @@ func (a *sessionActor) newEnvelope(p *pool, mode Affinity, ref *messages.Ref, pa
 	rt := a.rec.rt
 	env := &envelope{ctx: rt.ctx, pool: p, mode: mode, ref: ref, sess: a.rec}
 	env.call = messages.Call{Session: a.rec.id, Pool: p.cfg.Name, Worker: -1, Ref: ref, Payload: payload, Member: rt.memberID()}
-	if rt.wantEvents {
+	if rt.wantTimes {
 		env.made = time.Now()
 	}
 	a.rec.active.Add(1)

@@ -7,8 +7,11 @@ import (
 	"github.com/affinity-go/affinity/messages"
 )
 
+// modeCount is the number of messages.Affinity values, the default included.
+const modeCount = 4
+
 type poolStats struct {
-	dispatched    [messages.OutcomeCount]atomic.Uint64
+	dispatched    [modeCount][messages.OutcomeCount]atomic.Uint64
 	executed      atomic.Uint64
 	execErrors    atomic.Uint64
 	saturated     atomic.Uint64
@@ -24,23 +27,27 @@ type poolStats struct {
 
 // PoolStats is a snapshot of one pool's counters and gauges.
 type PoolStats struct {
-	Dispatched    [messages.OutcomeCount]uint64 // by messages.Outcome
-	Executed      uint64                        // calls a worker finished (incl. errors)
-	ExecErrors    uint64                        // of which returned an error or panicked
-	Saturated     uint64                        // refused with ErrPoolSaturated
-	QueueTimeouts uint64                        // gave up with ErrQueueTimeout
-	Cancelled     uint64                        // caller's context ended first
-	Tainted       [messages.TaintReasonCount]uint64
-	Restarts      uint64 // new incarnations after a taint
-	Failed        uint64 // workers out of restart budget
-	Resizes       uint64
-	Bindings      uint64        // sessions bound to a worker (first binding or rebind)
-	Rebinds       uint64        // bindings dropped because their worker was lost (hint)
-	Size          int           // workers neither removed nor failed
-	Ready         int           // of which taking calls
-	Queued        int           // calls waiting now
-	Inflight      int           // calls running now
-	Workers       []WorkerStats // by worker id; removed and failed workers are left out
+	Dispatched [messages.OutcomeCount]uint64 // by messages.Outcome
+	// DispatchedByMode splits Dispatched by the call's affinity mode
+	// (indexed by messages.Affinity; DefaultAffinity stays 0).
+	DispatchedByMode [modeCount][messages.OutcomeCount]uint64
+	Exec, Wait       Histogram // with Config.RecordTimings; see TimingBuckets
+	Executed         uint64    // calls a worker finished (incl. errors)
+	ExecErrors       uint64    // of which returned an error or panicked
+	Saturated        uint64    // refused with ErrPoolSaturated
+	QueueTimeouts    uint64    // gave up with ErrQueueTimeout
+	Cancelled        uint64    // caller's context ended first
+	Tainted          [messages.TaintReasonCount]uint64
+	Restarts         uint64 // new incarnations after a taint
+	Failed           uint64 // workers out of restart budget
+	Resizes          uint64
+	Bindings         uint64        // sessions bound to a worker (first binding or rebind)
+	Rebinds          uint64        // bindings dropped because their worker was lost (hint)
+	Size             int           // workers neither removed nor failed
+	Ready            int           // of which taking calls
+	Queued           int           // calls waiting now
+	Inflight         int           // calls running now
+	Workers          []WorkerStats // by worker id; removed and failed workers are left out
 }
 
 // WorkerStats is a snapshot of one worker.
@@ -75,10 +82,17 @@ func (rt *Runtime) Stats() Stats {
 	for _, p := range rt.pools {
 		var ps PoolStats
 		for i := range ps.Dispatched {
-			ps.Dispatched[i] = p.stats.dispatched[i].Load()
+			for m := range ps.DispatchedByMode {
+				n := p.stats.dispatched[m][i].Load()
+				ps.DispatchedByMode[m][i] = n
+				ps.Dispatched[i] += n
+			}
 		}
 		for i := range ps.Tainted {
 			ps.Tainted[i] = p.stats.tainted[i].Load()
+		}
+		if rt.cfg.RecordTimings {
+			ps.Exec, ps.Wait = p.timings.exec.snapshot(), p.timings.wait.snapshot()
 		}
 		ps.Executed = p.stats.executed.Load()
 		ps.ExecErrors = p.stats.execErrors.Load()

@@ -212,8 +212,8 @@ func (a *workerActor) begin(env *envelope) bool {
 func (a *workerActor) run(env *envelope) {
 	w, p := a.w, a.w.pool
 	var started time.Time
-	if p.rt.wantEvents {
-		started = time.Now() // only events carry durations; time.Now is not free
+	if p.rt.wantTimes {
+		started = time.Now() // only events and timings need it; time.Now is not free
 	}
 	val, perr, err := a.invoke(env)
 	calls := a.calls.Add(1)
@@ -241,6 +241,10 @@ func (a *workerActor) run(env *envelope) {
 	p.stats.executed.Add(1)
 	if err != nil {
 		p.stats.execErrors.Add(1)
+	}
+	if p.rt.cfg.RecordTimings {
+		p.timings.exec.observe(time.Since(started))
+		p.timings.wait.observe(waited(env, started))
 	}
 	if p.rt.wantEvents {
 		emit(p.rt, messages.CallExecuted{Pool: p.cfg.Name, Session: env.call.Session, Worker: w.id,

@@ -103,3 +103,35 @@ func TestCallExecutedWaited(t *testing.T) {
 	assert.GreaterOrEqual(t, waited["second"], hold, "it waited at least while the first call was held")
 	assert.Greater(t, waited["second"], waited["first"])
 }
+
+func TestStatsByModeAndTimings(t *testing.T) {
+	w := &world{}
+	rt := start(t, Config{RecordTimings: true, Pools: []PoolConfig{{Name: "p", Size: 2, Affinity: Hint, NewWorker: w.factory}}})
+	for i := range 3 {
+		_, err := call(t, rt.Session("h"), op{})
+		require.NoError(t, err, i)
+	}
+	_, err := call(t, rt.Session("s"), op{}, WithAffinity(StrictQueue))
+	require.NoError(t, err)
+	ps := rt.Stats().Pools["p"]
+	assert.Equal(t, uint64(1), ps.DispatchedByMode[Hint][messages.OutcomeBound])
+	assert.Equal(t, uint64(2), ps.DispatchedByMode[Hint][messages.OutcomeHit])
+	assert.Equal(t, uint64(1), ps.DispatchedByMode[StrictQueue][messages.OutcomeBound])
+	assert.Equal(t, uint64(2), ps.Dispatched[messages.OutcomeBound], "the totals add the modes up")
+
+	for _, h := range []Histogram{ps.Exec, ps.Wait} {
+		assert.Equal(t, uint64(4), h.Count)
+		assert.Len(t, h.Counts, len(TimingBuckets)+1)
+		var n uint64
+		for _, c := range h.Counts {
+			n += c
+		}
+		assert.Equal(t, h.Count, n, "every observation is in one bucket")
+		assert.Positive(t, h.Sum)
+	}
+
+	plain := onePool(t, w, 1, Hint)
+	_, err = call(t, plain.Session("x"), op{})
+	require.NoError(t, err)
+	assert.Zero(t, plain.Stats().Pools["p"].Exec.Count, "no timings unless asked for")
+}
