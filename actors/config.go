@@ -109,8 +109,9 @@ type Config struct {
 	// stream (Runtime.ActorSystem().EventStream).
 	PublishEvents bool
 	// RecordTimings makes each pool keep histograms of its calls' execution
-	// and waiting times (PoolStats.Exec, PoolStats.Wait), at the cost of two
-	// clock reads and a few atomic adds per call.
+	// and waiting times (PoolStats.Exec, PoolStats.Wait). Without an event
+	// subscriber a random sample of one call in TimingSampleEvery is timed,
+	// which keeps the cost to a few nanoseconds per call.
 	RecordTimings bool
 	// Cluster, when set, makes the runtime a member of a protoactor cluster
 	// (see ClusterConfig). Nil: a single process.

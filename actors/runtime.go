@@ -28,7 +28,6 @@ type Runtime struct {
 	defaultPool *pool
 	sessions    sessionTable
 	wantEvents  bool
-	wantTimes   bool // events or timings need each call's clock readings
 
 	// ctx is cancelled by Shutdown; factories, health checks and session
 	// releases run under it.
@@ -66,7 +65,6 @@ func Start(cfg Config) (*Runtime, error) {
 		byName:       make(map[string]*pool, len(cfg.Pools)),
 		byOwner:      make(map[<-chan struct{}]*sessionRec),
 		wantEvents:   cfg.OnEvent != nil || cfg.PublishEvents,
-		wantTimes:    cfg.OnEvent != nil || cfg.PublishEvents || cfg.RecordTimings,
 		shutdownDone: make(chan struct{}),
 	}
 	if cfg.Logger != nil {
@@ -210,9 +208,7 @@ func (rt *Runtime) newCall(ctx context.Context, live func() *sessionRec, p *pool
 	env := getEnvelope()
 	env.ctx, env.pool, env.mode, env.ref, env.sess = ctx, p, mode, ref, r
 	env.call = messages.Call{Session: r.id, Pool: p.cfg.Name, Worker: -1, Ref: ref, Payload: req, Member: rt.memberID()}
-	if rt.wantTimes {
-		env.made = time.Now()
-	}
+	env.made = rt.madeAt()
 	r.active.Add(1)
 	return env, nil
 }

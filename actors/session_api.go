@@ -3,7 +3,6 @@ package actors
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -62,9 +61,7 @@ func (a *sessionActor) newEnvelope(p *pool, mode Affinity, ref *messages.Ref, pa
 	rt := a.rec.rt
 	env := &envelope{ctx: rt.ctx, pool: p, mode: mode, ref: ref, sess: a.rec}
 	env.call = messages.Call{Session: a.rec.id, Pool: p.cfg.Name, Worker: -1, Ref: ref, Payload: payload, Member: rt.memberID()}
-	if rt.wantTimes {
-		env.made = time.Now()
-	}
+	env.made = rt.madeAt()
 	a.rec.active.Add(1)
 	return env
 }

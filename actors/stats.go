@@ -31,7 +31,7 @@ type PoolStats struct {
 	// DispatchedByMode splits Dispatched by the call's affinity mode
 	// (indexed by messages.Affinity; DefaultAffinity stays 0).
 	DispatchedByMode [modeCount][messages.OutcomeCount]uint64
-	Exec, Wait       Histogram // with Config.RecordTimings; see TimingBuckets
+	Exec, Wait       Histogram // with Config.RecordTimings; see TimingBuckets and TimingSampleEvery
 	Executed         uint64    // calls a worker finished (incl. errors)
 	ExecErrors       uint64    // of which returned an error or panicked
 	Saturated        uint64    // refused with ErrPoolSaturated

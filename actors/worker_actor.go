@@ -212,8 +212,8 @@ func (a *workerActor) begin(env *envelope) bool {
 func (a *workerActor) run(env *envelope) {
 	w, p := a.w, a.w.pool
 	var started time.Time
-	if p.rt.wantTimes {
-		started = time.Now() // only events and timings need it; time.Now is not free
+	if p.rt.wantEvents || !env.made.IsZero() {
+		started = time.Now() // only events and timed calls need it; time.Now is not free
 	}
 	val, perr, err := a.invoke(env)
 	calls := a.calls.Add(1)
@@ -242,7 +242,7 @@ func (a *workerActor) run(env *envelope) {
 	if err != nil {
 		p.stats.execErrors.Add(1)
 	}
-	if p.rt.cfg.RecordTimings {
+	if p.rt.cfg.RecordTimings && !env.made.IsZero() {
 		p.timings.exec.observe(time.Since(started))
 		p.timings.wait.observe(waited(env, started))
 	}

@@ -106,7 +106,8 @@ func TestCallExecutedWaited(t *testing.T) {
 
 func TestStatsByModeAndTimings(t *testing.T) {
 	w := &world{}
-	rt := start(t, Config{RecordTimings: true, Pools: []PoolConfig{{Name: "p", Size: 2, Affinity: Hint, NewWorker: w.factory}}})
+	// With an event subscriber every call is timed.
+	rt := start(t, Config{RecordTimings: true, OnEvent: func(messages.Event) {}, Pools: []PoolConfig{{Name: "p", Size: 2, Affinity: Hint, NewWorker: w.factory}}})
 	for i := range 3 {
 		_, err := call(t, rt.Session("h"), op{})
 		require.NoError(t, err, i)
@@ -134,4 +135,22 @@ func TestStatsByModeAndTimings(t *testing.T) {
 	_, err = call(t, plain.Session("x"), op{})
 	require.NoError(t, err)
 	assert.Zero(t, plain.Stats().Pools["p"].Exec.Count, "no timings unless asked for")
+}
+
+// Without an event subscriber, timings are a random sample of the calls.
+func TestTimingsSampleCalls(t *testing.T) {
+	w := &world{}
+	rt := start(t, Config{RecordTimings: true, Pools: []PoolConfig{{Name: "p", Size: 2, Affinity: Hint, NewWorker: w.factory}}})
+	const calls = 1600
+	s := rt.Session("s")
+	for range calls {
+		_, err := call(t, s, op{})
+		require.NoError(t, err)
+	}
+	ps := rt.Stats().Pools["p"]
+	// Binomial(1600, 1/16): mean 100, standard deviation 9.7; the bounds
+	// are 7 deviations away, so this cannot fail by chance in practice.
+	assert.InDelta(t, calls/TimingSampleEvery, ps.Exec.Count, 68, "timed calls")
+	assert.Equal(t, ps.Exec.Count, ps.Wait.Count, "a timed call has both timings")
+	assert.Equal(t, uint64(calls), ps.Executed)
 }
