@@ -61,6 +61,8 @@ func (a *workerActor) Receive(ctx actor.Context) {
 		a.releaseSession(m)
 	case *messages.CheckHealth:
 		a.checkHealth()
+	case *selfTaintMsg:
+		a.selfTaint(m)
 	case *escalateMsg:
 		if m.inc == a.inc {
 			if f, ok := ctx.(interface{ EscalateFailure(reason, message any) }); ok {
@@ -105,6 +107,7 @@ func (a *workerActor) start(ctx actor.Context) {
 		return
 	}
 	a.impl, a.born = impl, time.Now()
+	a.wireSelfTaint()
 
 	p.mu.Lock()
 	if w.state == wsRemoved || w.state == wsFailed || p.closed {

@@ -1,0 +1,58 @@
+package actors
+
+import (
+	"errors"
+
+	"github.com/affinity-go/affinity/messages"
+)
+
+// ErrRecycle marks a cause passed to a SelfTainter's taint function as
+// recycling (a limit such as memory was reached) rather than a failure:
+// the worker is restarted at once without using up its restart budget.
+var ErrRecycle = errors.New("affinity: worker recycled")
+
+// SelfTainter is implemented by workers that can learn they are broken
+// outside of any call, for example a child process that exited or stopped
+// answering heartbeats. Without it such a worker would only be tainted by
+// the next call or health check.
+//
+// SetTaint is called once per incarnation, inside the worker actor, after
+// the factory built the worker and before its first call. taint may be
+// called from any goroutine, any number of times, and never blocks: it
+// posts a message to the worker actor, which takes the incarnation out of
+// service (a later call of taint, or one after a restart, is ignored). A
+// cause wrapping ErrRecycle is reported with reason recycle; any other
+// cause with reason health_check.
+type SelfTainter interface {
+	SetTaint(taint func(cause error))
+}
+
+// selfTaintMsg carries a SelfTainter's cause to its worker actor.
+type selfTaintMsg struct {
+	inc   uint64
+	cause error
+}
+
+// wireSelfTaint hands a SelfTainter its taint function, bound to this
+// incarnation.
+func (a *workerActor) wireSelfTaint() {
+	st, ok := a.impl.(SelfTainter)
+	if !ok {
+		return
+	}
+	root, pid, inc := a.w.pool.rt.system.Root, a.self, a.inc
+	st.SetTaint(func(cause error) { root.Send(pid, &selfTaintMsg{inc: inc, cause: cause}) })
+}
+
+// selfTaint runs in the worker actor: stale messages (an earlier
+// incarnation's) are dropped.
+func (a *workerActor) selfTaint(m *selfTaintMsg) {
+	if m.inc != a.inc || a.dead.Load() {
+		return
+	}
+	reason := messages.TaintHealthCheck
+	if errors.Is(m.cause, ErrRecycle) {
+		reason = messages.TaintRecycle
+	}
+	a.taintNow(reason, m.cause)
+}
