@@ -422,6 +422,9 @@ func taintText(reason messages.TaintReason, cause error) string {
 		return reason.String()
 	}
 	msg, _, _ := strings.Cut(cause.Error(), "\n")
+	if strings.HasPrefix(msg, reason.String()+": ") { // a PanicError says "panic: ..." itself
+		return msg
+	}
 	return reason.String() + ": " + msg
 }
 

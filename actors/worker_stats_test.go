@@ -47,6 +47,7 @@ func TestStatsPerWorker(t *testing.T) {
 	}, 10*time.Second, time.Millisecond)
 	ws := rt.Stats().Pools["p"].Workers[r.Worker]
 	assert.True(t, strings.HasPrefix(ws.LastTaint, "panic: "), ws.LastTaint)
+	assert.False(t, strings.HasPrefix(ws.LastTaint, "panic: panic"), "no doubled prefix: %s", ws.LastTaint)
 	assert.Zero(t, ws.Bound, "the restarted incarnation holds no session")
 }
 

@@ -1,0 +1,230 @@
+// Package admin serves a live page of an Affinity runtime: its pools and
+// workers (state, incarnation, calls running and waiting, bound sessions),
+// how the sessions are spread over the workers, and the taints and
+// restarts as they happen; a router adds its backends (health, share of
+// sessions, fallbacks and returns). The page and its assets are embedded:
+// it needs no CDN and no network beyond the handler itself.
+//
+//	h, err := admin.New(admin.Config{Runtime: rt, Metrics: reg})
+//	http.Handle("/", h) // /, /state (JSON), /events (server-sent events), /metrics
+//
+// The page updates itself from /events, which sends the state every
+// Config.Interval. Taints and restarts are found by comparing each state
+// with the previous one (a worker's incarnation and last taint reason), so
+// they cost the runtime nothing between two looks.
+package admin
+
+import (
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/affinity-go/affinity/actors"
+	"github.com/affinity-go/affinity/metrics"
+)
+
+//go:embed static
+var static embed.FS
+
+// ErrInvalidConfig: New was given an unusable configuration.
+var ErrInvalidConfig = errors.New("admin: invalid configuration")
+
+// Backend is one router backend as the page shows it.
+type Backend struct {
+	URL       string  `json:"url"`
+	Healthy   bool    `json:"healthy"`
+	Sessions  int     `json:"sessions"` // sessions whose home it is
+	Share     float64 `json:"share"`    // of all sessions, 0..1
+	Fallbacks uint64  `json:"fallbacks"`
+	Returns   uint64  `json:"returns"`
+}
+
+// Config configures the page.
+type Config struct {
+	// Runtime is the runtime shown. Required.
+	Runtime *actors.Runtime
+	// Title heads the page. Default "Affinity".
+	Title string
+	// Metrics, when set, is served on /metrics.
+	Metrics prometheus.Gatherer
+	// Backends, when set, lists a router's backends for the page.
+	Backends func() []Backend
+	// Interval is how often /events sends the state. Default 500 ms.
+	Interval time.Duration
+	// History is how many taints and restarts the page keeps. Default 50.
+	History int
+}
+
+// Handler serves the page. It is safe for concurrent use.
+type Handler struct {
+	cfg Config
+	mux *http.ServeMux
+
+	mu   sync.Mutex
+	last map[string]map[int]actors.WorkerStats // pool -> worker id -> last seen
+	log  []Event                               // newest last
+}
+
+// Event is a taint or a restart found between two states.
+type Event struct {
+	Time        time.Time `json:"time"`
+	Pool        string    `json:"pool"`
+	Worker      int       `json:"worker"`
+	Kind        string    `json:"kind"` // "tainted" or "restarted"
+	Incarnation uint64    `json:"incarnation"`
+	Reason      string    `json:"reason,omitempty"`
+}
+
+// New validates cfg and returns the page's handler.
+func New(cfg Config) (*Handler, error) {
+	var problems []error
+	if cfg.Runtime == nil {
+		problems = append(problems, errors.New("a Runtime is required"))
+	}
+	if cfg.Interval < 0 || cfg.History < 0 {
+		problems = append(problems, errors.New("the Interval and History must not be negative"))
+	}
+	if len(problems) > 0 {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(problems...))
+	}
+	if cfg.Title == "" {
+		cfg.Title = "Affinity"
+	}
+	if cfg.Interval == 0 {
+		cfg.Interval = 500 * time.Millisecond
+	}
+	if cfg.History == 0 {
+		cfg.History = 50
+	}
+	h := &Handler{cfg: cfg, mux: http.NewServeMux(), last: map[string]map[int]actors.WorkerStats{}}
+	assets, _ := fs.Sub(static, "static") // cannot fail: the directory is embedded
+	h.mux.Handle("GET /", http.FileServerFS(assets))
+	h.mux.HandleFunc("GET /state", h.serveState)
+	h.mux.HandleFunc("GET /events", h.serveEvents)
+	if cfg.Metrics != nil {
+		h.mux.Handle("GET /metrics", metrics.Handler(cfg.Metrics))
+	}
+	return h, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+
+// State is what /state returns and /events sends.
+type State struct {
+	Title    string      `json:"title"`
+	Time     time.Time   `json:"time"`
+	Sessions int         `json:"sessions"`
+	Pools    []PoolState `json:"pools"`
+	Events   []Event     `json:"events"`
+	Backends []Backend   `json:"backends,omitempty"`
+}
+
+// PoolState is one pool on the page.
+type PoolState struct {
+	Name     string               `json:"name"`
+	Queued   int                  `json:"queued"`
+	Inflight int                  `json:"inflight"`
+	Restarts uint64               `json:"restarts"`
+	Failed   uint64               `json:"failed"`
+	Workers  []actors.WorkerStats `json:"workers"`
+}
+
+// Snapshot takes the runtime's state now, and records the taints and
+// restarts since the previous snapshot.
+func (h *Handler) Snapshot() State {
+	st := h.cfg.Runtime.Stats()
+	now := time.Now()
+	s := State{Title: h.cfg.Title, Time: now, Sessions: st.Sessions}
+	names := make([]string, 0, len(st.Pools))
+	for name := range st.Pools {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	h.mu.Lock()
+	for _, name := range names {
+		ps := st.Pools[name]
+		h.diff(now, name, ps.Workers)
+		s.Pools = append(s.Pools, PoolState{Name: name, Queued: ps.Queued, Inflight: ps.Inflight,
+			Restarts: ps.Restarts, Failed: ps.Failed, Workers: ps.Workers})
+	}
+	s.Events = append([]Event(nil), h.log...)
+	h.mu.Unlock()
+	if h.cfg.Backends != nil {
+		s.Backends = h.cfg.Backends()
+	}
+	return s
+}
+
+// diff appends the taints and restarts of pool's workers since they were
+// last seen. Called with h.mu held.
+func (h *Handler) diff(now time.Time, pool string, workers []actors.WorkerStats) {
+	seen := h.last[pool]
+	if seen == nil {
+		seen = map[int]actors.WorkerStats{}
+		h.last[pool] = seen
+	}
+	for _, w := range workers {
+		prev, known := seen[w.ID]
+		seen[w.ID] = w
+		if !known {
+			continue
+		}
+		restarted := prev.Incarnation > 0 && w.Incarnation > prev.Incarnation
+		taintSeen := prev.State == "restarting" // recorded when it was seen
+		if !taintSeen && (restarted || w.State == "restarting") {
+			h.record(Event{Time: now, Pool: pool, Worker: w.ID, Kind: "tainted", Incarnation: prev.Incarnation, Reason: w.LastTaint})
+		}
+		if restarted {
+			h.record(Event{Time: now, Pool: pool, Worker: w.ID, Kind: "restarted", Incarnation: w.Incarnation})
+		}
+	}
+}
+
+func (h *Handler) record(e Event) {
+	h.log = append(h.log, e)
+	if over := len(h.log) - h.cfg.History; over > 0 {
+		h.log = append(h.log[:0], h.log[over:]...)
+	}
+}
+
+func (h *Handler) serveState(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(h.Snapshot())
+}
+
+// serveEvents streams the state as server-sent events until the client
+// leaves.
+func (h *Handler) serveEvents(w http.ResponseWriter, r *http.Request) {
+	rc := http.NewResponseController(w)
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	t := time.NewTicker(h.cfg.Interval)
+	defer t.Stop()
+	for {
+		b, err := json.Marshal(h.Snapshot())
+		if err != nil {
+			return
+		}
+		if _, err := fmt.Fprintf(w, "data: %s\n\n", b); err != nil {
+			return
+		}
+		if err := rc.Flush(); err != nil {
+			return
+		}
+		select {
+		case <-r.Context().Done():
+			return
+		case <-t.C:
+		}
+	}
+}
