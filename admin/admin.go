@@ -8,6 +8,9 @@
 //	h, err := admin.New(admin.Config{Runtime: rt, Metrics: reg})
 //	http.Handle("/", h) // /, /state (JSON), /events (server-sent events), /metrics
 //
+// The page loads the state as a script (/state.js) before its own, so it is
+// complete when loaded, then follows /events.
+//
 // The page updates itself from /events, which sends the state every
 // Config.Interval. Taints and restarts are found by comparing each state
 // with the previous one (a worker's incarnation and last taint reason), so
@@ -81,6 +84,9 @@ type Event struct {
 	Kind        string    `json:"kind"` // "tainted" or "restarted"
 	Incarnation uint64    `json:"incarnation"`
 	Reason      string    `json:"reason,omitempty"`
+	// Earlier: it happened before the handler first looked at the worker;
+	// Time is when it was found.
+	Earlier bool `json:"earlier,omitempty"`
 }
 
 // New validates cfg and returns the page's handler.
@@ -105,9 +111,11 @@ func New(cfg Config) (*Handler, error) {
 		cfg.History = 50
 	}
 	h := &Handler{cfg: cfg, mux: http.NewServeMux(), last: map[string]map[int]actors.WorkerStats{}}
+	h.Snapshot() // the reference later states are compared with
 	assets, _ := fs.Sub(static, "static") // cannot fail: the directory is embedded
 	h.mux.Handle("GET /", http.FileServerFS(assets))
 	h.mux.HandleFunc("GET /state", h.serveState)
+	h.mux.HandleFunc("GET /state.js", h.serveStateScript)
 	h.mux.HandleFunc("GET /events", h.serveEvents)
 	if cfg.Metrics != nil {
 		h.mux.Handle("GET /metrics", metrics.Handler(cfg.Metrics))
@@ -176,6 +184,10 @@ func (h *Handler) diff(now time.Time, pool string, workers []actors.WorkerStats)
 		prev, known := seen[w.ID]
 		seen[w.ID] = w
 		if !known {
+			if w.Incarnation > 1 { // restarted before anyone looked
+				h.record(Event{Time: now, Pool: pool, Worker: w.ID, Kind: "tainted", Incarnation: w.Incarnation - 1, Reason: w.LastTaint, Earlier: true})
+				h.record(Event{Time: now, Pool: pool, Worker: w.ID, Kind: "restarted", Incarnation: w.Incarnation, Earlier: true})
+			}
 			continue
 		}
 		restarted := prev.Incarnation > 0 && w.Incarnation > prev.Incarnation
@@ -200,6 +212,19 @@ func (h *Handler) serveState(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	_ = json.NewEncoder(w).Encode(h.Snapshot())
+}
+
+// serveStateScript is the state as a script the page loads before its
+// own, so that the page is rendered by the time it has loaded.
+func (h *Handler) serveStateScript(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	b, err := json.Marshal(h.Snapshot())
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	_, _ = fmt.Fprintf(w, "window.affinityState = %s;\n", b)
 }
 
 // serveEvents streams the state as server-sent events until the client

@@ -192,3 +192,18 @@ func TestPageAndMetricsAreServedWithoutTheNetwork(t *testing.T) {
 	m, _ := get("/metrics")
 	assert.Contains(t, m, "affinity_workers{")
 }
+
+func TestRestartsBeforeTheFirstLookAreShown(t *testing.T) {
+	rt := startRuntime(t)
+	_, err := rt.Session("a").Call(context.Background(), "predict")
+	require.NoError(t, err)
+	id := crash(t, rt, "a")
+	h, err := admin.New(admin.Config{Runtime: rt})
+	require.NoError(t, err)
+	events := h.Snapshot().Events
+	require.Len(t, events, 2)
+	assert.Equal(t, admin.Event{Time: events[0].Time, Pool: "models", Worker: id, Kind: "tainted", Incarnation: 1,
+		Reason: "panic: model corrupted", Earlier: true}, events[0])
+	assert.Equal(t, "restarted", events[1].Kind)
+	assert.True(t, events[1].Earlier)
+}

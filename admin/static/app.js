@@ -60,7 +60,8 @@ function renderEvents(events) {
   $("#no-events").hidden = events.length > 0;
   $("#events").replaceChildren(...events.slice().reverse().map((e) => el("li", { class: e.kind },
     `${new Date(e.time).toLocaleTimeString()} pool ${e.pool} worker ${e.worker} ` +
-    (e.kind === "restarted" ? `restarted: incarnation ${e.incarnation}` : `tainted (incarnation ${e.incarnation}): ${e.reason}`))));
+    (e.kind === "restarted" ? `restarted: incarnation ${e.incarnation}` : `tainted (incarnation ${e.incarnation}): ${e.reason}`) +
+    (e.earlier ? " (before this page first looked)" : ""))));
 }
 
 function render(s) {
@@ -78,7 +79,9 @@ function setStatus(text, cls) {
   st.className = "status " + cls;
 }
 
-fetch("state").then((r) => r.json()).then(render).catch(() => setStatus("unreachable", "lost"));
+// state.js set the state as of loading: the page is complete when it loads.
+if (window.affinityState) render(window.affinityState);
+else fetch("state").then((r) => r.json()).then(render).catch(() => setStatus("unreachable", "lost"));
 if (window.EventSource) {
   const es = new EventSource("events");
   es.onmessage = (m) => { render(JSON.parse(m.data)); setStatus("live", "live"); };

@@ -42,6 +42,8 @@ type options struct {
 	duration time.Duration
 	work     time.Duration
 	missCost time.Duration
+	ui       string // address of the live page; "" for none
+	page     *livePage
 }
 
 func main() {
@@ -61,6 +63,7 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 4*time.Second, "run time per mode")
 	flag.DurationVar(&o.work, "work", 50*time.Microsecond, "how long one call keeps its worker busy on cached state")
 	flag.DurationVar(&o.missCost, "miss-cost", 200*time.Microsecond, "extra time to rebuild a session's state on a cache miss")
+	flag.StringVar(&o.ui, "ui", "", "serve the live page of the runtime running now (and its /metrics) on this address, e.g. 127.0.0.1:8081")
 	flag.Parse()
 	if o.sessions < 1 || o.callers < 1 || o.workers < 1 || o.cache < 0 || o.duration <= 0 || o.work < 0 || o.missCost < 0 {
 		fmt.Fprintln(os.Stderr, "affinity-demo: -sessions, -callers, -workers and -duration must be positive; -cache, -work and -miss-cost not negative")
@@ -75,6 +78,15 @@ func main() {
 	// Ctrl-C stops the current run early; the runtime still shuts down.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
+	if o.ui != "" {
+		page, err := serveLivePage(ctx, o.ui)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "affinity-demo:", err)
+			os.Exit(1)
+		}
+		defer page.close()
+		o.page = page
+	}
 	if err := run(ctx, o); err != nil {
 		fmt.Fprintln(os.Stderr, "affinity-demo:", err)
 		os.Exit(1)
@@ -293,7 +305,7 @@ type result struct {
 // runMode starts a runtime whose pool defaults to mode, drives the workload
 // for o.duration with a crash halfway, and shuts the runtime down.
 func runMode(ctx context.Context, o options, mode actors.Affinity) (result, error) {
-	rt, err := actors.Start(actors.Config{Pools: []actors.PoolConfig{{
+	rt, err := actors.Start(actors.Config{RecordTimings: o.page != nil, Pools: []actors.PoolConfig{{
 		Name:     poolName,
 		Size:     o.workers,
 		Affinity: mode,
@@ -305,6 +317,11 @@ func runMode(ctx context.Context, o options, mode actors.Affinity) (result, erro
 		return result{}, err
 	}
 
+	if o.page != nil {
+		if err := o.page.show(rt, "affinity-demo: "+mode.String()); err != nil {
+			return result{}, err
+		}
+	}
 	sessions := make([]*actors.Session, o.sessions)
 	for i := range sessions {
 		sessions[i] = rt.Session(fmt.Sprintf("user-%03d", i))
