@@ -111,7 +111,7 @@ func New(cfg Config) (*Handler, error) {
 		cfg.History = 50
 	}
 	h := &Handler{cfg: cfg, mux: http.NewServeMux(), last: map[string]map[int]actors.WorkerStats{}}
-	h.Snapshot() // the reference later states are compared with
+	h.Snapshot()                          // the reference later states are compared with
 	assets, _ := fs.Sub(static, "static") // cannot fail: the directory is embedded
 	h.mux.Handle("GET /", http.FileServerFS(assets))
 	h.mux.HandleFunc("GET /state", h.serveState)
