@@ -253,9 +253,11 @@ func (w *worker) waitExit() {
 		ee.Signal, ee.Core = ws.Signal(), ws.CoreDump()
 	}
 	w.exitErr = ee
-	close(w.exited)
 	w.log.Debug().AnErr("wait", err).Str("status", ee.Error()).Msg("worker process ended")
+	// Recorded before exited closes: whoever waits for the exit (Close)
+	// finds it as the worker's failure.
 	w.fail(ee)
+	close(w.exited)
 }
 
 // readLoop reads the process's frames until EOF or a protocol violation.
