@@ -1,8 +1,8 @@
 // Command affinity-cluster-demo runs an Affinity cluster on loopback: member
 // processes (this same binary, with -member) find each other through
 // protoactor's automanaged provider, and each one's callers call their
-// sessions, whose state lives on whichever member the sessions' grains
-// chose. Part way through, one member is killed with SIGKILL and a new one
+// own sessions and 50 sessions that every member calls, whose state lives
+// on whichever member the sessions' grains chose. Part way through, one member is killed with SIGKILL and a new one
 // joins. At the end every member prints what it saw: the sessions it holds,
 // its calls, the sessions that had to start afresh elsewhere (moves), its
 // errors by kind, and any broken guarantee (a strict or ref call that ran

@@ -193,17 +193,49 @@ type seen struct {
 func (l *load) caller(ctx context.Context, c, of int) {
 	last := map[int]seen{}
 	refs := map[int]messages.Ref{}
+	shared := map[int]seen{}
 	for i := 0; ctx.Err() == nil; i++ {
 		s := c + of*rand.IntN(max(1, l.sessions/of))
-		if s >= l.sessions {
-			continue
-		}
-		if i%10 == 0 {
+		switch {
+		case s >= l.sessions:
+		case i%10 == 0:
 			l.refCall(ctx, s, refs)
-			continue
+		case i%10 == 5:
+			l.sharedCall(ctx, rand.IntN(sharedSessions), shared)
+		default:
+			l.call(ctx, s, last)
 		}
-		l.call(ctx, s, last)
 	}
+}
+
+// sharedSessions are called by every member's callers.
+const sharedSessions = 50
+
+// sharedCall calls a session that every member calls too. Its count grows
+// with everyone's calls, so this caller checks that each answer came from
+// the same worker incarnation as its previous one with a higher count, or
+// from another place (the session moved after its member left).
+func (l *load) sharedCall(ctx context.Context, k int, last map[int]seen) {
+	id := "shared-" + strconv.Itoa(k)
+	cctx, cancel := context.WithTimeout(ctx, hangAfter)
+	defer cancel()
+	out, err := l.rt.Session(id).Call(cctx, "count")
+	if ctx.Err() != nil {
+		return
+	}
+	if err != nil {
+		l.failed(err, id)
+		if errors.Is(err, actors.ErrSessionWorkerUnavailable) {
+			l.rt.Session(id).Close() // any member may: the next call starts afresh
+		}
+		return
+	}
+	at, n := split(out.(string))
+	if prev, ok := last[k]; ok && at == prev.at && n <= prev.n {
+		l.violate("shared session %s: answered #%d on %s after #%d there", id, n, at, prev.n)
+	}
+	last[k] = seen{at: at, n: n}
+	l.count(func() { l.calls++ })
 }
 
 // call makes one strict call and checks where it ran: on the session's
