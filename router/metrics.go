@@ -6,6 +6,11 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
+
+	rtmetrics "github.com/affinity-go/affinity/metrics"
 )
 
 type metrics struct {
@@ -128,7 +133,30 @@ func (r *Router) WriteMetrics(w io.Writer) error {
 		func(b BackendStatus) uint64 { return b.Requests })
 	perBackend("affinity_router_backend_failures_total", "counter", "Refused connections and timeouts seen on the backend.",
 		func(b BackendStatus) uint64 { return b.Failures })
+	if err := r.writeRuntimeMetrics(bw); err != nil {
+		return err
+	}
 	return bw.Flush()
+}
+
+// writeRuntimeMetrics appends the metrics of the router's runtime (package
+// metrics): its sessions, its workers (one per backend) and their calls.
+func (r *Router) writeRuntimeMetrics(w io.Writer) error {
+	reg := prometheus.NewRegistry()
+	if err := rtmetrics.Register(reg, r.rt); err != nil {
+		return err
+	}
+	fams, err := reg.Gather()
+	if err != nil {
+		return err
+	}
+	enc := expfmt.NewEncoder(w, expfmt.FmtText)
+	for _, f := range fams {
+		if err := enc.Encode(f); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 var labelEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
