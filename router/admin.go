@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/affinity-go/affinity/admin"
 )
 
 // AdminHandler serves the admin API. Mount it on a separate, private
@@ -23,6 +25,11 @@ import (
 //	GET    /backends         the backends as JSON
 //	POST   /backends         add {"name": "...", "url": "..."}
 //	DELETE /backends/{name}  remove a backend
+//	GET    /ui/              the live page: backends, and the runtime's workers
+//
+// The live page is served under the same checks: with a token set, a
+// browser must send the Authorization header (through a proxy that adds
+// it, say); without one it is for loopback or Admin.Hosts only.
 func (r *Router) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -62,7 +69,37 @@ func (r *Router) AdminHandler() http.Handler {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})
-	return newAdminGuard(r.cfg.Admin, http.TimeoutHandler(mux, 30*time.Second, "admin request timed out\n"))
+	outer := http.NewServeMux()
+	outer.Handle("/", http.TimeoutHandler(mux, 30*time.Second, "admin request timed out\n"))
+	// Not under the timeout: the page's event stream lasts as long as the page.
+	if page, err := admin.New(admin.Config{Runtime: r.rt, Title: "affinity-router", Backends: r.pageBackends}); err == nil {
+		outer.Handle("GET /ui/", http.StripPrefix("/ui", page))
+	} else {
+		r.log.Error().Err(err).Msg("live page unavailable")
+	}
+	return newAdminGuard(r.cfg.Admin, outer)
+}
+
+// pageBackends lists the backends for the live page. A backend's sessions
+// are the client sessions started with it as their home: the router keeps
+// no list of the cookies out there, and a session's home only changes when
+// backends are added or removed (or, sticky, when its home fails).
+func (r *Router) pageBackends() []admin.Backend {
+	t := r.tbl.Load()
+	var total uint64
+	for _, b := range t.backends {
+		total += b.sessions.Load()
+	}
+	out := make([]admin.Backend, len(t.backends))
+	for i, b := range t.backends {
+		n := b.sessions.Load()
+		out[i] = admin.Backend{URL: b.url.String(), Healthy: b.up.Load(), Sessions: int(n),
+			Fallbacks: b.fallbacks.Load(), Returns: b.returns.Load()}
+		if total > 0 {
+			out[i].Share = float64(n) / float64(total)
+		}
+	}
+	return out
 }
 
 // adminGuard keeps web pages and strangers away from the admin API. A page

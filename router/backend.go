@@ -14,6 +14,7 @@ type backend struct {
 	url  *url.URL
 	key  uint64 // nameKey(name)
 	slot *slot
+	pool *connPool // keep-alive connections of the fast path; nil without one
 
 	up atomic.Bool
 
@@ -26,6 +27,11 @@ type backend struct {
 
 	inflight atomic.Int64 // ordinary requests holding or waiting for a slot
 	upgrades atomic.Int64 // upgraded connections open
+
+	sessions  atomic.Uint64 // client sessions started with it as their home
+	fallbacks atomic.Uint64 // requests it served for sessions whose home was down
+	returns   atomic.Uint64 // sessions served at home here again after a fallback
+	latency   latency       // time to proxy each request (slot wait included)
 }
 
 // acquireUpgrade takes one of the backend's max upgraded-connection places.
@@ -119,4 +125,11 @@ func (b *backend) observe(ok, immediate bool, rise, fall int) (changed, up bool)
 	}
 	now := b.up.Load()
 	return now != was, now
+}
+
+// closeIdle closes the backend's idle fast-path connections, for good.
+func (b *backend) closeIdle() {
+	if b.pool != nil {
+		b.pool.close()
+	}
 }

@@ -167,7 +167,8 @@ type Config struct {
 	// Admin secures AdminHandler.
 	Admin AdminConfig
 	// Transport overrides the transport to backends (for tests); the
-	// connection settings above then do not apply.
+	// connection settings above then do not apply, and every request goes
+	// through it (no fast path: see fastpath.go).
 	Transport http.RoundTripper
 	// Logger receives the router's logs. Nil: silent.
 	Logger *zerolog.Logger

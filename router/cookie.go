@@ -93,20 +93,36 @@ func (s *signer) encode(t *ticket) string {
 	return cookieEncoding.EncodeToString(raw[:])
 }
 
+// decodeScratch holds decode's buffers: on the stack they would escape
+// (through the hash.Hash interface) and cost allocations on every request.
+type decodeScratch struct {
+	src [cookieEncodedLen]byte
+	raw [cookieRawLen + 2]byte // room to detect an over-long value
+	sum [sha256.Size]byte
+}
+
+// cookieEncodedLen is the length of a cookie value: unpadded base64 of
+// cookieRawLen bytes.
+const cookieEncodedLen = (cookieRawLen*8 + 5) / 6
+
+var decodeScratches = sync.Pool{New: func() any { return new(decodeScratch) }}
+
 // decode verifies value and returns its ticket.
 func (s *signer) decode(value string, now time.Time, maxAge time.Duration) (ticket, cookieState) {
-	var raw [cookieRawLen + 2]byte // room to detect an over-long value
-	if cookieEncoding.EncodedLen(cookieRawLen) != len(value) {
+	if cookieEncodedLen != len(value) {
 		return ticket{}, cookieForged
 	}
-	n, err := cookieEncoding.Decode(raw[:], []byte(value))
+	sc := decodeScratches.Get().(*decodeScratch)
+	defer decodeScratches.Put(sc)
+	copy(sc.src[:], value)
+	raw, sum := &sc.raw, &sc.sum
+	n, err := cookieEncoding.Decode(raw[:], sc.src[:])
 	if err != nil || n != cookieRawLen || raw[0] != ticketVersion || raw[18] > 1 {
 		return ticket{}, cookieForged
 	}
-	var sum [sha256.Size]byte
 	state := cookieForged
 	for i, k := range s.keys {
-		k.sum(raw[:payloadLen], &sum)
+		k.sum(raw[:payloadLen], sum)
 		if hmac.Equal(sum[:macLen], raw[payloadLen:cookieRawLen]) {
 			state = cookieValid
 			if i > 0 {

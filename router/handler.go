@@ -184,8 +184,9 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			r.refuse(w, err)
 			return
 		}
-		r.m.count(d.outcome)
-		x := &exchange{r: r, b: d.target, w: w, in: req, body: body, done: make(chan struct{})}
+		r.countOutcome(d)
+		x := &exchange{r: r, b: d.target, w: w, in: req, body: body, done: make(chan struct{}),
+			fast: !upgrade && d.target.pool != nil && fastEligible(req)}
 		if d.setCookie {
 			x.cookie = r.cookie(sg.encode(&d.tk), req)
 		}
@@ -238,9 +239,13 @@ func (r *Router) run(ctx context.Context, x *exchange, session string) error {
 	b.requests.Add(1)
 	b.inflight.Add(1)
 	defer b.inflight.Add(-1)
+	defer b.latency.since(time.Now())
 	ref := messages.Ref{Session: session, Pool: poolName, Worker: b.slot.id, Incarnation: b.slot.inc.Load()}
 	_, err := r.rt.CallRef(ctx, ref, x)
 	if err != nil && !x.state.CompareAndSwap(xPending, xAbandoned) {
+		if ctx.Err() != nil {
+			x.leave() // the client left: unblock the fast path's backend I/O
+		}
 		<-x.done // it ran (or runs): wait, it may still be writing to the client
 	}
 	return r.finish(ctx, x, err)
@@ -362,6 +367,10 @@ type exchange struct {
 	in     *http.Request
 	body   *bodyReader // in.Body, watched; nil without a body
 	cookie string      // Set-Cookie to add to the response, or ""
+	fast   bool        // served by serveFast, not httputil.ReverseProxy
+
+	conn atomic.Pointer[backendConn] // the fast path's backend connection, while in use
+	gone atomic.Bool                 // the client left (set by leave)
 
 	state atomic.Uint32
 	done  chan struct{} // closed when the worker actor is done with it
@@ -418,6 +427,10 @@ func (x *exchange) serve() {
 			x.aborted = true
 		}
 	}()
+	if x.fast {
+		x.serveFast()
+		return
+	}
 	p := httputil.ReverseProxy{
 		Rewrite:        x.rewrite,
 		Transport:      x.r.transport,

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
@@ -29,6 +30,43 @@ type metrics struct {
 }
 
 func (m *metrics) count(o outcome) { m.byOutcome[o].Add(1) }
+
+// countOutcome counts a routing decision, and on its backend the fallbacks
+// it serves and the sessions that return to it.
+func (r *Router) countOutcome(d decision) {
+	r.m.count(d.outcome)
+	switch d.outcome {
+	case outcomeNew:
+		d.target.sessions.Add(1)
+	case outcomeFallback:
+		d.target.fallbacks.Add(1)
+	case outcomeReturn:
+		d.target.returns.Add(1)
+	}
+}
+
+// latencyBounds are the buckets (seconds) of the per-backend request
+// duration histogram.
+var latencyBounds = [...]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
+
+// latency is a request duration histogram: an atomic add per field, so
+// requests on every core record without a lock.
+type latency struct {
+	counts [len(latencyBounds) + 1]atomic.Uint64 // per bucket; the last: above all bounds
+	sumNs  atomic.Int64
+}
+
+// since records the time from start until now.
+func (l *latency) since(start time.Time) {
+	d := time.Since(start)
+	s := d.Seconds()
+	i := 0
+	for i < len(latencyBounds) && s > latencyBounds[i] {
+		i++
+	}
+	l.counts[i].Add(1)
+	l.sumNs.Add(int64(d))
+}
 
 // Metrics is a snapshot of the router's counters.
 type Metrics struct {
@@ -133,10 +171,33 @@ func (r *Router) WriteMetrics(w io.Writer) error {
 		func(b BackendStatus) uint64 { return b.Requests })
 	perBackend("affinity_router_backend_failures_total", "counter", "Refused connections and timeouts seen on the backend.",
 		func(b BackendStatus) uint64 { return b.Failures })
+	perBackend("affinity_router_backend_fallbacks_total", "counter", "Requests the backend served for sessions whose home backend was down.",
+		func(b BackendStatus) uint64 { return b.Fallbacks })
+	perBackend("affinity_router_backend_returns_total", "counter", "Sessions served at home by the backend again after a fallback.",
+		func(b BackendStatus) uint64 { return b.Returns })
+	r.writeLatency(bw)
 	if err := r.writeRuntimeMetrics(bw); err != nil {
 		return err
 	}
 	return bw.Flush()
+}
+
+// writeLatency writes the per-backend request duration histogram.
+func (r *Router) writeLatency(bw *bufio.Writer) {
+	const name = "affinity_router_backend_request_duration_seconds"
+	bw.WriteString("# HELP " + name + " Time to proxy a request to the backend, waiting for a request slot included.\n# TYPE " + name + " histogram\n")
+	for _, b := range r.tbl.Load().backends {
+		label := `backend="` + escapeLabel(b.name) + `"`
+		var cum uint64 // the count is the buckets' sum: one snapshot, always consistent
+		for i, bound := range latencyBounds {
+			cum += b.latency.counts[i].Load()
+			bw.WriteString(name + "_bucket{" + label + `,le="` + strconv.FormatFloat(bound, 'g', -1, 64) + `"} ` + strconv.FormatUint(cum, 10) + "\n")
+		}
+		count := cum + b.latency.counts[len(latencyBounds)].Load()
+		bw.WriteString(name + "_bucket{" + label + `,le="+Inf"} ` + strconv.FormatUint(count, 10) + "\n")
+		bw.WriteString(name + "_sum{" + label + "} " + strconv.FormatFloat(time.Duration(b.latency.sumNs.Load()).Seconds(), 'g', -1, 64) + "\n")
+		bw.WriteString(name + "_count{" + label + "} " + strconv.FormatUint(count, 10) + "\n")
+	}
 }
 
 // writeRuntimeMetrics appends the metrics of the router's runtime (package

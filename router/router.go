@@ -40,9 +40,13 @@ type Router struct {
 	rt        *actors.Runtime
 	transport http.RoundTripper
 	probe     *http.Client
-	signer    atomic.Pointer[signer]
-	tbl       atomic.Pointer[table]
-	m         metrics
+	// dialer reaches backends on the fast path (fastpath.go); nil when
+	// Config.Transport is set, which then carries every request.
+	dialer       *net.Dialer
+	cookiePrefix string // the cookie's name and "="
+	signer       atomic.Pointer[signer]
+	tbl          atomic.Pointer[table]
+	m            metrics
 
 	mu      sync.Mutex    // membership changes, one at a time; guards slot.b
 	slotsMu sync.Mutex    // guards slots; worker factories take it too
@@ -82,9 +86,11 @@ func New(cfg Config) (*Router, error) {
 		r.log = *cfg.Logger
 	}
 	r.signer.Store(newSigner(cfg.Keys))
+	r.cookiePrefix = cfg.Cookie.Name + "="
 	r.transport = cfg.Transport
 	if r.transport == nil {
 		r.transport = newTransport(cfg)
+		r.dialer = &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
 	}
 	r.probe = &http.Client{
 		Transport:     r.transport,
@@ -109,7 +115,7 @@ func New(cfg Config) (*Router, error) {
 	}
 	bs := make([]*backend, len(specs))
 	for i, s := range specs {
-		bs[i] = newBackend(s, r.slotFor(i))
+		bs[i] = r.newBackend(s, r.slotFor(i))
 	}
 	r.tbl.Store(newTable(bs))
 
@@ -136,8 +142,11 @@ func newTransport(cfg Config) *http.Transport {
 	}
 }
 
-func newBackend(s *backendSpec, sl *slot) *backend {
+func (r *Router) newBackend(s *backendSpec, sl *slot) *backend {
 	b := &backend{name: s.name, url: s.url, key: nameKey(s.name), slot: sl}
+	if r.dialer != nil && s.url.Scheme == "http" {
+		b.pool = newConnPool(s.url, r.dialer, r.cfg.MaxIdleConnsPerBackend)
+	}
 	b.up.Store(true)
 	sl.b = b
 	return b
@@ -190,6 +199,9 @@ func (r *Router) Close(ctx context.Context) error {
 		r.closeErr = errors.Join(upErr, r.rt.Shutdown(ctx))
 		if t, ok := r.transport.(interface{ CloseIdleConnections() }); ok {
 			t.CloseIdleConnections()
+		}
+		for _, b := range r.tbl.Load().backends {
+			b.closeIdle()
 		}
 		r.log.Info().Msg("affinity router stopped")
 	})
@@ -298,13 +310,14 @@ func (r *Router) apply(ctx context.Context, add []*backendSpec, remove []string)
 	for _, b := range old.backends {
 		if gone[b.name] {
 			b.slot.b = nil
+			b.closeIdle()
 			r.log.Info().Str("backend", b.name).Msg("backend removed")
 			continue
 		}
 		next = append(next, b)
 	}
 	for i, s := range add {
-		next = append(next, newBackend(s, free[i]))
+		next = append(next, r.newBackend(s, free[i]))
 		r.log.Info().Str("backend", s.name).Str("url", s.url.String()).Msg("backend added")
 	}
 	r.tbl.Store(newTable(next))
@@ -333,6 +346,10 @@ type BackendStatus struct {
 	Healthy  bool   `json:"healthy"`
 	Requests uint64 `json:"requests"`
 	Failures uint64 `json:"failures"`
+	// Fallbacks: requests it served for sessions whose home was down;
+	// Returns: sessions served at home here again after a fallback.
+	Fallbacks uint64 `json:"fallbacks"`
+	Returns   uint64 `json:"returns"`
 }
 
 // Backends lists the backends, sorted by name.
@@ -341,7 +358,7 @@ func (r *Router) Backends() []BackendStatus {
 	out := make([]BackendStatus, len(t.backends))
 	for i, b := range t.backends {
 		out[i] = BackendStatus{Name: b.name, URL: b.url.String(), Healthy: b.up.Load(),
-			Requests: b.requests.Load(), Failures: b.failures.Load()}
+			Requests: b.requests.Load(), Failures: b.failures.Load(), Fallbacks: b.fallbacks.Load(), Returns: b.returns.Load()}
 	}
 	return out
 }
@@ -380,7 +397,12 @@ func (r *Router) healthLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case now := <-tick.C:
+			for _, b := range r.tbl.Load().backends {
+				if b.pool != nil {
+					b.pool.prune(now)
+				}
+			}
 		}
 		for _, b := range r.tbl.Load().backends {
 			wg.Add(1)

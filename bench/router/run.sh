@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Measures the HTTP throughput and tail latency of affinity-router next to
-# HAProxy doing the same job (cookie-insert affinity over two backends), with
-# a direct-to-backend run as the ceiling and a bare Go httputil.ReverseProxy
-# to one backend (bench/router/bareproxy, no affinity) as the floor of Go's
-# net/http stack. Everything listens on loopback.
+# Measures the HTTP throughput, tail latency and CPU cost per request of
+# affinity-router next to its peers doing the same job (session affinity over
+# two backends): HAProxy (cookie insert), nginx (hash of a client cookie,
+# consistent) and Caddy (lb_policy cookie), with a direct-to-backend run as
+# the ceiling and a bare Go httputil.ReverseProxy to one backend
+# (bench/router/bareproxy, no affinity) as the floor of Go's net/http stack.
+# Everything listens on loopback; every server is started and stopped by
+# this script, with its config in a temp dir (no system services).
 #
 #   bench/router/run.sh                       # one round, wrk -t2 -c64 -d10s
 #   ROUNDS=3 bench/router/run.sh              # 3 interleaved rounds, medians
@@ -12,33 +15,36 @@
 #
 # Other knobs: WARMUP (2s, before every measurement), PIN (auto|0|1),
 # LOAD_CPUS (0: wrk and the backends), PROXY_CPUS (1: the proxy under test),
-# TARGET_RATIO (0.9), READY_TIMEOUT (30 s), QUIET_WAIT (120 s: how long to
+# TARGET_RATIO (0.9: affinity-router's requests per CPU-second over
+# HAProxy's), CADDY_RATIO (1.5: the same over Caddy's), READY_TIMEOUT (30 s), QUIET_WAIT (120 s: how long to
 # wait before each measurement for other work on the machine to stop; a
 # measurement taken on a busy machine is flagged), NOISE_LIMIT (15: percent
 # of a core that other processes may use during a measured run) and
 # NOISE_RETRIES (2: how often a run over that limit is taken again before it
 # is kept and flagged), KEEP_TMP=1 (keep logs and configs).
 #
-# Both affinity proxies are measured on sticky hits only: a cookie is first
-# obtained from each with curl, checked to route twice to the same backend,
-# and sent with every wrk request. reverseproxy has one backend (b1) and
-# needs no cookie.
+# Every affinity proxy is measured on sticky hits only: a cookie is first
+# obtained from each with curl (nginx sets none: a fixed client cookie is
+# hashed), checked to route twice to the same backend, and sent with every
+# wrk request. reverseproxy has one backend (b1) and needs no cookie.
 #
 # CPU layout (PIN=1, the default on 2+ cores): wrk and both backends share
 # LOAD_CPUS, the proxy under test runs alone on PROXY_CPUS, with as many
-# threads as it has CPUs there: HAProxy's nbthread and the GOMAXPROCS of
+# threads as it has CPUs there: HAProxy's nbthread, nginx's worker_processes
+# (one process: master_process off) and the GOMAXPROCS of Caddy,
 # affinity-router and bareproxy are all set to that number (1 by default), so
-# each proxy gets exactly the same CPU. The cpu% column is the CPU time the
-# target process (the proxy; backend b1 for direct) used during the measured
-# run (100% = one core): a proxy well under 100% of its cores was not the
-# bottleneck, the load side was. req/cpu-s (requests/s per core the target
-# used) is then the fairer measure of the proxy's own cost; the target is
-# stated on requests/s.
+# each proxy gets exactly the same CPU. The cpu-s column is the CPU time
+# (user + system) the target process (the proxy; backend b1 for direct) used
+# during the measured run, cpu% the same per second of it (100% = one core):
+# a proxy well under 100% of its cores was not the bottleneck, the load side
+# was. req/cpu-s (requests per CPU-second the target used) is then the fair
+# measure of the proxy's own cost, and the targets are stated on it.
 #
 # The last lines compare affinity-router with bareproxy (its overhead over
-# Go's stdlib proxy) and with HAProxy (the target). Exits 1 when
-# affinity-router does less than TARGET_RATIO of HAProxy's requests/s, 2 when
-# something could not be set up or measured.
+# Go's stdlib proxy), HAProxy and Caddy (the targets: at least TARGET_RATIO
+# of HAProxy's and CADDY_RATIO of Caddy's requests per CPU-second, and a p99
+# no worse than HAProxy's). Exits 1 when a target is missed, 2 when something
+# could not be set up or measured.
 set -euo pipefail
 
 DURATION=${DURATION:-10s}
@@ -46,8 +52,10 @@ CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
 WARMUP=${WARMUP:-2s}
 ROUNDS=${ROUNDS:-1}
-TARGETS=${TARGETS:-direct haproxy reverseproxy affinity}
+ALL_TARGETS="direct haproxy nginx caddy reverseproxy affinity"
+TARGETS=${TARGETS:-$ALL_TARGETS}
 TARGET_RATIO=${TARGET_RATIO:-0.9}
+CADDY_RATIO=${CADDY_RATIO:-1.5}
 PIN=${PIN:-auto}
 LOAD_CPUS=${LOAD_CPUS:-0}
 PROXY_CPUS=${PROXY_CPUS:-1}
@@ -57,12 +65,17 @@ NOISE_LIMIT=${NOISE_LIMIT:-15}
 NOISE_RETRIES=${NOISE_RETRIES:-2}
 ROUTER_COOKIE=${ROUTER_COOKIE:-affinity}
 HAPROXY_COOKIE=SRV
+CADDY_COOKIE=lb
+NGINX_COOKIE=SRVN
+NGINX_SESSION=${NGINX_SESSION:-bench-session-1} # the client cookie nginx hashes
 
 B1_ADDR=127.0.0.1:19001
 B2_ADDR=127.0.0.1:19002
 HAPROXY_ADDR=127.0.0.1:18081
 ROUTER_ADDR=127.0.0.1:18080
 BAREPROXY_ADDR=127.0.0.1:18082
+CADDY_ADDR=127.0.0.1:18083
+NGINX_ADDR=127.0.0.1:18084
 ROUTER_ADMIN=127.0.0.1:18090
 
 die() {
@@ -73,7 +86,7 @@ die() {
 has() { [[ " $TARGETS " == *" $1 "* ]]; }
 
 for t in $TARGETS; do
-	case $t in direct | haproxy | reverseproxy | affinity) ;; *) die "unknown target '$t' in TARGETS (direct haproxy reverseproxy affinity)" ;; esac
+	case $t in direct | haproxy | nginx | caddy | reverseproxy | affinity) ;; *) die "unknown target '$t' in TARGETS ($ALL_TARGETS)" ;; esac
 done
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer, not '$ROUNDS'"
 
@@ -86,7 +99,10 @@ unset GOMAXPROCS # set explicitly below where it matters
 
 install_tools() {
 	local missing=() sudo=()
-	command -v haproxy >/dev/null || missing+=(haproxy)
+	local t
+	for t in haproxy nginx caddy; do # the Debian packages are named as the commands
+		if has "$t" && ! command -v "$t" >/dev/null; then missing+=("$t"); fi
+	done
 	command -v wrk >/dev/null || missing+=(wrk)
 	command -v curl >/dev/null || missing+=(curl)
 	((${#missing[@]} == 0)) && return 0
@@ -157,6 +173,8 @@ port_busy() { # host:port
 for addr in "$B1_ADDR" "$B2_ADDR" \
 	$(has haproxy && echo "$HAPROXY_ADDR") \
 	$(has reverseproxy && echo "$BAREPROXY_ADDR") \
+	$(has caddy && echo "$CADDY_ADDR") \
+	$(has nginx && echo "$NGINX_ADDR") \
 	$(has affinity && echo "$ROUTER_ADDR $ROUTER_ADMIN"); do
 	port_busy "$addr" && die "$addr is already in use (a stale run?)"
 done
@@ -230,6 +248,94 @@ EOF
 	wait_ready haproxy "$haproxy_pid" "http://$HAPROXY_ADDR/"
 fi
 
+if has nginx; then
+	# One process (master_process off) doing the worker's job: its CPU time
+	# is the whole proxy's, like HAProxy's with nbthread 1. The upstream is
+	# chosen by a consistent hash of a client cookie; nginx sets no cookie of
+	# its own (that needs the commercial sticky module).
+	mkdir -p "$tmp/nginx"
+	cat >"$tmp/nginx.conf" <<EOF
+daemon off;
+master_process off;
+worker_processes $proxy_threads;
+pid $tmp/nginx/nginx.pid;
+error_log $tmp/nginx.log warn;
+
+events {
+    worker_connections 4096;
+}
+
+http {
+    access_log off;
+    client_body_temp_path $tmp/nginx/body;
+    proxy_temp_path $tmp/nginx/proxy;
+    fastcgi_temp_path $tmp/nginx/fastcgi;
+    uwsgi_temp_path $tmp/nginx/uwsgi;
+    scgi_temp_path $tmp/nginx/scgi;
+    keepalive_requests 1000000;
+    keepalive_timeout 30s;
+
+    upstream backends {
+        hash \$cookie_$NGINX_COOKIE consistent;
+        server $B1_ADDR;
+        server $B2_ADDR;
+        keepalive 256;
+        keepalive_requests 1000000;
+    }
+
+    server {
+        listen $NGINX_ADDR;
+        location / {
+            proxy_pass http://backends;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For \$remote_addr;
+        }
+    }
+}
+EOF
+	nginx -t -q -p "$tmp/nginx" -c "$tmp/nginx.conf" >"$tmp/nginx.log" 2>&1 || die "nginx rejects its config (see nginx.log below)"
+	"${proxy[@]}" nginx -p "$tmp/nginx" -c "$tmp/nginx.conf" >>"$tmp/nginx.log" 2>&1 &
+	nginx_pid=$!
+	pids+=("$nginx_pid")
+	wait_ready nginx "$nginx_pid" "http://$NGINX_ADDR/"
+fi
+
+if has caddy; then
+	# No admin endpoint, no automatic HTTPS; whatever it saves (its config
+	# autosave) goes to the temp dir. Its idle pool per backend is raised from
+	# Caddy's 32 to 256, as the other proxies keep up to 256.
+	mkdir -p "$tmp/caddy"
+	cat >"$tmp/Caddyfile" <<EOF
+{
+	admin off
+	auto_https off
+	storage file_system $tmp/caddy
+}
+
+http://$CADDY_ADDR {
+	reverse_proxy $B1_ADDR $B2_ADDR {
+		lb_policy cookie $CADDY_COOKIE
+		health_uri /
+		health_interval 2s
+		transport http {
+			keepalive 30s
+			keepalive_idle_conns 512
+			keepalive_idle_conns_per_host 256
+		}
+	}
+}
+EOF
+	caddy_env=(env HOME="$tmp/caddy" XDG_CONFIG_HOME="$tmp/caddy" XDG_DATA_HOME="$tmp/caddy")
+	"${caddy_env[@]}" caddy validate --adapter caddyfile --config "$tmp/Caddyfile" >"$tmp/caddy.log" 2>&1 ||
+		die "caddy rejects its config (see caddy.log below)"
+	"${caddy_env[@]}" GOMAXPROCS="$proxy_threads" "${proxy[@]}" \
+		caddy run --adapter caddyfile --config "$tmp/Caddyfile" >>"$tmp/caddy.log" 2>&1 &
+	caddy_pid=$!
+	pids+=("$caddy_pid")
+	wait_ready caddy "$caddy_pid" "http://$CADDY_ADDR/"
+fi
+
 if has reverseproxy; then
 	GOMAXPROCS=$proxy_threads "${proxy[@]}" "$tmp/bareproxy" \
 		-listen "$BAREPROXY_ADDR" -backend "http://$B1_ADDR" >"$tmp/bareproxy.log" 2>&1 &
@@ -259,12 +365,19 @@ header() { # name: the first value of that header in the headers on stdin
 		{ i = index($0, ":"); if (i && tolower(substr($0, 1, i - 1)) == n) { v = substr($0, i + 1); sub(/^[ \t]+/, "", v); print v; exit } }'
 }
 
-sticky_cookie() { # label url cookie-name: prints name=value after checking it sticks
-	local label=$1 url=$2 name=$3 hdrs cookie first b1 b2
-	hdrs=$(curl -s -D - -o /dev/null --max-time 5 "$url") || die "$label: no answer from $url"
-	cookie=$(tr -d '\r' <<<"$hdrs" | awk -v n="$name" '
-		tolower($1) == "set-cookie:" { sub(/^[^:]*:[ \t]*/, ""); split($0, a, ";"); if (index(a[1], n "=") == 1) { print a[1]; exit } }')
-	[[ -n $cookie ]] || die "$label: no $name cookie in the first answer:"$'\n'"$hdrs"
+sticky_cookie() { # label url cookie-name [value]: prints name=value after checking it sticks
+	# Without a value, the cookie is the one the proxy sets on a first
+	# request; with one (nginx, which sets none), the client makes it up.
+	local label=$1 url=$2 name=$3 value=${4:-} hdrs cookie first b1 b2
+	if [[ -n $value ]]; then
+		cookie=$name=$value
+		hdrs=$(curl -s -D - -o /dev/null --max-time 5 -H "Cookie: $cookie" "$url") || die "$label: no answer from $url"
+	else
+		hdrs=$(curl -s -D - -o /dev/null --max-time 5 "$url") || die "$label: no answer from $url"
+		cookie=$(tr -d '\r' <<<"$hdrs" | awk -v n="$name" '
+			tolower($1) == "set-cookie:" { sub(/^[^:]*:[ \t]*/, ""); split($0, a, ";"); if (index(a[1], n "=") == 1) { print a[1]; exit } }')
+		[[ -n $cookie ]] || die "$label: no $name cookie in the first answer:"$'\n'"$hdrs"
+	fi
 	first=$(header X-Backend <<<"$hdrs")
 	hdrs=$(curl -s -D - -o /dev/null --max-time 5 -H "Cookie: $cookie" "$url") || die "$label: no answer from $url"
 	b1=$(header X-Backend <<<"$hdrs")
@@ -288,6 +401,16 @@ if has haproxy; then
 	url[haproxy]=http://$HAPROXY_ADDR/
 	cookie[haproxy]=$(sticky_cookie haproxy "${url[haproxy]}" "$HAPROXY_COOKIE")
 	pid[haproxy]=$haproxy_pid
+fi
+if has nginx; then
+	url[nginx]=http://$NGINX_ADDR/
+	cookie[nginx]=$(sticky_cookie nginx "${url[nginx]}" "$NGINX_COOKIE" "$NGINX_SESSION")
+	pid[nginx]=$nginx_pid
+fi
+if has caddy; then
+	url[caddy]=http://$CADDY_ADDR/
+	cookie[caddy]=$(sticky_cookie caddy "${url[caddy]}" "$CADDY_COOKIE")
+	pid[caddy]=$caddy_pid
 fi
 if has reverseproxy; then
 	url[reverseproxy]=http://$BAREPROXY_ADDR/
@@ -378,7 +501,7 @@ wait_quiet() { # label: waits up to QUIET_WAIT s for other work on the machine t
 }
 
 measure() { # target round
-	local t=$1 out=$tmp/wrk-$1-$2.txt c0 c1 o0 o1 w0 w1 rps p99 cpu eff other try
+	local t=$1 out=$tmp/wrk-$1-$2.txt c0 c1 o0 o1 w0 w1 rps n p99 cpu cpus eff other try
 	for ((try = 0; ; try++)); do
 		wait_quiet "$t round $2"
 		wrk_once "$t" "$WARMUP" "$tmp/warmup.txt"
@@ -405,21 +528,34 @@ measure() { # target round
 		echo "note: $t round $2: $(grep 'Socket errors' "$out" | sed 's/^ *//')" >&2
 	fi
 	rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
+	n=$(awk '$2 == "requests" && $3 == "in" { print $1 }' "$out")
 	p99=$(awk '$1 == "99%" { print $2 }' "$out")
-	[[ -n $rps && -n $p99 ]] || die "$t: cannot read wrk's output:"$'\n'"$(cat "$out")"
+	[[ -n $rps && -n $n && -n $p99 ]] || die "$t: cannot read wrk's output:"$'\n'"$(cat "$out")"
 	p99=$(to_ms "$p99") || die "$t: unknown latency unit in '$p99'"
-	cpu=$(awk -v d="$((c1 - c0))" -v hz="$tick" -v ns="$((w1 - w0))" 'BEGIN { printf "%.0f\n", d / hz / (ns / 1e9) * 100 }')
-	eff=$(awk -v r="$rps" -v c="$cpu" 'BEGIN { printf "%.0f\n", (c > 0 ? r / (c / 100) : 0) }')
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$2" "$t" "$rps" "$p99" "$cpu" "$eff" "$other" >>"$results"
-	printf '  round %d  %-12s %10.0f req/s  p99 %8.2f ms  cpu %4s%%  %8s req/cpu-s  (others: %s%%)\n' "$2" "$t" "$rps" "$p99" "$cpu" "$eff" "$other"
+	# CPU-seconds of the target during the measured run; requests per
+	# CPU-second is every request wrk counted over them.
+	cpus=$(awk -v d="$((c1 - c0))" -v hz="$tick" 'BEGIN { printf "%.2f\n", d / hz }')
+	cpu=$(awk -v c="$cpus" -v ns="$((w1 - w0))" 'BEGIN { printf "%.0f\n", c / (ns / 1e9) * 100 }')
+	eff=$(awk -v n="$n" -v c="$cpus" 'BEGIN { printf "%.0f\n", (c > 0 ? n / c : 0) }')
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$2" "$t" "$rps" "$p99" "$cpu" "$eff" "$other" "$cpus" >>"$results"
+	printf '  round %d  %-12s %10.0f req/s  p99 %8.2f ms  cpu %6.2f s (%3s%%)  %8s req/cpu-s  (others: %s%%)\n' \
+		"$2" "$t" "$rps" "$p99" "$cpus" "$cpu" "$eff" "$other"
+}
+
+version() { # command...: the first line it prints, or "-"
+	"$@" 2>&1 | head -n1 || true
 }
 
 echo
 echo "== machine"
+echo "date:     $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "cpu:      $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//' || echo unknown), nproc $(nproc)"
+echo "kernel:   $(uname -sr)"
 echo "layout:   $layout"
-echo "haproxy:  $(haproxy -v | head -n1)"
-echo "wrk:      $(wrk -v 2>&1 | head -n1)"
+has haproxy && echo "haproxy:  $(version haproxy -v)"
+has nginx && echo "nginx:    $(version nginx -v)"
+has caddy && echo "caddy:    $(version caddy version)"
+echo "wrk:      $(version wrk -v)"
 echo "go:       $(go version)"
 echo "commit:   $(git describe --always --dirty 2>/dev/null || echo unknown)"
 echo "load:     wrk -t $THREADS -c $CONNS -d $DURATION --latency (warm-up $WARMUP before each), $ROUNDS round(s)"
@@ -427,7 +563,7 @@ echo
 
 echo "== measuring"
 for ((r = 1; r <= ROUNDS; r++)); do
-	for t in direct haproxy reverseproxy affinity; do
+	for t in $ALL_TARGETS; do
 		has "$t" && measure "$t" "$r"
 	done
 done
@@ -439,14 +575,25 @@ median() { # column target: the median of that column over the rounds
 		awk '{ a[NR] = $1 } END { if (NR == 0) exit 1; if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
 }
 
-declare -A rps p99 cpu eff
-for t in direct haproxy reverseproxy affinity; do
+spread() { # column target: "min-max" of that column over the rounds
+	awk -F'\t' -v c="$1" -v t="$2" '$2 == t { v = $c + 0; if (n++ == 0 || v < lo) lo = v; if (n == 1 || v > hi) hi = v }
+		END { if (n > 1) printf "%.0f-%.0f\n", lo, hi; else print "-" }' "$results"
+}
+
+declare -A rps p99 cpu cpus eff effspread
+for t in $ALL_TARGETS; do
 	has "$t" || continue
 	rps[$t]=$(median 3 "$t")
 	p99[$t]=$(median 4 "$t")
 	cpu[$t]=$(median 5 "$t")
 	eff[$t]=$(median 6 "$t")
+	cpus[$t]=$(median 8 "$t")
+	effspread[$t]=$(spread 6 "$t")
 done
+
+ratio() { # a b: a/b as "1.23x", or "-" without b
+	awk -v a="$1" -v b="${2:-0}" 'BEGIN { if (b > 0) printf "%.2fx\n", a / b; else print "-" }'
+}
 
 noisy=$(awk -F'\t' -v l="$NOISE_LIMIT" '$7 > l' "$results" | wc -l)
 echo
@@ -454,35 +601,42 @@ if ((noisy > 0)); then
 	echo "note: $noisy of $(wc -l <"$results") measurements ran while other work took over ${NOISE_LIMIT}% of a core: see above"
 fi
 if ((ROUNDS > 1)); then
-	echo "== result (median of $ROUNDS rounds)"
+	echo "== result (median of $ROUNDS rounds; req/cpu-s range over the rounds)"
 else
 	echo "== result"
 fi
-printf '%-12s %12s %10s %11s %6s %10s %11s\n' target requests/s p99 vs-haproxy cpu% req/cpu-s vs-haproxy
-for t in direct haproxy reverseproxy affinity; do
+printf '%-12s %11s %9s %6s %5s %10s %13s %11s %9s\n' target requests/s p99 cpu-s cpu% req/cpu-s range vs-haproxy vs-caddy
+for t in $ALL_TARGETS; do
 	has "$t" || continue
-	if has haproxy; then
-		ratio=$(awk -v a="${rps[$t]}" -v b="${rps[haproxy]}" 'BEGIN { printf "%.2fx", a / b }')
-		eratio=$(awk -v a="${eff[$t]}" -v b="${eff[haproxy]}" 'BEGIN { printf "%.2fx", (b > 0 ? a / b : 0) }')
-	else
-		ratio=-
-		eratio=-
-	fi
-	printf '%-12s %12.0f %8.2fms %11s %5.0f%% %10.0f %11s\n' "$t" "${rps[$t]}" "${p99[$t]}" "$ratio" "${cpu[$t]}" "${eff[$t]}" "$eratio"
+	printf '%-12s %11.0f %7.2fms %6.2f %4.0f%% %10.0f %13s %11s %9s\n' "$t" "${rps[$t]}" "${p99[$t]}" "${cpus[$t]}" "${cpu[$t]}" \
+		"${eff[$t]}" "${effspread[$t]}" "$(ratio "${eff[$t]}" "${eff[haproxy]:-}")" "$(ratio "${eff[$t]}" "${eff[caddy]:-}")"
 done
+echo "(vs-haproxy and vs-caddy compare requests per CPU-second)"
 
-if has reverseproxy && has affinity; then
-	echo
-	awk -v a="${rps[affinity]}" -v b="${rps[reverseproxy]}" 'BEGIN { printf "affinity/reverseproxy requests/s: %.2fx\n", a / b }'
+has affinity || exit 0
+echo
+if has reverseproxy; then
+	echo "affinity/reverseproxy requests per CPU-second: $(ratio "${eff[affinity]}" "${eff[reverseproxy]}")"
 fi
-if has haproxy && has affinity; then
-	has reverseproxy || echo
-	ratio=$(awk -v a="${rps[affinity]}" -v b="${rps[haproxy]}" 'BEGIN { printf "%.2f", a / b }')
-	if awk -v r="$ratio" -v want="$TARGET_RATIO" 'BEGIN { exit !(r >= want) }'; then
-		verdict=met
+missed=0
+verdict() { # label measured ok(0|1)
+	if (($3)); then
+		echo "$1: $2: met"
 	else
-		verdict=MISSED
+		echo "$1: $2: MISSED"
+		missed=1
 	fi
-	echo "affinity/haproxy requests/s: ${ratio}x (target >= ${TARGET_RATIO}x): $verdict"
-	[[ $verdict == met ]] || exit 1
+}
+if has haproxy; then
+	r=$(ratio "${eff[affinity]}" "${eff[haproxy]}")
+	verdict "affinity/haproxy requests per CPU-second (target >= ${TARGET_RATIO}x)" "$r" \
+		"$(awk -v a="${eff[affinity]}" -v b="${eff[haproxy]}" -v w="$TARGET_RATIO" 'BEGIN { print (a >= w * b) ? 1 : 0 }')"
+	verdict "affinity p99 vs haproxy's (target: no worse)" "${p99[affinity]} ms vs ${p99[haproxy]} ms" \
+		"$(awk -v a="${p99[affinity]}" -v b="${p99[haproxy]}" 'BEGIN { print (a <= b) ? 1 : 0 }')"
 fi
+if has caddy; then
+	r=$(ratio "${eff[affinity]}" "${eff[caddy]}")
+	verdict "affinity/caddy requests per CPU-second (target >= ${CADDY_RATIO}x)" "$r" \
+		"$(awk -v a="${eff[affinity]}" -v b="${eff[caddy]}" -v w="$CADDY_RATIO" 'BEGIN { print (a >= w * b) ? 1 : 0 }')"
+fi
+exit "$missed"

@@ -96,7 +96,7 @@ func run(args []string, sigs <-chan os.Signal, ready func(proxy, admin string)) 
 		servers = append(servers, admin)
 		go func() { errc <- admin.Serve(aln) }()
 		adminAddr = aln.Addr().String()
-		log.Info().Str("addr", adminAddr).Msg("admin listening")
+		log.Info().Str("addr", adminAddr).Str("page", "http://"+adminAddr+"/ui/").Msg("admin listening; the live page is on /ui/")
 	}
 	log.Info().Str("addr", ln.Addr().String()).Msg("proxy listening")
 	if ready != nil {

@@ -1,0 +1,757 @@
+package router
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// The fast path forwards the common request, a GET or HEAD without a body,
+// over a purpose-built HTTP/1.1 client: pooled backend connections used by
+// the backend's worker actor itself, with no goroutines per connection or
+// per request, no Request.Clone and no header map built for the backend
+// request. Everything else (bodies, upgrades, https backends, a Transport
+// set in Config) goes through httputil.ReverseProxy as before. The fast
+// path does what that proxy does with the router's Rewrite: the same
+// hop-by-hop headers removed, X-Forwarded-For/-Host/-Proto replaced, the
+// router's cookie stripped, 1xx responses passed on, streaming responses
+// (unknown length, or server-sent events) flushed as they come, trailers
+// passed on, and a client that leaves cancels the backend request (its
+// connection is then closed).
+
+// idleConnTimeout closes pooled backend connections unused for this long,
+// as http.Transport's IdleConnTimeout in newTransport.
+const idleConnTimeout = 90 * time.Second
+
+// fastEligible reports whether req can take the fast path: a GET or HEAD
+// with no body, in origin form. A body means the request cannot be replayed
+// on a fresh connection when a pooled one turns out to be closed, and
+// httputil.ReverseProxy also handles 100-continue and a backend answering
+// before the body is sent.
+func fastEligible(req *http.Request) bool {
+	return (req.Method == http.MethodGet || req.Method == http.MethodHead) &&
+		(req.Body == nil || req.Body == http.NoBody) && req.ContentLength == 0 &&
+		len(req.TransferEncoding) == 0 && req.URL != nil && req.URL.Opaque == "" &&
+		strings.HasPrefix(req.URL.Path, "/")
+}
+
+// connPool keeps a backend's idle keep-alive connections, most recently
+// used first.
+type connPool struct {
+	addr   string // host:port
+	dialer *net.Dialer
+	max    int
+
+	mu     sync.Mutex
+	idle   []*backendConn
+	closed bool
+}
+
+func newConnPool(u *url.URL, dialer *net.Dialer, max int) *connPool {
+	addr := u.Host
+	if u.Port() == "" {
+		addr = net.JoinHostPort(u.Hostname(), "80")
+	}
+	return &connPool{addr: addr, dialer: dialer, max: max}
+}
+
+// backendConn is one connection to a backend, owned by one request at a
+// time.
+type backendConn struct {
+	conn    net.Conn
+	br      *bufio.Reader
+	bw      *bufio.Writer
+	read    int64     // bytes read from conn so far
+	limit   int64     // while reading response headers: read may not reach it
+	idleAt  time.Time // when it went back to the pool
+	aborted atomic.Bool
+}
+
+func (c *backendConn) Read(p []byte) (int, error) {
+	if c.limit > 0 && c.read >= c.limit {
+		return 0, errHeaderTooLarge
+	}
+	n, err := c.conn.Read(p)
+	c.read += int64(n)
+	return n, err
+}
+
+// abort unblocks the request using c: its client left.
+func (c *backendConn) abort() {
+	c.aborted.Store(true)
+	_ = c.conn.SetDeadline(aLongTimeAgo)
+}
+
+// setReadDeadline sets the read deadline unless abort did (or does).
+func (c *backendConn) setReadDeadline(t time.Time) {
+	_ = c.conn.SetReadDeadline(t)
+	if c.aborted.Load() {
+		_ = c.conn.SetDeadline(aLongTimeAgo)
+	}
+}
+
+var aLongTimeAgo = time.Unix(1, 0)
+
+// maxResponseHeaderBytes bounds a backend's response headers, as
+// http.Transport's default MaxResponseHeaderBytes does.
+const maxResponseHeaderBytes = 10 << 20
+
+var errHeaderTooLarge = errors.New("affinity router: backend response headers too large")
+
+// maxInformational bounds the 1xx responses read before the final one.
+const maxInformational = 5
+
+// get returns an idle connection (reused true) or dials a new one.
+func (p *connPool) get(ctx context.Context) (c *backendConn, reused bool, err error) {
+	now := time.Now()
+	var stale []*backendConn
+	p.mu.Lock()
+	for len(p.idle) > 0 {
+		last := len(p.idle) - 1
+		c = p.idle[last]
+		p.idle[last] = nil
+		p.idle = p.idle[:last]
+		if now.Sub(c.idleAt) < idleConnTimeout {
+			break
+		}
+		stale = append(stale, c)
+		c = nil
+	}
+	p.mu.Unlock()
+	for _, s := range stale {
+		_ = s.conn.Close()
+	}
+	if c != nil {
+		return c, true, nil
+	}
+	conn, err := p.dialer.DialContext(ctx, "tcp", p.addr)
+	if err != nil {
+		return nil, false, err
+	}
+	c = &backendConn{conn: conn}
+	c.br = bufio.NewReaderSize(c, 4096)
+	c.bw = bufio.NewWriterSize(conn, 4096)
+	return c, false, nil
+}
+
+// put returns a healthy connection to the pool, or closes it when the pool
+// is full or closed.
+func (p *connPool) put(c *backendConn) {
+	c.idleAt = time.Now()
+	p.mu.Lock()
+	if !p.closed && len(p.idle) < p.max {
+		p.idle = append(p.idle, c)
+		c = nil
+	}
+	p.mu.Unlock()
+	if c != nil {
+		_ = c.conn.Close()
+	}
+}
+
+// prune closes connections idle for longer than idleConnTimeout.
+func (p *connPool) prune(now time.Time) {
+	p.mu.Lock()
+	var stale []*backendConn
+	kept := p.idle[:0]
+	for _, c := range p.idle { // oldest first
+		if now.Sub(c.idleAt) >= idleConnTimeout {
+			stale = append(stale, c)
+			continue
+		}
+		kept = append(kept, c)
+	}
+	clear(p.idle[len(kept):])
+	p.idle = kept
+	p.mu.Unlock()
+	for _, c := range stale {
+		_ = c.conn.Close()
+	}
+}
+
+// close closes the idle connections; connections in use are closed when
+// they come back.
+func (p *connPool) close() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle, p.closed = nil, true
+	p.mu.Unlock()
+	for _, c := range idle {
+		_ = c.conn.Close()
+	}
+}
+
+// serveFast proxies x over the fast path. Its errors go where
+// ReverseProxy's ErrorHandler put them: x.proxyErr before the response,
+// x.aborted after its headers went out.
+func (x *exchange) serveFast() {
+	pool := x.b.pool
+	ctx := x.in.Context()
+	for try := 0; ; try++ {
+		c, reused, err := pool.get(ctx)
+		if err != nil {
+			x.proxyErr = err
+			return
+		}
+		// The handler, waiting for this exchange, aborts c if the client
+		// leaves (see leave): no AfterFunc or goroutine per request.
+		x.conn.Store(c)
+		if x.gone.Load() {
+			c.abort()
+		}
+		keep, retry, err := x.exchangeOn(c)
+		x.conn.Store(nil)
+		if x.gone.Load() || c.aborted.Load() {
+			keep = false // leave may have aborted c: its deadlines are spent
+		}
+		if keep {
+			pool.put(c)
+		} else {
+			_ = c.conn.Close()
+		}
+		if err == nil {
+			return
+		}
+		// A pooled connection the backend closed while idle fails before
+		// any byte of a response: a GET or HEAD may go again on a new one.
+		if retry && reused && try == 0 && ctx.Err() == nil {
+			continue
+		}
+		x.proxyErr = err
+		return
+	}
+}
+
+// leave is called by the handler when its client left while the worker
+// actor runs x: it unblocks the fast path's backend connection, which is
+// then closed.
+func (x *exchange) leave() {
+	x.gone.Store(true)
+	if c := x.conn.Load(); c != nil {
+		c.abort()
+	}
+}
+
+// exchangeOn sends x's request on c and copies the response to the
+// client. keep says whether c may serve another request; retry whether
+// the request failed before the backend sent a byte.
+func (x *exchange) exchangeOn(c *backendConn) (keep, retry bool, err error) {
+	start := c.read
+	if err := x.writeRequest(c.bw); err != nil {
+		return false, false, err // nothing sent: c is closed, as after any error
+	}
+	if err := c.bw.Flush(); err != nil {
+		return false, !isTimeout(err), err
+	}
+	c.setReadDeadline(time.Now().Add(x.r.cfg.ResponseHeaderTimeout))
+	c.limit = c.read + maxResponseHeaderBytes // cleared once the headers are in
+	if ok, keep := x.simpleResponse(c); ok {
+		return keep, false, nil
+	}
+	var res *http.Response
+	for informational := 0; ; informational++ {
+		res, err = http.ReadResponse(c.br, x.in)
+		if err != nil {
+			return false, c.read == start && !isTimeout(err), err
+		}
+		if res.StatusCode >= 200 || res.StatusCode == http.StatusSwitchingProtocols {
+			break
+		}
+		if informational == maxInformational {
+			return false, false, errors.New("affinity router: too many 1xx responses from the backend")
+		}
+		if res.StatusCode == http.StatusContinue {
+			continue // nothing was expected: dropped, as http.Transport does
+		}
+		// 1xx (103 Early Hints and the like): passed on as ReverseProxy does.
+		h := x.w.Header()
+		for k, vv := range res.Header {
+			h[k] = append(h[k], vv...)
+		}
+		x.w.WriteHeader(res.StatusCode)
+		clear(h)
+	}
+	c.limit = 0
+	if res.StatusCode == http.StatusSwitchingProtocols {
+		return false, false, errors.New("affinity router: backend switched protocols on a request that asked for no upgrade")
+	}
+	if res.ContentLength < 0 || int64(c.br.Buffered()) < res.ContentLength {
+		// The body is still to come, for as long as it takes. (A body
+		// already buffered needs no read: the deadline is left, and reset
+		// by the connection's next request.)
+		c.setReadDeadline(time.Time{})
+	}
+	x.responded = true
+
+	removeHopByHop(res.Header)
+	if x.cookie != "" {
+		res.Header.Add("Set-Cookie", x.cookie)
+		privateCache(res.Header)
+	}
+	h := x.w.Header()
+	for k, vv := range res.Header {
+		if len(h[k]) == 0 {
+			h[k] = vv
+		} else {
+			h[k] = append(h[k], vv...)
+		}
+	}
+	announced := len(res.Trailer)
+	if announced > 0 {
+		keys := make([]string, 0, announced)
+		for k := range res.Trailer {
+			keys = append(keys, k)
+		}
+		h.Add("Trailer", strings.Join(keys, ", "))
+	}
+	x.w.WriteHeader(res.StatusCode)
+
+	var flush func() error
+	if res.ContentLength == -1 || isEventStream(res.Header) {
+		flush = http.NewResponseController(x.w).Flush
+	}
+	if err := x.copyBody(res.Body, flush); err != nil {
+		x.aborted = true // as ReverseProxy: drop the client connection
+		return false, false, nil
+	}
+	_ = res.Body.Close() // fills res.Trailer
+	if len(res.Trailer) > 0 {
+		if flush == nil {
+			_ = http.NewResponseController(x.w).Flush() // chunked, so trailers can follow
+		}
+		for k, vv := range res.Trailer {
+			if len(res.Trailer) != announced {
+				k = http.TrailerPrefix + k
+			}
+			h[k] = append(h[k], vv...)
+		}
+	}
+	return !res.Close && c.br.Buffered() == 0, false, nil
+}
+
+// copyBody copies a response body to the client, flushing after every
+// write when flush is set. Any error, either side, ends the exchange.
+func (x *exchange) copyBody(body io.Reader, flush func() error) error {
+	bp := fastBuffers.Get().(*[32 << 10]byte)
+	defer fastBuffers.Put(bp)
+	buf := bp[:]
+	for {
+		n, rerr := body.Read(buf)
+		if n > 0 {
+			if _, err := x.w.Write(buf[:n]); err != nil {
+				return err
+			}
+			if flush != nil {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+}
+
+// fastBuffers recycles the fast path's body copy buffers (pointers to
+// arrays: putting one back allocates nothing).
+var fastBuffers = sync.Pool{New: func() any { return new([32 << 10]byte) }}
+
+func isEventStream(h http.Header) bool {
+	ct := h["Content-Type"]
+	if len(ct) == 0 {
+		return false
+	}
+	base, _, _ := strings.Cut(ct[0], ";")
+	return strings.EqualFold(strings.TrimSpace(base), "text/event-stream")
+}
+
+// hopHeaders are removed in both directions, as by httputil.ReverseProxy.
+var hopHeaders = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+// removeHopByHop removes the hop-by-hop headers and those named in
+// Connection from a response's headers.
+func removeHopByHop(h http.Header) {
+	for _, f := range h["Connection"] {
+		for _, sf := range strings.Split(f, ",") {
+			if sf = textproto.TrimString(sf); sf != "" {
+				h.Del(sf)
+			}
+		}
+	}
+	for _, f := range hopHeaders {
+		delete(h, f)
+	}
+}
+
+// skipRequestHeader lists the client's headers the backend request never
+// carries as they are: hop-by-hop ones, the framing (a fast-path request
+// has no body), Host (written from the backend URL), the forwarding headers
+// (replaced), and Cookie (written without the router's cookie).
+var skipRequestHeader = map[string]bool{
+	"Connection": true, "Proxy-Connection": true, "Keep-Alive": true, "Proxy-Authenticate": true,
+	"Proxy-Authorization": true, "Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
+	"Content-Length": true, "Host": true, "Cookie": true,
+	"Forwarded": true, "X-Forwarded-For": true, "X-Forwarded-Host": true, "X-Forwarded-Proto": true,
+}
+
+// writeRequest writes x's backend request: what ReverseProxy sends after
+// the router's Rewrite (SetURL, SetXForwarded, the cookie removed). A
+// header name that is not an HTTP token (only a request built in code can
+// have one) fails it, as it fails http.Transport.
+func (x *exchange) writeRequest(w *bufio.Writer) error {
+	in, u := x.in, x.b.url
+	w.WriteString(in.Method)
+	w.WriteByte(' ')
+	w.WriteString(backendURI(u, in.URL))
+	w.WriteString(" HTTP/1.1\r\nHost: ")
+	w.WriteString(u.Host)
+	w.WriteString("\r\n")
+
+	var connTokens []string
+	for _, v := range in.Header["Connection"] {
+		for _, t := range strings.Split(v, ",") {
+			if t = textproto.TrimString(t); t != "" {
+				connTokens = append(connTokens, textproto.CanonicalMIMEHeaderKey(t))
+			}
+		}
+	}
+	for k, vv := range in.Header {
+		if skipRequestHeader[k] || (len(connTokens) > 0 && contains(connTokens, k)) {
+			continue
+		}
+		if !validToken(k) {
+			return fmt.Errorf("affinity router: invalid header field name %q", k)
+		}
+		for _, v := range vv {
+			writeHeaderLine(w, k, v)
+		}
+	}
+	if headerHasToken(in.Header, "Te", "trailers") {
+		w.WriteString("Te: trailers\r\n")
+	}
+	x.writeCookies(w)
+	if ip, _, err := net.SplitHostPort(in.RemoteAddr); err == nil {
+		writeHeaderLine(w, "X-Forwarded-For", ip)
+	}
+	writeHeaderLine(w, "X-Forwarded-Host", in.Host)
+	if in.TLS != nil {
+		w.WriteString("X-Forwarded-Proto: https\r\n\r\n")
+	} else {
+		w.WriteString("X-Forwarded-Proto: http\r\n\r\n")
+	}
+	return nil
+}
+
+// validToken reports whether s is an HTTP token (RFC 9110 section 5.6.2).
+func validToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`()<>@,;:\"/[]?={}`, c) >= 0 {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// writeCookies writes the client's Cookie lines without the router's
+// cookie, as removeCookie does.
+func (x *exchange) writeCookies(w *bufio.Writer) {
+	lines := x.in.Header["Cookie"]
+	if len(lines) == 0 {
+		return
+	}
+	prefix := x.r.cookiePrefix
+	for _, line := range lines {
+		if !strings.Contains(line, prefix) {
+			writeHeaderLine(w, "Cookie", line)
+			continue
+		}
+		first := true
+		for part := range strings.SplitSeq(line, ";") {
+			p := strings.TrimSpace(part)
+			if p == "" || strings.HasPrefix(p, prefix) {
+				continue
+			}
+			if first {
+				w.WriteString("Cookie: ")
+				first = false
+			} else {
+				w.WriteString("; ")
+			}
+			writeHeaderValue(w, p)
+		}
+		if !first {
+			w.WriteString("\r\n")
+		}
+	}
+}
+
+func writeHeaderLine(w *bufio.Writer, k, v string) {
+	w.WriteString(k)
+	w.WriteString(": ")
+	writeHeaderValue(w, v)
+	w.WriteString("\r\n")
+}
+
+// writeHeaderValue writes v with CR and LF turned into spaces, as
+// http.Header.Write does: a value can never split the request.
+func writeHeaderValue(w *bufio.Writer, v string) {
+	if !strings.ContainsAny(v, "\r\n") {
+		w.WriteString(v)
+		return
+	}
+	for i := 0; i < len(v); i++ {
+		b := v[i]
+		if b == '\r' || b == '\n' {
+			b = ' '
+		}
+		w.WriteByte(b)
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, e := range list {
+		if e == s {
+			return true
+		}
+	}
+	return false
+}
+
+// backendURI is the request target for the backend: the client's path
+// joined to the backend URL's path, as ProxyRequest.SetURL does.
+func backendURI(target, in *url.URL) string {
+	if target.Path == "" || (target.Path == "/" && target.RawPath == "") {
+		return in.RequestURI() // the join is the client's path itself
+	}
+	out := url.URL{RawQuery: in.RawQuery, ForceQuery: in.ForceQuery}
+	out.Path, out.RawPath = joinURLPath(target, in)
+	return out.RequestURI()
+}
+
+// joinURLPath is httputil's: b's path under a's.
+func joinURLPath(a, b *url.URL) (path, rawpath string) {
+	if a.RawPath == "" && b.RawPath == "" {
+		return singleJoiningSlash(a.Path, b.Path), ""
+	}
+	apath, bpath := a.EscapedPath(), b.EscapedPath()
+	aslash, bslash := strings.HasSuffix(apath, "/"), strings.HasPrefix(bpath, "/")
+	switch {
+	case aslash && bslash:
+		return a.Path + b.Path[1:], apath + bpath[1:]
+	case !aslash && !bslash:
+		return a.Path + "/" + b.Path, apath + "/" + bpath
+	}
+	return a.Path + b.Path, apath + bpath
+}
+
+func singleJoiningSlash(a, b string) string {
+	aslash, bslash := strings.HasSuffix(a, "/"), strings.HasPrefix(b, "/")
+	switch {
+	case aslash && bslash:
+		return a + b[1:]
+	case !aslash && !bslash:
+		return a + "/" + b
+	}
+	return a + b
+}
+
+// simpleResponse serves the common response straight from c's buffer,
+// without http.ReadResponse's allocations: HTTP/1.1, a final status other
+// than 204 and 304, a Content-Length, no hop-by-hop header but
+// "Connection: keep-alive" and Keep-Alive, canonical header names, and the
+// whole header block already read. ok false: nothing was consumed, and
+// http.ReadResponse reads the response (and reports any error). keep says
+// whether c may serve another request.
+func (x *exchange) simpleResponse(c *backendConn) (ok, keep bool) {
+	if x.in.Method == http.MethodHead {
+		return false, false
+	}
+	if _, err := c.br.Peek(1); err != nil {
+		return false, false
+	}
+	buf, _ := c.br.Peek(c.br.Buffered())
+	end := bytes.Index(buf, crlfCRLF)
+	if end < 0 {
+		return false, false
+	}
+	head := buf[:end+2] // every line with its CRLF
+	nl := bytes.IndexByte(head, '\n')
+	status := head[:nl-1]
+	if len(status) < 12 || string(status[:9]) != "HTTP/1.1 " || (len(status) > 12 && status[12] != ' ') {
+		return false, false
+	}
+	code := 0
+	for _, d := range status[9:12] {
+		if d < '0' || d > '9' {
+			return false, false
+		}
+		code = code*10 + int(d-'0')
+	}
+	if code < 200 || code > 599 || code == http.StatusNoContent || code == http.StatusNotModified {
+		return false, false
+	}
+
+	// Check every line before touching the client's headers.
+	lines := head[nl+1:]
+	n, length := 0, int64(-1)
+	for rest := lines; len(rest) > 0; n++ {
+		i := bytes.IndexByte(rest, '\n')
+		line := rest[:i-1]
+		rest = rest[i+1:]
+		colon := bytes.IndexByte(line, ':')
+		if colon <= 0 || !canonicalToken(line[:colon]) || !fieldValue(line[colon+1:]) {
+			return false, false // obs-fold, odd names or values: ReadResponse decides
+		}
+		key, value := line[:colon], bytes.Trim(line[colon+1:], " \t")
+		switch string(key) {
+		case "Content-Length":
+			if length >= 0 {
+				return false, false
+			}
+			if length = parseLength(value); length < 0 {
+				return false, false
+			}
+		case "Connection":
+			if !bytes.EqualFold(value, []byte("keep-alive")) {
+				return false, false
+			}
+		case "Proxy-Connection", "Transfer-Encoding", "Trailer", "Upgrade", "Te",
+			"Proxy-Authenticate", "Proxy-Authorization":
+			return false, false
+		}
+	}
+	if length < 0 {
+		return false, false
+	}
+
+	c.limit = 0 // the headers are in
+	// One string holds every name and value.
+	text := string(lines)
+	values := make([]string, n)
+	h := x.w.Header()
+	off, i := 0, 0
+	for off < len(text) {
+		e := off + strings.IndexByte(text[off:], '\n')
+		line := text[off : e-1]
+		off = e + 1
+		colon := strings.IndexByte(line, ':')
+		key := line[:colon]
+		if key == "Connection" || key == "Keep-Alive" {
+			continue // hop-by-hop
+		}
+		values[i] = strings.Trim(line[colon+1:], " \t")
+		if len(h[key]) == 0 {
+			h[key] = values[i : i+1 : i+1]
+		} else {
+			h[key] = append(h[key], values[i])
+		}
+		i++
+	}
+	_, _ = c.br.Discard(end + 4)
+	if int64(c.br.Buffered()) < length {
+		c.setReadDeadline(time.Time{}) // the body is still to come
+	}
+	x.responded = true
+	if x.cookie != "" {
+		h.Add("Set-Cookie", x.cookie)
+		privateCache(h)
+	}
+	var flush func() error
+	if isEventStream(h) {
+		flush = http.NewResponseController(x.w).Flush
+	}
+	x.w.WriteHeader(code)
+	for length > 0 {
+		if c.br.Buffered() == 0 {
+			if _, err := c.br.Peek(1); err != nil {
+				x.aborted = true // the backend broke off mid-body
+				return true, false
+			}
+		}
+		p, _ := c.br.Peek(int(min(length, int64(c.br.Buffered()))))
+		if _, err := x.w.Write(p); err != nil {
+			x.aborted = true
+			return true, false
+		}
+		if flush != nil && flush() != nil {
+			x.aborted = true
+			return true, false
+		}
+		_, _ = c.br.Discard(len(p))
+		length -= int64(len(p))
+	}
+	return true, c.br.Buffered() == 0
+}
+
+var crlfCRLF = []byte("\r\n\r\n")
+
+// canonicalToken reports whether b is a header name in canonical form
+// (as textproto.CanonicalMIMEHeaderKey would leave it).
+func canonicalToken(b []byte) bool {
+	upper := true
+	for _, c := range b {
+		switch {
+		case c >= 'A' && c <= 'Z':
+			if !upper {
+				return false
+			}
+		case c >= 'a' && c <= 'z':
+			if upper {
+				return false
+			}
+		case c >= '0' && c <= '9', strings.IndexByte("!#$%&'*+.^_`|~", c) >= 0:
+		case c == '-':
+			upper = true
+			continue
+		default:
+			return false
+		}
+		upper = false
+	}
+	return len(b) > 0
+}
+
+// fieldValue reports whether b is a header value with no control bytes
+// but tabs.
+func fieldValue(b []byte) bool {
+	for _, c := range b {
+		if (c < ' ' && c != '\t') || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// parseLength parses a Content-Length, or returns -1.
+func parseLength(b []byte) int64 {
+	if len(b) == 0 || len(b) > 18 {
+		return -1
+	}
+	var n int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return -1
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n
+}

@@ -1,0 +1,392 @@
+package router
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httptrace"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// scriptedBackend is a raw HTTP/1.1 backend on loopback: answer writes the
+// response to each request by hand, and reports whether the connection
+// stays open for another one. It counts connections and records the raw
+// header block of the last request.
+type scriptedBackend struct {
+	ln     net.Listener
+	answer func(req *http.Request, w *bufio.Writer) (keep bool)
+
+	conns atomic.Int64
+	mu    sync.Mutex
+	last  string // the last request's line and headers, as received
+	open  map[net.Conn]struct{}
+	wg    sync.WaitGroup
+}
+
+func startScripted(t *testing.T, answer func(req *http.Request, w *bufio.Writer) bool) *scriptedBackend {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	b := &scriptedBackend{ln: ln, answer: answer, open: make(map[net.Conn]struct{})}
+	b.wg.Add(1)
+	go b.accept()
+	t.Cleanup(b.stop)
+	return b
+}
+
+func (b *scriptedBackend) url() string { return "http://" + b.ln.Addr().String() }
+
+func (b *scriptedBackend) accept() {
+	defer b.wg.Done()
+	for {
+		conn, err := b.ln.Accept()
+		if err != nil {
+			return // stop closed the listener
+		}
+		b.conns.Add(1)
+		b.mu.Lock()
+		b.open[conn] = struct{}{}
+		b.mu.Unlock()
+		b.wg.Add(1)
+		go b.serve(conn) // ends when the connection closes; stop closes it
+	}
+}
+
+func (b *scriptedBackend) serve(conn net.Conn) {
+	defer b.wg.Done()
+	defer func() {
+		b.mu.Lock()
+		delete(b.open, conn)
+		b.mu.Unlock()
+		conn.Close()
+	}()
+	br, bw := bufio.NewReader(conn), bufio.NewWriter(conn)
+	for {
+		var raw strings.Builder
+		req, err := http.ReadRequest(bufio.NewReader(io.TeeReader(&headerOnly{br: br}, &raw)))
+		if err != nil {
+			return
+		}
+		_, _ = io.Copy(io.Discard, req.Body)
+		b.mu.Lock()
+		b.last = raw.String()
+		b.mu.Unlock()
+		keep := b.answer(req, bw)
+		if bw.Flush() != nil || !keep {
+			return
+		}
+	}
+}
+
+func (b *scriptedBackend) lastRequest() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.last
+}
+
+func (b *scriptedBackend) stop() {
+	b.ln.Close()
+	b.mu.Lock()
+	for c := range b.open {
+		c.Close()
+	}
+	b.mu.Unlock()
+	b.wg.Wait()
+}
+
+// headerOnly reads a request's header block byte by byte, up to the blank
+// line, so the recorded text is exactly the header (fast-path requests
+// carry no body).
+type headerOnly struct {
+	br   *bufio.Reader
+	tail [4]byte
+	done bool
+}
+
+func (h *headerOnly) Read(p []byte) (int, error) {
+	if h.done || len(p) == 0 {
+		return 0, io.EOF
+	}
+	c, err := h.br.ReadByte()
+	if err != nil {
+		return 0, err
+	}
+	copy(h.tail[:], h.tail[1:])
+	h.tail[3] = c
+	h.done = string(h.tail[:]) == "\r\n\r\n"
+	p[0] = c
+	return 1, nil
+}
+
+func scriptedConfig(b *scriptedBackend, path string) Config {
+	return Config{
+		Keys:     [][]byte{testKey1},
+		Backends: []Backend{{Name: "s", URL: b.url() + path}},
+		Health:   HealthConfig{Interval: time.Hour}, // no probes on the counted connections
+	}
+}
+
+const okResponse = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+func TestFastPathRetriesAPooledConnectionTheBackendClosed(t *testing.T) {
+	b := startScripted(t, func(_ *http.Request, w *bufio.Writer) bool {
+		_, _ = w.WriteString(okResponse) // keep-alive by the headers...
+		return false                     // ...but closed after each response
+	})
+	p := startRouter(t, scriptedConfig(b, ""))
+	c := newClient(t)
+	for i := 0; i < 4; i++ {
+		code, _, body := c.get(p.srv.URL + "/x")
+		require.Equal(t, http.StatusOK, code, "request %d", i)
+		require.Equal(t, "ok", body)
+	}
+	assert.EqualValues(t, 4, b.conns.Load(), "one connection per request, the stale ones retried")
+	assert.Zero(t, p.Backends()[0].Failures, "a stale pooled connection is not the backend's failure")
+}
+
+func TestFastPathReusesConnections(t *testing.T) {
+	b := startScripted(t, func(req *http.Request, w *bufio.Writer) bool {
+		if req.Method == http.MethodHead {
+			_, _ = w.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+			return true
+		}
+		switch req.URL.Path {
+		case "/204":
+			_, _ = w.WriteString("HTTP/1.1 204 No Content\r\n\r\n")
+		case "/304":
+			_, _ = w.WriteString("HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n")
+		default:
+			_, _ = w.WriteString(okResponse)
+		}
+		return true
+	})
+	p := startRouter(t, scriptedConfig(b, ""))
+	c := newClient(t)
+	resp, err := c.hc.Head(p.srv.URL + "/")
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.EqualValues(t, 1000, resp.ContentLength)
+	for path, want := range map[string]int{"/204": http.StatusNoContent, "/304": http.StatusNotModified, "/": http.StatusOK} {
+		code, _, _ := c.get(p.srv.URL + path)
+		assert.Equal(t, want, code, path)
+	}
+	assert.EqualValues(t, 1, b.conns.Load(), "one backend connection for every sequential request")
+}
+
+func TestFastPathRewritesHeadersAsReverseProxyDoes(t *testing.T) {
+	b := startScripted(t, func(_ *http.Request, w *bufio.Writer) bool {
+		_, _ = w.WriteString("HTTP/1.1 200 OK\r\nConnection: X-Resp-Hop\r\nX-Resp-Hop: 1\r\nKeep-Alive: timeout=5\r\n" +
+			"Proxy-Authenticate: Basic\r\nX-Kept: yes\r\nContent-Length: 2\r\n\r\nok")
+		return true
+	})
+	p := startRouter(t, scriptedConfig(b, "/base"))
+	_, _, first, _ := rawRequest(t, p.srv.URL, "GET / HTTP/1.1\r\nHost: front.example\r\n\r\n")
+	affinity := first.Cookies()[0]
+
+	_, _, resp, body := rawRequest(t, p.srv.URL, "GET /x%2Fy?q=1 HTTP/1.1\r\nHost: front.example\r\n"+
+		"Connection: X-Hop, keep-alive\r\nX-Hop: secret\r\nKeep-Alive: 5\r\nTe: trailers, deflate\r\n"+
+		"Forwarded: for=6.6.6.6\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Host: evil\r\nX-Forwarded-Proto: https\r\n"+
+		"Proxy-Authorization: Basic eA==\r\nUser-Agent: test-agent\r\n"+
+		"Cookie: a=1; "+affinity.Name+"="+affinity.Value+"; b=2\r\nCookie: c=3\r\n\r\n")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, "ok", body)
+	assert.Equal(t, "yes", resp.Header.Get("X-Kept"))
+	for _, h := range []string{"X-Resp-Hop", "Keep-Alive", "Proxy-Authenticate"} {
+		assert.Empty(t, resp.Header.Get(h), h)
+	}
+
+	raw := b.lastRequest()
+	lines := strings.Split(strings.TrimSuffix(raw, "\r\n\r\n"), "\r\n")
+	assert.Equal(t, "GET /base/x%2Fy?q=1 HTTP/1.1", lines[0])
+	h, err := textproto.NewReader(bufio.NewReader(strings.NewReader(strings.Join(lines[1:], "\r\n") + "\r\n\r\n"))).ReadMIMEHeader()
+	require.NoError(t, err)
+	assert.Equal(t, []string{strings.TrimPrefix(b.url(), "http://")}, h["Host"])
+	assert.Equal(t, []string{"trailers"}, h["Te"])
+	assert.Equal(t, []string{"a=1; b=2", "c=3"}, h["Cookie"])
+	assert.Equal(t, []string{"127.0.0.1"}, h["X-Forwarded-For"])
+	assert.Equal(t, []string{"front.example"}, h["X-Forwarded-Host"])
+	assert.Equal(t, []string{"http"}, h["X-Forwarded-Proto"])
+	assert.Equal(t, []string{"test-agent"}, h["User-Agent"])
+	for _, gone := range []string{"Connection", "X-Hop", "Keep-Alive", "Forwarded", "Proxy-Authorization", "Content-Length"} {
+		assert.NotContains(t, h, gone)
+	}
+}
+
+func TestFastPathReadsCommonResponsesAndFallsBackOnOthers(t *testing.T) {
+	b := startScripted(t, func(req *http.Request, w *bufio.Writer) bool {
+		switch req.URL.Path {
+		case "/keep-alive": // read in place: the hop-by-hop pair dropped
+			_, _ = w.WriteString("HTTP/1.1 201 Created\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n" +
+				"X-Multi: 1\r\nX-Multi: 2\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello")
+		case "/lowercase": // not canonical: http.ReadResponse's job
+			_, _ = w.WriteString("HTTP/1.1 200 OK\r\ncontent-length: 3\r\nx-lower: yes\r\n\r\nabc")
+		case "/http10": // HTTP/1.0: closed after the response
+			_, _ = w.WriteString("HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nold")
+			return false
+		case "/no-length": // ends when the backend closes
+			_, _ = w.WriteString("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil close")
+			return false
+		}
+		return true
+	})
+	p := startRouter(t, scriptedConfig(b, ""))
+	c := newClient(t)
+	for _, tc := range []struct{ path, body, header, value string }{
+		{"/keep-alive", "hello", "X-Multi", "1,2"},
+		{"/lowercase", "abc", "X-Lower", "yes"},
+		{"/http10", "old", "", ""},
+		{"/no-length", "until close", "", ""},
+		{"/keep-alive", "hello", "Content-Type", "text/plain"},
+	} {
+		resp, err := c.hc.Get(p.srv.URL + tc.path)
+		require.NoError(t, err, tc.path)
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.NoError(t, err, tc.path)
+		assert.Equal(t, tc.body, string(body), tc.path)
+		assert.Empty(t, resp.Header.Get("Keep-Alive"), tc.path)
+		if tc.header != "" {
+			assert.Equal(t, tc.value, strings.Join(resp.Header.Values(tc.header), ","), tc.path)
+		}
+	}
+	assert.EqualValues(t, 3, b.conns.Load(), "kept: /keep-alive and /lowercase; closed: /http10 and /no-length")
+}
+
+func TestFastPathPassesTrailersAndEarlyHints(t *testing.T) {
+	b := startScripted(t, func(_ *http.Request, w *bufio.Writer) bool {
+		_, _ = w.WriteString("HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n" +
+			"HTTP/1.1 200 OK\r\nTrailer: X-Sum\r\nTransfer-Encoding: chunked\r\n\r\n" +
+			"5\r\nhello\r\n0\r\nX-Sum: 42\r\n\r\n")
+		return true
+	})
+	p := startRouter(t, scriptedConfig(b, ""))
+	var hints []string
+	trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+		hints = append(hints, strconv.Itoa(code)+" "+h.Get("Link"))
+		return nil
+	}}
+	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), http.MethodGet, p.srv.URL, nil)
+	require.NoError(t, err)
+	resp, err := newClient(t).hc.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	assert.Equal(t, "hello", string(body))
+	assert.Equal(t, "42", resp.Trailer.Get("X-Sum"))
+	assert.Equal(t, []string{"103 </style.css>; rel=preload"}, hints)
+}
+
+func TestFastPathRefusesAnUnaskedProtocolSwitch(t *testing.T) {
+	b := startScripted(t, func(_ *http.Request, w *bufio.Writer) bool {
+		_, _ = w.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: evil\r\nConnection: Upgrade\r\n\r\n")
+		return false
+	})
+	p := startRouter(t, scriptedConfig(b, ""))
+	code, _, _ := newClient(t).get(p.srv.URL)
+	assert.Equal(t, http.StatusBadGateway, code)
+}
+
+func TestConnPoolBoundsAndCloses(t *testing.T) {
+	p := &connPool{max: 1}
+	pipe := func() (*backendConn, net.Conn) {
+		a, b := net.Pipe()
+		return &backendConn{conn: a}, b
+	}
+	closed := func(peer net.Conn) bool {
+		_ = peer.SetReadDeadline(time.Now().Add(time.Second))
+		_, err := peer.Read(make([]byte, 1))
+		return err == io.EOF
+	}
+	c1, peer1 := pipe()
+	c2, peer2 := pipe()
+	p.put(c1)
+	p.put(c2) // over max: closed
+	assert.True(t, closed(peer2))
+	got, reused, err := p.get(context.Background())
+	require.NoError(t, err)
+	assert.True(t, reused)
+	assert.Same(t, c1, got)
+	p.put(got)
+
+	p.prune(time.Now().Add(idleConnTimeout)) // idle too long
+	assert.True(t, closed(peer1))
+	assert.Empty(t, p.idle)
+
+	c3, peer3 := pipe()
+	p.put(c3)
+	p.close()
+	assert.True(t, closed(peer3))
+	c4, peer4 := pipe()
+	p.put(c4) // after close: closed at once
+	assert.True(t, closed(peer4))
+}
+
+func TestCookieDecodeAllocatesNothing(t *testing.T) {
+	require.Equal(t, cookieEncoding.EncodedLen(cookieRawLen), cookieEncodedLen)
+	sg := newSigner([][]byte{testKey2, testKey1})
+	now := time.Now()
+	value := newSigner([][]byte{testKey1}).encode(&ticket{sid: newSessionID(), issued: now.Unix()})
+	_, st := sg.decode(value, now, time.Hour)
+	require.Equal(t, cookieOldKey, st)
+	if raceEnabled {
+		t.Skip("allocation counts mean nothing under the race detector")
+	}
+	allocs := testing.AllocsPerRun(100, func() { sg.decode(value, now, time.Hour) })
+	assert.Zero(t, allocs)
+}
+
+func TestFastPathRefusesAnInvalidHeaderName(t *testing.T) {
+	b := startScripted(t, func(_ *http.Request, w *bufio.Writer) bool {
+		_, _ = w.WriteString(okResponse)
+		return true
+	})
+	p := startRouter(t, scriptedConfig(b, ""))
+	req, err := http.NewRequest(http.MethodGet, "http://front.example/", nil)
+	require.NoError(t, err)
+	req.RemoteAddr = "192.0.2.1:1234"
+	req.Header["Bad Name"] = []string{"x"} // only code can build this
+	rec := httptest.NewRecorder()
+	p.ServeHTTP(rec, req)
+	assert.Equal(t, http.StatusBadGateway, rec.Code)
+	assert.Empty(t, b.lastRequest(), "nothing reached the backend")
+}
+
+func TestFastPathBoundsResponseHeadersNotBodies(t *testing.T) {
+	big := strings.Repeat("x", 1<<20)
+	b := startScripted(t, func(req *http.Request, w *bufio.Writer) bool {
+		if req.URL.Path == "/huge-headers" {
+			_, _ = w.WriteString("HTTP/1.1 200 OK\r\n")
+			for i := 0; i < 11; i++ { // 11 MiB of headers
+				_, _ = w.WriteString("X-Big: " + big + "\r\n")
+			}
+			_, _ = w.WriteString("Content-Length: 0\r\n\r\n")
+			return false
+		}
+		_, _ = w.WriteString("HTTP/1.1 200 OK\r\nContent-Length: " + strconv.Itoa(12*len(big)) + "\r\n\r\n")
+		for i := 0; i < 12; i++ { // a 12 MiB body is fine
+			_, _ = w.WriteString(big)
+		}
+		return true
+	})
+	p := startRouter(t, scriptedConfig(b, ""))
+	c := newClient(t)
+	code, _, _ := c.get(p.srv.URL + "/huge-headers")
+	assert.Equal(t, http.StatusBadGateway, code)
+	code, _, body := c.get(p.srv.URL + "/big-body")
+	assert.Equal(t, http.StatusOK, code)
+	assert.Len(t, body, 12*len(big))
+}
