@@ -301,11 +301,13 @@ func (m *member) leave() {
 	m.leaving.Store(true)
 	m.rt.system.EventStream.Unsubscribe(m.sub)
 	m.failAllPending(fmt.Errorf("%w: member shutting down", ErrShutdown))
-	m.announceLeave()
+	// Tell the others first: once they have all answered, none sends
+	// this member another call.
+	m.askOthers(&wire.Leaving{Member: m.id})
 	// The gateway refuses what reached it before the others stopped
-	// sending; flush then delivers those refusals.
+	// sending; the flush then delivers those refusals.
 	_, _ = m.rt.system.Root.RequestFuture(m.gateway, &wire.Query{}, m.cfg.RequestTimeout).Result()
-	m.flush()
+	m.askOthers(&wire.Query{})
 	// protoactor's graceful Shutdown sleeps 2 s and then waits up to 10 s
 	// for gRPC to stop when another member crashed earlier. Leave the
 	// membership first (what graceful adds), then stop without waiting:
@@ -316,33 +318,22 @@ func (m *member) leave() {
 	m.c.Shutdown(false)
 }
 
-// announceLeave tells every other member that this one is leaving, and
-// returns once they have stopped sending it calls (or did not answer).
-func (m *member) announceLeave() {
+// askOthers sends msg to every other member's gateway and returns once
+// each has answered, or did not in time (it is gone or going).
+//
+// With a Query it is a flush: every other gateway has then processed what
+// this member sent it before (replies to their calls above all), since
+// delivery between two actors is in order. A leaving member needs that:
+// protoactor shuts the actor system down first thing when a member leaves,
+// dropping what its remote endpoints have not sent yet.
+func (m *member) askOthers(msg any) {
 	var futures []*actor.Future
 	for id, addr := range m.members() {
 		if id != m.id {
-			futures = append(futures, m.rt.system.Root.RequestFuture(gatewayOf(addr), &wire.Leaving{Member: m.id}, m.cfg.RequestTimeout))
+			futures = append(futures, m.rt.system.Root.RequestFuture(gatewayOf(addr), msg, m.cfg.RequestTimeout))
 		}
 	}
 	for _, f := range futures {
 		_, _ = f.Result()
-	}
-}
-
-// flush returns once every other member's gateway has processed what this
-// member sent it so far (replies to their calls above all): protoactor
-// shuts the actor system down first thing when a member leaves, dropping
-// what its remote endpoints have not sent yet. Delivery between two actors
-// is in order, so the answer to a query sent last comes after the rest.
-func (m *member) flush() {
-	var futures []*actor.Future
-	for id, addr := range m.members() {
-		if id != m.id {
-			futures = append(futures, m.rt.system.Root.RequestFuture(gatewayOf(addr), &wire.Query{}, m.cfg.RequestTimeout))
-		}
-	}
-	for _, f := range futures {
-		_, _ = f.Result() // a member that does not answer is gone or going
 	}
 }

@@ -52,7 +52,7 @@ type envelope struct {
 	// this pool binds to whichever worker runs it.
 	bindOnRun bool
 	ran       bool      // a worker began running it
-	made      time.Time // when the call was made; set only when events are wanted
+	made      time.Time // when the call was made, if it is timed (see madeAt); else zero
 	retries   uint8
 	timeout   time.Duration // the request's own bound on waiting; 0: the pool's
 	timer     *time.Timer   // a shorter queue timeout of its own while parked

@@ -7,11 +7,8 @@ import (
 	"github.com/affinity-go/affinity/messages"
 )
 
-// modeCount is the number of messages.Affinity values, the default included.
-const modeCount = 4
-
 type poolStats struct {
-	dispatched    [modeCount][messages.OutcomeCount]atomic.Uint64
+	dispatched    [messages.AffinityCount][messages.OutcomeCount]atomic.Uint64
 	executed      atomic.Uint64
 	execErrors    atomic.Uint64
 	saturated     atomic.Uint64
@@ -30,7 +27,7 @@ type PoolStats struct {
 	Dispatched [messages.OutcomeCount]uint64 // by messages.Outcome
 	// DispatchedByMode splits Dispatched by the call's affinity mode
 	// (indexed by messages.Affinity; DefaultAffinity stays 0).
-	DispatchedByMode [modeCount][messages.OutcomeCount]uint64
+	DispatchedByMode [messages.AffinityCount][messages.OutcomeCount]uint64
 	Exec, Wait       Histogram // with Config.RecordTimings; see TimingBuckets and TimingSampleEvery
 	Executed         uint64    // calls a worker finished (incl. errors)
 	ExecErrors       uint64    // of which returned an error or panicked

@@ -9,7 +9,7 @@ import (
 
 // TimingBuckets are the upper bounds of the timing histograms in PoolStats:
 // from 10 µs (a call's own cost) to 30 s (a long wait in a queue).
-var TimingBuckets = []time.Duration{
+var TimingBuckets = [...]time.Duration{
 	10 * time.Microsecond, 25 * time.Microsecond, 50 * time.Microsecond,
 	100 * time.Microsecond, 250 * time.Microsecond, 500 * time.Microsecond,
 	time.Millisecond, 2500 * time.Microsecond, 5 * time.Millisecond,
@@ -30,24 +30,24 @@ type Histogram struct {
 }
 
 // histogram records durations with one atomic add per field: the writers
-// are workers finishing calls, on every core.
+// are workers finishing calls, on every core. Its count is the sum of its
+// buckets, so a snapshot is always consistent.
 type histogram struct {
-	counts [21]atomic.Uint64 // len(TimingBuckets)+1
-	count  atomic.Uint64
+	counts [len(TimingBuckets) + 1]atomic.Uint64 // the last: above every bound
 	sum    atomic.Int64
 }
 
 func (h *histogram) observe(d time.Duration) {
-	i, _ := slices.BinarySearch(TimingBuckets, d) // first bound >= d; len: above all
+	i, _ := slices.BinarySearch(TimingBuckets[:], d) // first bound >= d; len: above all
 	h.counts[i].Add(1)
-	h.count.Add(1)
 	h.sum.Add(int64(d))
 }
 
 func (h *histogram) snapshot() Histogram {
-	s := Histogram{Counts: make([]uint64, len(h.counts)), Count: h.count.Load(), Sum: time.Duration(h.sum.Load())}
+	s := Histogram{Counts: make([]uint64, len(h.counts)), Sum: time.Duration(h.sum.Load())}
 	for i := range h.counts {
 		s.Counts[i] = h.counts[i].Load()
+		s.Count += s.Counts[i]
 	}
 	return s
 }

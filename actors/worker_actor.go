@@ -214,9 +214,10 @@ func (a *workerActor) begin(env *envelope) bool {
 // sent, so a caller that calls again at once finds the worker free.
 func (a *workerActor) run(env *envelope) {
 	w, p := a.w, a.w.pool
+	timed := !env.made.IsZero() // always when events are wanted (see madeAt)
 	var started time.Time
-	if p.rt.wantEvents || !env.made.IsZero() {
-		started = time.Now() // only events and timed calls need it; time.Now is not free
+	if timed {
+		started = time.Now() // time.Now is not free: only timed calls pay it
 	}
 	val, perr, err := a.invoke(env)
 	calls := a.calls.Add(1)
@@ -245,13 +246,14 @@ func (a *workerActor) run(env *envelope) {
 	if err != nil {
 		p.stats.execErrors.Add(1)
 	}
-	if p.rt.cfg.RecordTimings && !env.made.IsZero() {
-		p.timings.exec.observe(time.Since(started))
-		p.timings.wait.observe(waited(env, started))
-	}
-	if p.rt.wantEvents {
+	if timed {
+		ran, wait := time.Since(started), started.Sub(env.made)
+		if p.rt.cfg.RecordTimings {
+			p.timings.exec.observe(ran)
+			p.timings.wait.observe(wait)
+		}
 		emit(p.rt, messages.CallExecuted{Pool: p.cfg.Name, Session: env.call.Session, Worker: w.id,
-			Incarnation: a.inc, Duration: time.Since(started), Waited: waited(env, started), Err: err})
+			Incarnation: a.inc, Duration: ran, Waited: wait, Err: err})
 	}
 	g := p.release(w, env)
 	env.finish(val, err)
@@ -426,12 +428,4 @@ func taintText(reason messages.TaintReason, cause error) string {
 		return msg
 	}
 	return reason.String() + ": " + msg
-}
-
-// waited is how long env took from being made to starting on a worker.
-func waited(env *envelope, started time.Time) time.Duration {
-	if env.made.IsZero() {
-		return 0
-	}
-	return started.Sub(env.made)
 }

@@ -24,7 +24,12 @@ const (
 	// StrictFailFast fails at once with ErrWorkerBusy when the preferred
 	// worker is busy.
 	StrictFailFast
+	affinityCount
 )
+
+// AffinityCount is the number of modes, the default included, for counter
+// arrays indexed by Affinity.
+const AffinityCount = int(affinityCount)
 
 var affinityNames = [...]string{"default", "hint", "strict_queue", "strict_fail_fast"}
 

@@ -157,7 +157,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 func histogram(d *prometheus.Desc, h actors.Histogram, pool string) prometheus.Metric {
 	buckets := make(map[float64]uint64, len(actors.TimingBuckets))
 	var cum uint64
-	for i, bound := range actors.TimingBuckets {
+	for i, bound := range actors.TimingBuckets[:] {
 		if i < len(h.Counts) {
 			cum += h.Counts[i]
 		}
