@@ -77,6 +77,15 @@ type PoolConfig struct {
 	MaxAge time.Duration
 	// Restart overrides the runtime's restart policy for this pool.
 	Restart *supervisor.Policy
+	// OwnGoroutineOnly runs every call on the worker actor's own goroutine.
+	// Without it, a call of the blocking API whose context cannot be
+	// cancelled (Done() == nil) runs on its caller's goroutine when its
+	// worker (Capacity 1) is idle: the caller would only wait for it, and
+	// two goroutine hand-offs are most of a short call's cost. The call is
+	// still one turn of the worker actor, in order, one at a time. Set this
+	// when a worker's state is tied to its goroutine or OS thread (for
+	// example after runtime.LockOSThread).
+	OwnGoroutineOnly bool
 }
 
 // Config configures a Runtime. Only Pools is required.

@@ -54,8 +54,11 @@ type envelope struct {
 	ran       bool      // a worker began running it
 	made      time.Time // when the call was made, if it is timed (see madeAt); else zero
 	retries   uint8
-	timeout   time.Duration // the request's own bound on waiting; 0: the pool's
-	timer     *time.Timer   // a shorter queue timeout of its own while parked
+	// runOn: claimed on this worker, to be run by the caller itself (see
+	// Runtime.call).
+	runOn   *worker
+	timeout time.Duration // the request's own bound on waiting; 0: the pool's
+	timer   *time.Timer   // a shorter queue timeout of its own while parked
 	// In the pool's deadline list while parked with the pool's timeout.
 	tprev, tnext *envelope
 	deadline     time.Duration // since the runtime started

@@ -87,6 +87,29 @@ func (m *mailbox) UserMessageCount() int {
 	return m.user.n
 }
 
+// runHere runs msg as a turn of this mailbox on the calling goroutine, if
+// the mailbox is idle (no turn pending, nothing queued, not suspended), and
+// reports whether it did. What is posted meanwhile is left to the mailbox
+// goroutine, so the caller runs its own message only.
+func (m *mailbox) runHere(msg any) bool {
+	m.mu.Lock()
+	if m.scheduled || m.suspended || m.user.n != 0 || m.system.n != 0 {
+		m.mu.Unlock()
+		return false
+	}
+	m.scheduled = true
+	m.mu.Unlock()
+	m.invokeUser(msg, nil)
+	m.mu.Lock()
+	more := m.system.n != 0 || (!m.suspended && m.user.n != 0)
+	m.scheduled = more
+	m.mu.Unlock()
+	if more {
+		m.wake <- true
+	}
+	return true
+}
+
 // stop ends the goroutine after the current turn. Messages posted later are
 // never processed: the actor has stopped and workerStopped answered its calls.
 func (m *mailbox) stop() { m.wake <- false }

@@ -37,6 +37,9 @@ type worker struct {
 	started chan error    // first start's outcome, written once
 	stopped chan struct{} // closed when the actor has stopped for good
 	mailbox *mailbox
+	// runsOnCallers: a blocking caller may run its call's turn itself
+	// (see PoolConfig.OwnGoroutineOnly).
+	runsOnCallers bool
 
 	// Guarded by pool.mu.
 	pid         *actor.PID

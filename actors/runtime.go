@@ -189,7 +189,14 @@ func (rt *Runtime) call(ctx context.Context, live func() *sessionRec, p *pool, m
 	if err != nil {
 		return nil, err
 	}
-	env.sess.post(env)
+	if env.ctx.Done() != nil {
+		env.sess.post(env) // its caller may leave: a worker runs it
+		return rt.await(env)
+	}
+	env.sess.postOwn(env)
+	if w := env.runOn; w != nil && !w.mailbox.runHere(env) {
+		rt.system.Root.Send(w.pid, env) // the worker got busy meanwhile
+	}
 	return rt.await(env)
 }
 

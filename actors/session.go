@@ -163,6 +163,16 @@ func (r *sessionRec) post(msg any) {
 	r.orphan(msg)
 }
 
+// postOwn is post for a call whose caller blocks on it (see
+// sessionMailbox.postOwn).
+func (r *sessionRec) postOwn(env *envelope) {
+	if a := r.actor(); a != nil {
+		a.mb.postOwn(env)
+		return
+	}
+	r.orphan(env)
+}
+
 // orphan handles a message that reached a session actor after it left (it
 // was passivated or closed): calls and requests go to the live session with
 // the same id, a worker slot granted to it is handed back, and notices

@@ -413,6 +413,10 @@ func (a *sessionActor) deliver(env *envelope, w *worker) {
 	if env.astream != nil {
 		a.trackStream(env.astream)
 	}
+	if a.mb.own == env && w.runsOnCallers {
+		env.runOn = w // the caller runs it as soon as this turn is over
+		return
+	}
 	fromActor := env.replyTo != nil || env.astream != nil // env may be recycled once sent
 	a.rec.rt.system.Root.Send(w.pid, env)
 	if fromActor {

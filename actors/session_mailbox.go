@@ -19,6 +19,9 @@ type sessionMailbox struct {
 	queues
 	rec      *sessionRec
 	detached bool // guarded by mu
+	// own is the call whose caller is running this turn, while the actor
+	// handles it (see postOwn). Only the turn's goroutine touches it.
+	own *envelope
 }
 
 var _ actor.Mailbox = (*sessionMailbox)(nil)
@@ -29,7 +32,14 @@ const inlineBudget = 64
 
 // PostUserMessage implements actor.Mailbox. An idle mailbox with nothing
 // queued runs the message at once, without queueing it.
-func (m *sessionMailbox) PostUserMessage(msg any) {
+func (m *sessionMailbox) PostUserMessage(msg any) { m.post(msg, nil) }
+
+// postOwn posts a call whose caller blocks until it is answered. When the
+// call is handled at once, on the caller's goroutine, the session actor may
+// leave running it to the caller (envelope.runOn).
+func (m *sessionMailbox) postOwn(env *envelope) { m.post(env, env) }
+
+func (m *sessionMailbox) post(msg any, own *envelope) {
 	m.mu.Lock()
 	if m.detached {
 		m.mu.Unlock()
@@ -39,7 +49,9 @@ func (m *sessionMailbox) PostUserMessage(msg any) {
 	if !m.scheduled && !m.suspended && m.user.n == 0 && m.system.n == 0 {
 		m.scheduled = true
 		m.mu.Unlock()
+		m.own = own
 		m.invokeUser(msg)
+		m.own = nil
 		m.process(inlineBudget - 1)
 		return
 	}
