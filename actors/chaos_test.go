@@ -66,6 +66,11 @@ func TestChaos(t *testing.T) {
 				pool := []string{"a", "b"}[r.Intn(2)]
 				mode := allModes[r.Intn(3)]
 				ctx, cancel := context.WithTimeout(context.Background(), time.Duration(1+r.Intn(50))*time.Millisecond)
+				if r.Intn(3) == 0 {
+					// A context that cannot be cancelled: the call may run
+					// on this goroutine (bounded by the queue timeout).
+					ctx = context.WithoutCancel(ctx)
+				}
 				o := op{ID: i*1_000_000 + n, Ref: "r", Panic: r.Intn(60) == 0, Fatal: r.Intn(80) == 0}
 				switch k := r.Intn(30); {
 				case k == 0:

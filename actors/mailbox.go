@@ -106,6 +106,11 @@ func (m *mailbox) runHere(msg any) bool {
 	m.mu.Unlock()
 	if more {
 		m.wake <- true
+		// The caller's own call is done; the worker goroutine runs the
+		// rest. Callers that run calls themselves rarely block, so without
+		// a yield it would wait for this one's time slice to end, holding
+		// the worker (and every call waiting for it) meanwhile.
+		runtime.Gosched()
 	}
 	return true
 }

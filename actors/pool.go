@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,21 +43,34 @@ type worker struct {
 	runsOnCallers bool
 
 	// Guarded by pool.mu.
-	pid         *actor.PID
-	state       workerState
-	incarnation uint64
-	starts      uint64   // incarnations begun, numbered from 1 per worker
-	inflight    int      // claimed calls not yet finished, plus reserved slots
-	bound       int      // sessions bound to the current incarnation
-	waiters     waitRing // sessions with calls waiting for this worker
-	lastTaint   string   // why its last incarnation was tainted; "" if never
+	pid       *actor.PID
+	starts    uint64 // incarnations begun, numbered from 1 per worker
+	bound     int    // sessions bound to the current incarnation
+	lastTaint string // why its last incarnation was tainted; "" if never
 
 	calls atomic.Uint64 // calls run, every incarnation
 
-	// Guarded by rmu (taken after pool.mu when both are held).
-	rmu     sync.Mutex
-	running envList // claimed calls not yet finished
-	gone    bool    // workerStopped has answered the calls it held
+	// mu guards what a call's routing needs to know about this worker, so
+	// that a call to a free or busy worker takes this lock alone (see
+	// sessionActor.routeFast); it is taken after pool.mu when both are
+	// held. state and incarnation change only under both locks, so either
+	// lock is enough to read them.
+	mu          sync.Mutex
+	state       workerState
+	incarnation uint64
+	waiters     waitRing // sessions with calls waiting for this worker
+	running     envList  // claimed calls not yet finished
+	gone        bool     // workerStopped has answered the calls it held
+	// Changed under mu, read anywhere as hints for lock-free scans.
+	inflight atomic.Int32 // claimed calls not yet finished, plus reserved slots
+	nwait    atomic.Int32 // waiters.n
+	ready    atomic.Bool  // state == wsReady
+}
+
+// setState moves w to s. Caller holds pool.mu and w.mu.
+func (w *worker) setState(s workerState) {
+	w.state = s
+	w.ready.Store(s == wsReady)
 }
 
 // pool is one named pool: its workers, its wait rings and its counters.
@@ -77,10 +91,20 @@ type pool struct {
 	workers  []*worker // by id; ids are never reused
 	active   []*worker // not removed and not failed, by id
 	hintRing waitRing  // sessions with hint calls waiting for any worker
-	inflight int
-	rr       int // rotates the scan start so detours spread
 	closed   bool
-	drained  chan struct{} // closed once closed and inflight == 0
+
+	// Lock-free views for routing outside mu (see routeFast).
+	slots    atomic.Pointer[[]*worker] // copy of workers
+	actives  atomic.Pointer[[]*worker] // copy of active
+	rr       atomic.Uint32             // rotates the scan start so detours spread
+	closing  atomic.Bool               // closed, readable without mu
+	inflight atomic.Int64              // claimed and reserved slots (see enter)
+	// hintN counts the hint ring's entries plus the routings under mu that
+	// may add one: a worker that frees up takes mu to look at the ring
+	// only when it is not zero.
+	hintN     atomic.Int32
+	drained   chan struct{} // closed once closed and inflight == 0
+	drainOnce sync.Once
 
 	queued atomic.Int64 // calls waiting in session actors for this pool
 
@@ -96,32 +120,96 @@ func newPool(rt *Runtime, index int, cfg PoolConfig) *pool {
 	return &pool{rt: rt, cfg: cfg, index: index, supStopped: make(chan struct{}), drained: make(chan struct{})}
 }
 
-// workerByID returns the worker with that id, or nil. Caller holds mu.
+// workerByID returns the worker with that id, or nil. Safe without mu.
 func (p *pool) workerByID(id int) *worker {
-	if id < 0 || id >= len(p.workers) {
+	ws := p.slots.Load()
+	if ws == nil || id < 0 || id >= len(*ws) {
 		return nil
 	}
-	return p.workers[id]
+	return (*ws)[id]
+}
+
+// publish refreshes the lock-free views of workers and active. Caller
+// holds mu.
+func (p *pool) publish() {
+	ws, as := slices.Clone(p.workers), slices.Clone(p.active)
+	p.slots.Store(&ws)
+	p.actives.Store(&as)
 }
 
 // hasRoom: ready, below capacity, and no session waiting for it (they go
-// first). Caller holds mu.
+// first). It takes no lock: a claim checks again under w.mu.
 func (p *pool) hasRoom(w *worker) bool {
-	return w.state == wsReady && w.inflight < p.cfg.Capacity && w.waiters.n == 0
+	return w.ready.Load() && int(w.inflight.Load()) < p.cfg.Capacity && w.nwait.Load() == 0
 }
 
-// claim gives a new call a slot on w; false when its caller gave up first.
-// Caller holds mu.
-func (p *pool) claim(env *envelope, w *worker) bool {
+// roomLocked is hasRoom for a holder of w.mu: exact.
+func (p *pool) roomLocked(w *worker) bool {
+	return w.state == wsReady && int(w.inflight.Load()) < p.cfg.Capacity && w.waiters.n == 0
+}
+
+// enter counts a slot about to be claimed or reserved; false (and nothing
+// counted) once the pool is closing. Counting before looking at closing,
+// as close does the opposite, means a closing pool is drained only after
+// every slot taken before it closed was freed.
+func (p *pool) enter() bool {
+	p.inflight.Add(1)
+	if p.closing.Load() {
+		p.leave()
+		return false
+	}
+	return true
+}
+
+// leave frees a slot counted by enter.
+func (p *pool) leave() {
+	if p.inflight.Add(-1) == 0 && p.closing.Load() {
+		p.markDrained()
+	}
+}
+
+// claimResult is how a claim went.
+type claimResult uint8
+
+const (
+	claimed claimResult = iota
+	claimNoRoom
+	claimGaveUp // the call's caller gave up first
+	claimClosed
+)
+
+// claim gives a new call a slot on w if w (at incarnation inc; 0: any)
+// has room, and returns the incarnation claimed on. It takes w.mu and no
+// other lock.
+func (p *pool) claim(env *envelope, w *worker, inc uint64) (claimResult, uint64) {
+	if !p.enter() {
+		return claimClosed, 0
+	}
+	w.mu.Lock()
+	res, got := claimNoRoom, w.incarnation
+	switch {
+	case !p.roomLocked(w) || (inc != 0 && got != inc):
+	case !p.claimLocked(env, w):
+		res = claimGaveUp
+	default:
+		res = claimed
+	}
+	w.mu.Unlock()
+	if res != claimed {
+		p.leave()
+	}
+	return res, got
+}
+
+// claimLocked gives env a slot on w; false when its caller gave up first.
+// Caller holds w.mu, checked roomLocked, and entered.
+func (p *pool) claimLocked(env *envelope, w *worker) bool {
 	if !env.state.CompareAndSwap(envNew, envClaimed) {
 		return false
 	}
-	w.inflight++
-	p.inflight++
+	w.inflight.Add(1)
 	env.call.Worker, env.call.Incarnation = w.id, w.incarnation
-	w.rmu.Lock()
 	w.running.push(env)
-	w.rmu.Unlock()
 	return true
 }
 
@@ -138,38 +226,56 @@ func (p *pool) claimReserved(env *envelope, g *grant) bool {
 	p.queued.Add(-1)
 	w := g.w
 	env.call.Worker, env.call.Incarnation = w.id, g.inc
-	w.rmu.Lock()
+	w.mu.Lock()
 	gone := w.gone
 	if !gone {
 		w.running.push(env)
 	}
-	w.rmu.Unlock()
+	w.mu.Unlock()
 	if gone {
 		env.state.Store(envNew)
 	}
 	return !gone
 }
 
-// ring returns the wait ring of target: a worker id, or -1 for the hint
-// ring. Caller holds mu.
-func (p *pool) ring(target int) *waitRing {
+// pushWaiter puts e in target's wait ring: a worker's (caller holds its
+// mu) or, for -1, the hint ring (caller holds mu).
+func (p *pool) pushWaiter(target int, e ringEntry) {
 	if target < 0 {
-		return &p.hintRing
+		p.hintRing.push(e)
+		p.hintN.Add(1)
+		return
 	}
-	return &p.workers[target].waiters
+	w := p.workerByID(target)
+	w.waiters.push(e)
+	w.nwait.Store(int32(w.waiters.n))
 }
 
-// freeWorker returns a ready worker with room, least loaded first, scanning
-// from a rotating start. Caller holds mu.
-func (p *pool) freeWorker() *worker {
+// popWaiter takes the head of w's wait ring. Caller holds w.mu.
+func (w *worker) popWaiter() (ringEntry, bool) {
+	e, ok := w.waiters.pop()
+	w.nwait.Store(int32(w.waiters.n))
+	return e, ok
+}
+
+// freeWorker returns a worker that looks free, least loaded first, scanning
+// from a rotating start. It takes no lock: the claim that follows decides.
+func (p *pool) freeWorker(except *worker) *worker {
+	ws := p.actives.Load()
+	if ws == nil {
+		return nil
+	}
 	var best *worker
-	n := len(p.active)
-	p.rr++
+	n := len(*ws)
+	start := int(p.rr.Add(1))
 	for i := 0; i < n; i++ {
-		w := p.active[(p.rr+i)%n]
-		if p.hasRoom(w) && (best == nil || w.inflight < best.inflight) {
+		w := (*ws)[(start+i)%n]
+		if w == except || !p.hasRoom(w) {
+			continue
+		}
+		if best == nil || w.inflight.Load() < best.inflight.Load() {
 			best = w
-			if w.inflight == 0 {
+			if w.inflight.Load() == 0 {
 				break
 			}
 		}
@@ -185,7 +291,7 @@ func (p *pool) bindCandidate(needRoom bool) *worker {
 		if w.state != wsReady || (needRoom && !p.hasRoom(w)) {
 			continue
 		}
-		if best == nil || w.bound < best.bound || (w.bound == best.bound && w.inflight < best.inflight) {
+		if best == nil || w.bound < best.bound || (w.bound == best.bound && w.inflight.Load() < best.inflight.Load()) {
 			best = w
 		}
 	}
@@ -261,28 +367,41 @@ type grant struct {
 // session bound to it.
 const hintScan = 16
 
-// nextGrant reserves w's free slot for the next waiting session: first the
-// sessions waiting for w itself, in turn, then the hint ring, where a
-// session bound to w (among the first hintScan) goes before older ones, so
-// that under load hint calls still mostly find their state. Caller holds
-// mu.
-func (p *pool) nextGrant(w *worker) *grant {
-	if p.closed || w.state != wsReady || w.inflight >= p.cfg.Capacity {
+// grantWaiter reserves w's free slot for the next session waiting for w
+// itself, in turn. Caller holds w.mu.
+func (p *pool) grantWaiter(w *worker) *grant {
+	if w.waiters.n == 0 || w.state != wsReady || int(w.inflight.Load()) >= p.cfg.Capacity || !p.enter() {
 		return nil
 	}
+	e, _ := w.popWaiter()
+	w.inflight.Add(1)
 	g := grants.Get().(*grant)
-	g.pool, g.w, g.inc = p, w, w.incarnation
-	if e, ok := w.waiters.pop(); ok {
-		g.rec = e.rec
-	} else if e, ok := p.hintRing.take(int32(w.id), hintScan); ok {
-		g.rec, g.anyCall = e.rec, true
-	} else {
-		g.free()
+	g.pool, g.w, g.inc, g.rec = p, w, w.incarnation, e.rec
+	return g
+}
+
+// grantHint reserves w's free slot for a session in the hint ring: one
+// bound to w (among the first hintScan) before older ones, so that under
+// load hint calls still mostly find their state. Caller holds mu and w.mu.
+func (p *pool) grantHint(w *worker) *grant {
+	if p.hintRing.n == 0 || !p.roomLocked(w) || !p.enter() {
 		return nil
 	}
-	w.inflight++
-	p.inflight++
+	e, _ := p.hintRing.take(int32(w.id), hintScan)
+	p.hintN.Add(-1)
+	w.inflight.Add(1)
+	g := grants.Get().(*grant)
+	g.pool, g.w, g.inc, g.rec, g.anyCall = p, w, w.incarnation, e.rec, true
 	return g
+}
+
+// nextGrant reserves w's free slot for the next waiting session: those
+// waiting for w first, then the hint ring. Caller holds mu and w.mu.
+func (p *pool) nextGrant(w *worker) *grant {
+	if g := p.grantWaiter(w); g != nil {
+		return g
+	}
+	return p.grantHint(w)
 }
 
 var grants = sync.Pool{New: func() any { return new(grant) }}
@@ -298,35 +417,35 @@ func (g *grant) free() {
 func (g *grant) giveBack() {
 	p, w := g.pool, g.w
 	g.free()
-	p.mu.Lock()
-	w.inflight--
-	p.inflight--
-	next := p.nextGrant(w)
-	drained := p.closed && p.inflight == 0
-	p.mu.Unlock()
-	if next != nil {
-		next.rec.post(next)
-	}
-	if drained {
-		p.markDrained()
-	}
+	postGrant(p.freeSlot(w, nil))
 }
 
 // release frees env's slot on w and reserves it for the next waiting
 // session, if any; the caller posts the returned grant.
-func (p *pool) release(w *worker, env *envelope) *grant {
-	w.rmu.Lock()
-	w.running.remove(env)
-	w.rmu.Unlock()
-	p.mu.Lock()
-	w.inflight--
-	p.inflight--
-	g := p.nextGrant(w)
-	drained := p.closed && p.inflight == 0
-	p.mu.Unlock()
-	if drained {
-		p.markDrained()
+func (p *pool) release(w *worker, env *envelope) *grant { return p.freeSlot(w, env) }
+
+// freeSlot frees a slot of w (env's, when not nil) and reserves it for the
+// next waiting session, if any. Sessions waiting for w need only w.mu; the
+// hint ring needs mu too, taken only when hintN says it may hold someone.
+func (p *pool) freeSlot(w *worker, env *envelope) *grant {
+	w.mu.Lock()
+	if env != nil {
+		w.running.remove(env)
 	}
+	w.inflight.Add(-1)
+	p.leave()
+	g := p.grantWaiter(w)
+	w.mu.Unlock()
+	if g != nil || p.hintN.Load() == 0 {
+		return g
+	}
+	p.mu.Lock()
+	w.mu.Lock()
+	if !p.closed {
+		g = p.grantHint(w)
+	}
+	w.mu.Unlock()
+	p.mu.Unlock()
 	return g
 }
 
@@ -334,9 +453,11 @@ func (p *pool) release(w *worker, env *envelope) *grant {
 func (p *pool) grantsFor(w *worker) []*grant {
 	var gs []*grant
 	p.mu.Lock()
+	w.mu.Lock()
 	for g := p.nextGrant(w); g != nil; g = p.nextGrant(w) {
 		gs = append(gs, g)
 	}
+	w.mu.Unlock()
 	p.mu.Unlock()
 	return gs
 }
@@ -348,13 +469,7 @@ func postGrants(gs []*grant) {
 }
 
 func (p *pool) markDrained() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	select {
-	case <-p.drained:
-	default:
-		close(p.drained)
-	}
+	p.drainOnce.Do(func() { close(p.drained) })
 }
 
 // Queue timeouts. Calls waiting with the pool's own timeout expire in the
@@ -501,6 +616,7 @@ func (p *pool) setActive() {
 			p.active = append(p.active, w)
 		}
 	}
+	p.publish()
 }
 
 // notices are messages to session actors, sent after the pool lock is
@@ -517,20 +633,23 @@ func (n notices) send() {
 // (and, when no worker is left, those waiting for any worker) that those
 // calls fail. Caller holds mu and sends the notices after unlocking.
 func (p *pool) takeOutOfService(w *worker, state workerState) notices {
-	w.state = state
 	var out notices
+	w.mu.Lock()
+	w.setState(state)
 	inc := w.incarnation
-	for e, ok := w.waiters.pop(); ok; e, ok = w.waiters.pop() {
+	for e, ok := w.popWaiter(); ok; e, ok = w.popWaiter() {
 		rec := e.rec
 		out = append(out, func() {
 			rec.post(&dropWaiting{pool: p, target: w.id, inc: inc, err: nil})
 		})
 	}
+	w.mu.Unlock()
 	if state == wsRemoved || state == wsFailed {
 		p.setActive()
 	}
 	if !p.anyLive() {
 		for e, ok := p.hintRing.pop(); ok; e, ok = p.hintRing.pop() {
+			p.hintN.Add(-1)
 			rec := e.rec
 			out = append(out, func() {
 				rec.post(&dropWaiting{pool: p, target: -1, err: ErrNoWorkersAvailable})

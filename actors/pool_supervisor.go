@@ -90,6 +90,7 @@ func (p *pool) resize(ctx actor.Context, size int) resizeResult {
 		res.removed = append(res.removed, w)
 	}
 	res.to = len(p.active)
+	p.publish()
 	p.mu.Unlock()
 	out.send()
 	for _, pid := range poison {
@@ -145,17 +146,22 @@ func (p *pool) onDecision(child *actor.PID, reason messages.TaintReason, d super
 func (p *pool) close() {
 	p.mu.Lock()
 	p.closed = true
+	p.closing.Store(true)
 	p.dlMu.Lock()
 	p.dlStopped = true
 	if p.dlTimer != nil {
 		p.dlTimer.Stop()
 	}
 	p.dlMu.Unlock()
+	p.hintN.Add(-int32(p.hintRing.n))
 	p.hintRing = waitRing{}
 	for _, w := range p.workers {
+		w.mu.Lock()
 		w.waiters = waitRing{}
+		w.nwait.Store(0)
+		w.mu.Unlock()
 	}
-	drained := p.inflight == 0
+	drained := p.inflight.Load() == 0
 	p.mu.Unlock()
 	if drained {
 		p.markDrained()

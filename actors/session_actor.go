@@ -153,13 +153,15 @@ func (a *sessionActor) poolState(p *pool) *sessionPool {
 	return a.pools[p.index]
 }
 
-// route decides a new call's fate under the pool lock and acts on it
-// outside the lock: deliver it to a worker, let it wait here, or answer it.
+// route decides a new call's fate and acts on it: deliver it to a worker,
+// let it wait here, or answer it. The rows about one known worker (a bound
+// session's or a ref's, free or busy) take that worker's lock alone
+// (routeFast); binding, rebinding and waiting for any worker are decided
+// under the pool lock (routeSlow).
 func (a *sessionActor) route(env *envelope) {
 	if env.state.Load() != envNew {
 		return // the caller gave up before the session got to it
 	}
-	p := env.pool
 	a.rec.lastUsed.Store(a.rec.rt.clock.Load())
 	if a.rec.rt.member != nil && a.routeCluster(env) {
 		return
@@ -167,29 +169,11 @@ func (a *sessionActor) route(env *envelope) {
 	if env.retries > 0 && env.ref == nil && env.mode == Hint {
 		env.call.Worker = -1
 	}
-	b := a.bindingSlot(p)
-	p.mu.Lock()
-	var d decision
-	switch {
-	case p.closed:
-		d = refuse(ErrShutdown)
-	case env.retries > 0 && staleErr(env) != nil:
-		d = refuse(staleErr(env))
-	case env.ref != nil:
-		d = a.routeRef(env)
-	case b.inc == 0:
-		d = a.routeUnbound(env, b, messages.OutcomeBound)
-	default:
-		d = a.routeBound(env, b)
+	d, ok := a.routeFast(env)
+	if !ok {
+		d = a.routeSlow(env)
 	}
-	d = a.apply(env, d)
-	queued := int(p.queued.Load())
-	// Read under the lock: once delivered or waiting, the call may be
-	// answered and recycled at any moment.
-	dispatched := messages.CallDispatched{Pool: p.cfg.Name, Session: a.rec.id, Worker: env.call.Worker,
-		Incarnation: env.call.Incarnation, Affinity: env.mode, Outcome: d.outcome, Stream: env.isStream()}
-	p.mu.Unlock()
-	a.afterRoute(env, d, dispatched, queued)
+	a.afterRoute(env, d)
 }
 
 // staleErr is the outcome of a call whose worker was tainted or restarted
@@ -210,6 +194,7 @@ func staleErr(env *envelope) error {
 // decision is a row of the affinity table applied to one call.
 type decision struct {
 	run     *worker // claim a slot there and deliver
+	inc     uint64  // the incarnation run was claimed on
 	wait    *worker // wait for this worker
 	waitAny bool    // wait for any worker
 	bind    *worker // bind the session to this worker first
@@ -218,6 +203,142 @@ type decision struct {
 }
 
 func refuse(err error) decision { return decision{outcome: messages.OutcomeFailed, err: err} }
+
+// errGaveUp marks a decision whose call was abandoned by its caller while
+// it was being routed: nobody is waiting for an answer.
+var errGaveUp = errors.New("affinity: caller gave up")
+
+// routeFast decides, under one worker's lock, the rows of a call with a
+// known worker that is still there: a ref's, or a bound session's. Free:
+// run there. Busy: wait there (strict_queue, refs), fail (strict_fail_fast,
+// streams that cannot move) or, for hint, detour to a worker that looks
+// free. ok is false when the pool lock is needed instead: no binding yet,
+// the worker is gone, a retried call, a hint call that finds no free
+// worker, a closing pool.
+func (a *sessionActor) routeFast(env *envelope) (d decision, ok bool) {
+	p := env.pool
+	id, inc := a.knownWorker(env)
+	w := p.workerByID(id)
+	if w == nil || env.retries > 0 || !p.enter() {
+		return d, false
+	}
+	env.call.Worker = id // named in errors; a claim sets it again
+	w.mu.Lock()
+	switch {
+	case w.state != wsReady || w.incarnation != inc:
+		w.mu.Unlock()
+		p.leave()
+		return d, false
+	case p.roomLocked(w):
+		d = decision{run: w, inc: inc, outcome: messages.OutcomeHit}
+		if !p.claimLocked(env, w) {
+			d.err = errGaveUp
+		}
+		w.mu.Unlock()
+		if d.err != nil {
+			p.leave()
+		}
+		return d, true
+	}
+	failBusy, waitHere := busyRow(env)
+	switch {
+	case failBusy:
+		d = refuse(ErrWorkerBusy)
+	case waitHere:
+		d = decision{wait: w, outcome: messages.OutcomeQueued}
+		if err := a.park(env, id); err != nil {
+			d = refuse(err)
+		}
+	}
+	w.mu.Unlock()
+	p.leave()
+	if failBusy || waitHere {
+		return d, true
+	}
+	return a.detour(env, w)
+}
+
+// knownWorker is the worker a call is tied to: its ref's, or its session's
+// binding in the call's pool (-1: none).
+func (a *sessionActor) knownWorker(env *envelope) (id int, inc uint64) {
+	if env.ref != nil {
+		return env.ref.Worker, env.ref.Incarnation
+	}
+	if b := a.bindingIn(env.pool); b.inc != 0 {
+		return int(b.worker), b.inc
+	}
+	return -1, 0
+}
+
+// busyRow is the "busy" row: whether the call fails at once, or waits for
+// its worker; neither means a hint detour.
+func busyRow(env *envelope) (failBusy, waitHere bool) {
+	pinned := env.ref != nil || env.mode == StrictQueue // cannot move
+	switch {
+	case env.mode == StrictFailFast || (env.isStream() && pinned):
+		return true, false
+	case pinned:
+		return false, true
+	}
+	return false, false
+}
+
+// detour runs a hint call whose worker is busy on a worker that looks free;
+// the binding stays. ok is false when none could be claimed.
+func (a *sessionActor) detour(env *envelope, pref *worker) (decision, bool) {
+	p := env.pool
+	w := p.freeWorker(pref)
+	if w == nil {
+		return decision{}, false
+	}
+	switch res, inc := p.claim(env, w, 0); res {
+	case claimed:
+		return decision{run: w, inc: inc, outcome: messages.OutcomeDetour}, true
+	case claimGaveUp:
+		return decision{outcome: messages.OutcomeDetour, err: errGaveUp}, true
+	}
+	return decision{}, false
+}
+
+// routeSlow decides under the pool lock, deciding again when a worker's
+// state changed between the decision and acting on it (other calls claim
+// slots without the pool lock).
+func (a *sessionActor) routeSlow(env *envelope) decision {
+	p := env.pool
+	b := a.bindingSlot(p)
+	// The call may wait in the hint ring: a worker freed meanwhile must
+	// come and look (see freeSlot).
+	p.hintN.Add(1)
+	defer p.hintN.Add(-1)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	unbound := messages.OutcomeBound
+	for {
+		d := a.decide(env, b, unbound)
+		if d.outcome == messages.OutcomeRebind {
+			unbound = messages.OutcomeRebind // kept if decided again
+		}
+		if d, again := a.apply(env, d); !again {
+			return d
+		}
+	}
+}
+
+// decide picks the row of the table for env. Caller holds p.mu.
+func (a *sessionActor) decide(env *envelope, b *binding, unbound messages.Outcome) decision {
+	p := env.pool
+	switch {
+	case p.closed:
+		return refuse(ErrShutdown)
+	case env.retries > 0 && staleErr(env) != nil:
+		return refuse(staleErr(env))
+	case env.ref != nil:
+		return a.routeRef(env)
+	case b.inc == 0:
+		return a.routeUnbound(env, b, unbound)
+	}
+	return a.routeBound(env, b)
+}
 
 // routeRef is the ref row: a ref never moves. Caller holds p.mu.
 func (a *sessionActor) routeRef(env *envelope) decision {
@@ -253,14 +374,14 @@ func (a *sessionActor) routeBound(env *envelope, b *binding) decision {
 // routeBusy is the "busy" row. Caller holds p.mu.
 func (a *sessionActor) routeBusy(env *envelope, pref *worker) decision {
 	p := env.pool
-	switch {
-	case env.mode == StrictFailFast || (env.isStream() && env.mode == StrictQueue):
+	switch failBusy, waitHere := busyRow(env); {
+	case failBusy:
 		return refuse(ErrWorkerBusy)
-	case env.mode == StrictQueue:
+	case waitHere:
 		return decision{wait: pref, outcome: messages.OutcomeQueued}
 	}
 	// Hint: detour to any free worker; the binding stays.
-	if w := p.freeWorker(); w != nil {
+	if w := p.freeWorker(pref); w != nil {
 		return decision{run: w, outcome: messages.OutcomeDetour}
 	}
 	if env.isStream() {
@@ -296,49 +417,61 @@ func (a *sessionActor) routeUnbound(env *envelope, b *binding, outcome messages.
 		return refuse(ErrWorkerBusy)
 	case env.mode == StrictQueue && ready != nil:
 		env.call.Worker = ready.id
-		return decision{wait: ready, bind: ready, outcome: messages.OutcomeQueued}
+		return decision{wait: ready, bind: ready, outcome: outcome}
 	}
 	// Hint, or strict_queue while no worker is ready (restarting): the
 	// session has no state to lose, so it waits for the first free worker
 	// and binds there.
 	env.bindOnRun = true
-	return decision{waitAny: true, outcome: messages.OutcomeQueued}
+	return decision{waitAny: true, outcome: outcome}
 }
 
 // apply carries out a decision under p.mu. It turns into a refusal when
 // the queue is full, and into nothing (outcome kept) when the caller gave
-// up meanwhile.
-func (a *sessionActor) apply(env *envelope, d decision) decision {
+// up meanwhile. again: the worker's state changed since the decision
+// (claimed by a call routed without the pool lock, or freed); decide again.
+func (a *sessionActor) apply(env *envelope, d decision) (_ decision, again bool) {
 	p := env.pool
 	switch {
 	case d.run != nil:
-		if !p.claim(env, d.run) {
-			return decision{outcome: d.outcome, err: errGaveUp}
+		res, inc := p.claim(env, d.run, 0)
+		switch res {
+		case claimNoRoom:
+			return d, true
+		case claimGaveUp:
+			return decision{outcome: d.outcome, err: errGaveUp}, false
+		case claimClosed:
+			return refuse(ErrShutdown), false
 		}
-	case d.wait != nil || d.waitAny:
-		target := -1
-		if d.wait != nil {
-			target = d.wait.id
+		d.inc = inc
+	case d.wait != nil:
+		w := d.wait
+		w.mu.Lock()
+		if p.roomLocked(w) {
+			w.mu.Unlock()
+			return d, true
 		}
-		if err := a.park(env, target); err != nil {
-			return refuse(err)
+		err := a.park(env, w.id)
+		w.mu.Unlock()
+		if err != nil {
+			return refuse(err), false
+		}
+	case d.waitAny:
+		if err := a.park(env, -1); err != nil {
+			return refuse(err), false
 		}
 	default:
-		return d
+		return d, false
 	}
 	if d.bind != nil {
 		p.bind(a.bindingSlot(p), d.bind)
 	}
-	return d
+	return d, false
 }
-
-// errGaveUp marks a decision whose call was abandoned by its caller while
-// it was being routed: nobody is waiting for an answer.
-var errGaveUp = errors.New("affinity: caller gave up")
 
 // park makes env wait here for target (-1: any worker) and puts the session
 // in that worker's wait ring (or the pool's hint ring) unless it is there
-// already. Caller holds p.mu.
+// already. Caller holds target's mu (p.mu for the hint ring).
 func (a *sessionActor) park(env *envelope, target int) error {
 	p := env.pool
 	if int(p.queued.Load()) >= p.cfg.QueueSize {
@@ -350,7 +483,7 @@ func (a *sessionActor) park(env *envelope, target int) error {
 	p.queued.Add(1)
 	env.target = target
 	if target >= 0 {
-		w := p.workers[target]
+		w := p.workerByID(target)
 		env.call.Worker, env.call.Incarnation = w.id, w.incarnation
 	}
 	sp := a.poolState(p)
@@ -360,7 +493,8 @@ func (a *sessionActor) park(env *envelope, target int) error {
 	return nil
 }
 
-// register puts the session in target's wait ring once. Caller holds p.mu.
+// register puts the session in target's wait ring once. Caller holds
+// target's mu (p.mu for the hint ring).
 func (a *sessionActor) register(p *pool, sp *sessionPool, target int) {
 	for _, t := range sp.regs {
 		if t == target {
@@ -372,7 +506,7 @@ func (a *sessionActor) register(p *pool, sp *sessionPool, target int) {
 	if b := a.bindingIn(p); b.inc != 0 {
 		bound = b.worker
 	}
-	p.ring(target).push(ringEntry{rec: a.rec, bound: bound})
+	p.pushWaiter(target, ringEntry{rec: a.rec, bound: bound})
 }
 
 func (sp *sessionPool) unregister(target int) {
@@ -384,17 +518,26 @@ func (sp *sessionPool) unregister(target int) {
 	}
 }
 
-// afterRoute acts on a decision outside the pool lock.
-func (a *sessionActor) afterRoute(env *envelope, d decision, dispatched messages.CallDispatched, queued int) {
+// afterRoute acts on a decision outside the locks.
+func (a *sessionActor) afterRoute(env *envelope, d decision) {
 	p := env.pool
 	p.stats.dispatched[env.mode][d.outcome].Add(1)
-	emit(p.rt, dispatched)
+	if p.rt.wantEvents {
+		// A delivered call may be answered and recycled at once: its
+		// worker and incarnation come from the decision.
+		worker, inc := env.call.Worker, env.call.Incarnation
+		if d.run != nil {
+			worker, inc = d.run.id, d.inc
+		}
+		emit(p.rt, messages.CallDispatched{Pool: p.cfg.Name, Session: a.rec.id, Worker: worker,
+			Incarnation: inc, Affinity: env.mode, Outcome: d.outcome, Stream: env.isStream()})
+	}
 	switch {
 	case d.err == errGaveUp:
 	case d.err != nil:
 		if d.err == ErrPoolSaturated {
 			p.stats.saturated.Add(1)
-			emit(p.rt, messages.PoolSaturated{Pool: p.cfg.Name, Session: a.rec.id, Queued: queued})
+			emit(p.rt, messages.PoolSaturated{Pool: p.cfg.Name, Session: a.rec.id, Queued: int(p.queued.Load())})
 		}
 		if env.state.CompareAndSwap(envNew, envDone) {
 			env.refuse(env.fail(d.err, ""))
@@ -477,11 +620,15 @@ func (a *sessionActor) rejoin(p *pool, sp *sessionPool, target int) {
 	if !a.hasWaiting(sp, target) {
 		return
 	}
-	p.mu.Lock()
-	if !p.closed {
+	mu := &p.mu // the hint ring's lock, or the worker's
+	if target >= 0 {
+		mu = &p.workerByID(target).mu
+	}
+	mu.Lock()
+	if !p.closing.Load() {
 		a.register(p, sp, target)
 	}
-	p.mu.Unlock()
+	mu.Unlock()
 }
 
 // nextWaiting takes the oldest call waiting for target, dropping calls

@@ -109,10 +109,10 @@ func (rt *Runtime) Stats() Stats {
 				ps.Ready++
 			}
 			ps.Workers = append(ps.Workers, WorkerStats{ID: w.id, State: w.state.String(), Incarnation: w.incarnation,
-				Inflight: w.inflight, Waiting: w.waiters.n, Bound: w.bound, Calls: w.calls.Load(), LastTaint: w.lastTaint})
+				Inflight: int(w.inflight.Load()), Waiting: int(w.nwait.Load()), Bound: w.bound, Calls: w.calls.Load(), LastTaint: w.lastTaint})
 		}
 		slices.SortFunc(ps.Workers, func(a, b WorkerStats) int { return a.ID - b.ID })
-		ps.Queued, ps.Inflight = int(p.queued.Load()), p.inflight
+		ps.Queued, ps.Inflight = int(p.queued.Load()), int(p.inflight.Load())
 		p.mu.Unlock()
 		st.Pools[p.cfg.Name] = ps
 	}

@@ -117,7 +117,11 @@ func (a *workerActor) start(ctx actor.Context) {
 		}
 		return
 	}
-	w.incarnation, w.state, w.bound = a.inc, wsReady, 0
+	w.mu.Lock()
+	w.incarnation = a.inc
+	w.setState(wsReady)
+	w.mu.Unlock()
+	w.bound = 0
 	p.mu.Unlock()
 
 	if first {
@@ -305,7 +309,9 @@ func (a *workerActor) taintNow(reason messages.TaintReason, cause error) {
 	if w.incarnation == a.inc && w.state == wsReady {
 		out = p.takeOutOfService(w, wsRestarting)
 	} else if w.state == wsStarting || w.state == wsReady {
-		w.state = wsRestarting
+		w.mu.Lock()
+		w.setState(wsRestarting)
+		w.mu.Unlock()
 	}
 	p.mu.Unlock()
 	out.send()
@@ -379,7 +385,8 @@ func protect(f func()) (perr *PanicError) {
 func (p *pool) workerStopped(w *worker) {
 	p.mu.Lock()
 	var orphans []*envelope
-	w.rmu.Lock()
+	freed := 0
+	w.mu.Lock()
 	w.gone = true
 	for e := w.running.head; e != nil; {
 		next := e.next
@@ -389,19 +396,21 @@ func (p *pool) workerStopped(w *worker) {
 			fallthrough
 		case e.state.Load() == envAbandoned:
 			w.running.remove(e)
-			w.inflight--
-			p.inflight--
+			w.inflight.Add(-1)
+			freed++
 		}
 		e = next
 	}
-	w.rmu.Unlock()
+	w.mu.Unlock()
 	var out notices
 	if w.state != wsRemoved && w.state != wsFailed {
 		out = p.takeOutOfService(w, wsRemoved)
 	}
 	closed := p.closed
-	drained := closed && p.inflight == 0
 	p.mu.Unlock()
+	for range freed {
+		p.leave()
+	}
 
 	for _, e := range orphans {
 		if closed {
@@ -411,9 +420,6 @@ func (p *pool) workerStopped(w *worker) {
 		}
 	}
 	out.send()
-	if drained {
-		p.markDrained()
-	}
 	close(w.stopped)
 }
 
