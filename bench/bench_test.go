@@ -83,14 +83,24 @@ func newAffinity(b *testing.B, mode actors.Affinity, size int) *actors.Runtime {
 func sessionID(i int) string { return fmt.Sprint("session-", i) }
 
 // BenchmarkParallel compares per-call time and p99 latency under each load:
-// Affinity's hint and strict_queue sessions, sticky channels (the limit for
-// affinity routing), protoactor's consistent-hash router, and a shared
-// channel pool (no affinity at all).
+// Affinity's hint and strict_queue sessions (called with a context that
+// cannot be cancelled, so an idle worker's call runs on its caller, and with
+// one that can), sticky channels (the limit for affinity routing),
+// protoactor's consistent-hash router, and a shared channel pool (no
+// affinity at all).
 func BenchmarkParallel(b *testing.B) {
 	for _, l := range loads {
 		b.Run(l.name, func(b *testing.B) {
 			for _, mode := range []actors.Affinity{actors.Hint, actors.StrictQueue} {
-				b.Run("affinity/"+mode.String(), func(b *testing.B) { benchAffinity(b, l, mode) })
+				b.Run("affinity/"+mode.String(), func(b *testing.B) { benchAffinity(b, l, mode, context.Background()) })
+			}
+			// The same calls with a context that can be cancelled (and never
+			// is): the caller may leave, so a worker goroutine runs each call
+			// and the caller waits for its reply.
+			cancellable, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			for _, mode := range []actors.Affinity{actors.Hint, actors.StrictQueue} {
+				b.Run("affinity-cancellable/"+mode.String(), func(b *testing.B) { benchAffinity(b, l, mode, cancellable) })
 			}
 			b.Run("sticky-channels", func(b *testing.B) {
 				pool := newStickyChannels(l.workers)
@@ -113,10 +123,9 @@ func BenchmarkParallel(b *testing.B) {
 	}
 }
 
-func benchAffinity(b *testing.B, l load, mode actors.Affinity) {
+func benchAffinity(b *testing.B, l load, mode actors.Affinity, ctx context.Context) {
 	rt := newAffinity(b, mode, l.workers)
 	ss := make([]*actors.Session, l.sessions)
-	ctx := context.Background()
 	for i := range ss {
 		ss[i] = rt.Session(sessionID(i))
 		// Steady state: each session's actor is activated and bound before

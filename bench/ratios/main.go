@@ -24,6 +24,8 @@ const (
 	parallel    = "BenchmarkParallel/"
 	hint        = "/affinity/hint"
 	strict      = "/affinity/strict_queue"
+	hintCancel  = "/affinity-cancellable/hint"
+	strictCncl  = "/affinity-cancellable/strict_queue"
 	sticky      = "/sticky-channels"
 	hashRouter  = "/protoactor-consistent-hash"
 	chanPool    = "/channel-pool"
@@ -39,7 +41,7 @@ const (
 )
 
 // contenders of the parallel benchmarks, in the order of the latency table.
-var contenders = []string{hint, strict, sticky, hashRouter, chanPool}
+var contenders = []string{hint, strict, hintCancel, strictCncl, sticky, hashRouter, chanPool}
 
 // target is one figure and its bound.
 type target struct {
@@ -48,6 +50,7 @@ type target struct {
 	unit     string
 	atLeast  bool // the figure must be >= bound, else <= bound
 	bound    float64
+	info     bool // reported without a verdict
 	decimals int
 }
 
@@ -61,6 +64,9 @@ func buildTargets() []target {
 			ts = append(ts,
 				target{label: load + mode + " / sticky channels", value: ratio(name, parallel+load+sticky, nsUnit), unit: "x", bound: 1.3, decimals: 2},
 				target{label: load + " consistent-hash router / " + mode[1:], value: ratio(parallel+load+hashRouter, name, nsUnit), unit: "x", atLeast: true, bound: 2.5, decimals: 2})
+		}
+		for _, mode := range []string{hintCancel, strictCncl} {
+			ts = append(ts, target{label: load + mode + " / sticky channels", value: ratio(parallel+load+mode, parallel+load+sticky, nsUnit), unit: "x", info: true, decimals: 2})
 		}
 	}
 	return append(ts,
@@ -150,6 +156,12 @@ func report(w io.Writer, m medians) (allMet bool) {
 		}
 		goal := fmt.Sprintf("target %s %s%s", op, strconv.FormatFloat(t.bound, 'f', -1, 64), t.unit)
 		v, ok := t.value(m)
+		if t.info {
+			if ok {
+				fmt.Fprintf(w, "%-56s %16s   %-24s info\n", t.label, strconv.FormatFloat(v, 'f', t.decimals, 64)+t.unit, "no target")
+			}
+			continue
+		}
 		if !ok {
 			allMet = false
 			fmt.Fprintf(w, "%-56s %16s   %-24s MISSING\n", t.label, "n/a", goal)
@@ -171,7 +183,7 @@ func report(w io.Writer, m medians) (allMet bool) {
 // table writes the parallel benchmarks' mean time per call next to their
 // p99 latency, one row per load and contender.
 func table(w io.Writer, m medians) {
-	fmt.Fprintf(w, "%-16s %-28s %10s %12s\n", "load", "contender", "ns/op", "p99")
+	fmt.Fprintf(w, "%-16s %-34s %10s %12s\n", "load", "contender", "ns/op", "p99")
 	for _, load := range []string{smallLoad, largeLoad} {
 		for _, c := range contenders {
 			name := parallel + load + c
@@ -183,7 +195,7 @@ func table(w io.Writer, m medians) {
 			if v, ok := m[name][p99Unit]; ok {
 				p99 = time.Duration(v).String()
 			}
-			fmt.Fprintf(w, "%-16s %-28s %10.0f %12s\n", load, c[1:], ns, p99)
+			fmt.Fprintf(w, "%-16s %-34s %10.0f %12s\n", load, c[1:], ns, p99)
 		}
 	}
 }
