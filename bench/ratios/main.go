@@ -158,13 +158,13 @@ func report(w io.Writer, m medians) (allMet bool) {
 		v, ok := t.value(m)
 		if t.info {
 			if ok {
-				fmt.Fprintf(w, "%-56s %16s   %-24s info\n", t.label, strconv.FormatFloat(v, 'f', t.decimals, 64)+t.unit, "no target")
+				fmt.Fprintf(w, "%-64s %16s   %-24s info\n", t.label, strconv.FormatFloat(v, 'f', t.decimals, 64)+t.unit, "no target")
 			}
 			continue
 		}
 		if !ok {
 			allMet = false
-			fmt.Fprintf(w, "%-56s %16s   %-24s MISSING\n", t.label, "n/a", goal)
+			fmt.Fprintf(w, "%-64s %16s   %-24s MISSING\n", t.label, "n/a", goal)
 			continue
 		}
 		met := v <= t.bound
@@ -175,7 +175,7 @@ func report(w io.Writer, m medians) (allMet bool) {
 		if !met {
 			verdict, allMet = "MISS", false
 		}
-		fmt.Fprintf(w, "%-56s %16s   %-24s %s\n", t.label, strconv.FormatFloat(v, 'f', t.decimals, 64)+t.unit, goal, verdict)
+		fmt.Fprintf(w, "%-64s %16s   %-24s %s\n", t.label, strconv.FormatFloat(v, 'f', t.decimals, 64)+t.unit, goal, verdict)
 	}
 	return allMet
 }
