@@ -48,6 +48,9 @@ type mCall struct {
 	pref    int // hint queue: the session's bound worker, -1 if none
 	bindRun bool
 	epoch   int // the session's epoch when the call was made
+	// uncancellable: made with a context that cannot be cancelled, so a
+	// call to an idle worker runs on its caller's goroutine.
+	uncancellable bool
 
 	gate    chan struct{}
 	panics  atomic.Bool
@@ -270,6 +273,9 @@ func (m *model) launch(c *mCall) {
 	c.gate, c.started, c.done = make(chan struct{}), make(chan int, 1), make(chan callOutcome, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
+	if c.uncancellable {
+		ctx = context.WithoutCancel(ctx)
+	}
 	m.calls = append(m.calls, c)
 	o := op{ID: c.id, Block: c.gate, Started: c.started, Ref: "r", PanicIf: &c.panics}
 	go func() {
@@ -386,7 +392,8 @@ func (m *model) waitQueued(n int) {
 
 func (m *model) stepCall(t *rapid.T) {
 	c := &mCall{id: len(m.calls) + 1, sess: rapid.IntRange(0, modelSessions-1).Draw(t, "session"),
-		mode: rapid.SampledFrom(allModes).Draw(t, "mode"), worker: -1, pref: -1}
+		mode: rapid.SampledFrom(allModes).Draw(t, "mode"), worker: -1, pref: -1,
+		uncancellable: rapid.Bool().Draw(t, "uncancellable")}
 	m.expect(c, m.route(c))
 }
 
@@ -403,7 +410,8 @@ func (m *model) stepRefCall(t *rapid.T) {
 	ref := rapid.SampledFrom(m.refs).Draw(t, "ref")
 	var sess int
 	fmt.Sscanf(ref.Session, "s%d", &sess)
-	c := &mCall{id: len(m.calls) + 1, sess: sess, ref: &ref, mode: rapid.SampledFrom(allModes).Draw(t, "mode"), worker: -1, pref: -1}
+	c := &mCall{id: len(m.calls) + 1, sess: sess, ref: &ref, mode: rapid.SampledFrom(allModes).Draw(t, "mode"), worker: -1, pref: -1,
+		uncancellable: rapid.Bool().Draw(t, "uncancellable")}
 	m.expect(c, m.route(c))
 }
 
@@ -450,12 +458,31 @@ func (m *model) stepRelease(t *rapid.T) {
 func (m *model) runNext(w *mWorker) {
 	next := m.nextFor(w)
 	if next == nil {
+		m.settle()
 		return
 	}
 	if id := m.startedOn(next); id != w.id {
 		m.t.Fatalf("call %d started on worker %d, model says %d", next.id, id, w.id)
 	}
 	m.start(next, w)
+}
+
+// settle waits until the runtime, too, holds no slot of the workers the
+// model has idle, and no hint ring entry when the model has none. A freed
+// (or new) worker may reserve its slot for a session in a wait ring whose
+// calls all stopped waiting; the session gives it back, asynchronously, and
+// the worker passes it to the next entry until the ring is empty. Until
+// then the worker is busy for the calls the model sends it next.
+func (m *model) settle() {
+	p := m.rt.pools[0]
+	require.Eventually(m.t, func() bool {
+		for _, w := range m.active() {
+			if w.state == wsReady && w.running == nil && p.workerByID(w.id).inflight.Load() != 0 {
+				return false
+			}
+		}
+		return len(m.hintRing) > 0 || p.hintN.Load() == 0
+	}, 5*time.Second, 50*time.Microsecond, "the runtime kept slots or ring entries the model says are gone")
 }
 
 // crash makes a running call panic: it fails with ErrWorkerFailed, its
@@ -618,9 +645,9 @@ func (m *model) dequeue(c *mCall) {
 }
 
 func (m *model) stepCancel(t *rapid.T) {
-	queued := m.queuedCalls()
+	queued := slices.DeleteFunc(m.queuedCalls(), func(c *mCall) bool { return c.uncancellable })
 	if len(queued) == 0 {
-		t.Skip("nothing queued")
+		t.Skip("nothing queued that can be cancelled")
 	}
 	c := rapid.SampledFrom(queued).Draw(t, "call")
 	c.cancel()
@@ -669,6 +696,7 @@ func (m *model) stepGrow(t *rapid.T) {
 	// cancelled or closed) until the ring is empty.
 	m.hintRing = nil
 	m.syncWorkers()
+	m.settle()
 }
 
 func (m *model) stepShrink(t *rapid.T) {
@@ -732,6 +760,9 @@ func (m *model) finish() {
 	defer cancel()
 	if err := m.rt.Shutdown(ctx); err != nil {
 		m.t.Fatal(err)
+	}
+	if m.t.Failed() {
+		return // the first failure is the one to report
 	}
 	for _, c := range m.calls {
 		c.cancel()
