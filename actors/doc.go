@@ -27,6 +27,15 @@
 // wait. Waiting calls honour their context and the pool's queue timeout, and
 // a call that stopped waiting never runs.
 //
+// # Who runs a call
+//
+// A worker's calls are turns of its actor: one at a time (up to Capacity),
+// in order. A blocking call (Session.Call, Runtime.Call, Runtime.CallRef)
+// whose context cannot be cancelled runs on its caller's goroutine when the
+// worker (Capacity 1) is idle, since the caller would only wait for it;
+// other calls run on the worker's own goroutine. PoolConfig.OwnGoroutineOnly
+// keeps every call there, for workers tied to a goroutine or OS thread.
+//
 // # Supervision
 //
 // A worker is tainted when it panics, returns an error wrapped with Fatal,
