@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -51,8 +52,16 @@ func TestCallRunsOnItsCallerWhenTheWorkerIsIdle(t *testing.T) {
 		{"OwnGoroutineOnly", true, context.Background(), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := start(t, tc.ownGoroutine).Session("s")
+			rt := start(t, tc.ownGoroutine)
+			s := rt.Session("s")
+			mb := rt.pools[0].workerByID(0).mailbox
 			for i := 0; i < 3; i++ { // the first call binds, the others hit
+				// The worker is idle once its start (or last call) is over.
+				require.Eventually(t, func() bool {
+					mb.mu.Lock()
+					defer mb.mu.Unlock()
+					return !mb.scheduled
+				}, 5*time.Second, 100*time.Microsecond)
 				v, err := s.Call(tc.ctx, i)
 				require.NoError(t, err)
 				assert.Equal(t, tc.onCaller, v.(uint64) == goid(), "call %d ran on the caller's goroutine", i)
@@ -64,7 +73,7 @@ func TestCallRunsOnItsCallerWhenTheWorkerIsIdle(t *testing.T) {
 // Calls that run on their callers' goroutines are still turns of the worker
 // actor: never two at once on a worker of Capacity 1, and each answer goes
 // to its own caller.
-func TestCallerRunCallsAreOneAtATimeAndInOrder(t *testing.T) {
+func TestCallerRunCallsAreOneAtATimeAndAnswerTheirCaller(t *testing.T) {
 	const workers, sessions, callers, calls = 3, 12, 24, 300
 	type key struct {
 		worker int
