@@ -92,15 +92,13 @@ func BenchmarkParallel(b *testing.B) {
 	for _, l := range loads {
 		b.Run(l.name, func(b *testing.B) {
 			for _, mode := range []actors.Affinity{actors.Hint, actors.StrictQueue} {
-				b.Run("affinity/"+mode.String(), func(b *testing.B) { benchAffinity(b, l, mode, context.Background()) })
+				b.Run("affinity/"+mode.String(), func(b *testing.B) { benchAffinity(b, l, mode, false) })
 			}
-			// The same calls with a context that can be cancelled (and never
-			// is): the caller may leave, so a worker goroutine runs each call
+			// The same calls with contexts that can be cancelled (and never
+			// are): the caller may leave, so a worker goroutine runs each call
 			// and the caller waits for its reply.
-			cancellable, cancel := context.WithCancel(context.Background())
-			defer cancel()
 			for _, mode := range []actors.Affinity{actors.Hint, actors.StrictQueue} {
-				b.Run("affinity-cancellable/"+mode.String(), func(b *testing.B) { benchAffinity(b, l, mode, cancellable) })
+				b.Run("affinity-cancellable/"+mode.String(), func(b *testing.B) { benchAffinity(b, l, mode, true) })
 			}
 			b.Run("sticky-channels", func(b *testing.B) {
 				pool := newStickyChannels(l.workers)
@@ -123,19 +121,29 @@ func BenchmarkParallel(b *testing.B) {
 	}
 }
 
-func benchAffinity(b *testing.B, l load, mode actors.Affinity, ctx context.Context) {
+// benchAffinity calls with context.Background(), or, when cancellable,
+// with a cancellable context per session, as a server's requests each
+// bring their own.
+func benchAffinity(b *testing.B, l load, mode actors.Affinity, cancellable bool) {
 	rt := newAffinity(b, mode, l.workers)
 	ss := make([]*actors.Session, l.sessions)
+	ctxs := make([]context.Context, l.sessions)
 	for i := range ss {
+		ctxs[i] = context.Background()
+		if cancellable {
+			var cancel context.CancelFunc
+			ctxs[i], cancel = context.WithCancel(ctxs[i])
+			b.Cleanup(cancel)
+		}
 		ss[i] = rt.Session(sessionID(i))
 		// Steady state: each session's actor is activated and bound before
 		// the clock starts, as it is after a session's first call.
-		if _, err := ss[i].Call(ctx, i); err != nil {
+		if _, err := ss[i].Call(ctxs[i], i); err != nil {
 			b.Fatal(err)
 		}
 	}
 	runCallers(b, l, func(i int) error {
-		_, err := ss[i].Call(ctx, i)
+		_, err := ss[i].Call(ctxs[i], i)
 		return err
 	})
 }
