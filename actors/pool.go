@@ -425,8 +425,10 @@ func (g *grant) giveBack() {
 func (p *pool) release(w *worker, env *envelope) *grant { return p.freeSlot(w, env) }
 
 // freeSlot frees a slot of w (env's, when not nil) and reserves it for the
-// next waiting session, if any. Sessions waiting for w need only w.mu; the
-// hint ring needs mu too, taken only when hintN says it may hold someone.
+// next waiting session, if any. Sessions waiting for w need only w.mu (they
+// park under it). The hint ring needs mu too, taken only when hintN says it
+// may hold someone: hintN is read after the in-flight count went down, and
+// a routing that may park there counts itself first (see routeSlow).
 func (p *pool) freeSlot(w *worker, env *envelope) *grant {
 	w.mu.Lock()
 	if env != nil {

@@ -306,8 +306,11 @@ func (a *sessionActor) detour(env *envelope, pref *worker) (decision, bool) {
 func (a *sessionActor) routeSlow(env *envelope) decision {
 	p := env.pool
 	b := a.bindingSlot(p)
-	// The call may wait in the hint ring: a worker freed meanwhile must
-	// come and look (see freeSlot).
+	// The call may wait in the hint ring. Counted in hintN before looking
+	// for a free worker (whose in-flight count is read without its lock), a
+	// worker that frees up meanwhile is either seen free here, or sees hintN
+	// and takes p.mu, so it looks at the ring only after this call parked
+	// there (see freeSlot). Both sides are sequentially consistent atomics.
 	p.hintN.Add(1)
 	defer p.hintN.Add(-1)
 	p.mu.Lock()
