@@ -417,19 +417,16 @@ func (g *grant) free() {
 func (g *grant) giveBack() {
 	p, w := g.pool, g.w
 	g.free()
-	postGrant(p.freeSlot(w, nil))
+	postGrant(p.release(w, nil))
 }
 
-// release frees env's slot on w and reserves it for the next waiting
-// session, if any; the caller posts the returned grant.
-func (p *pool) release(w *worker, env *envelope) *grant { return p.freeSlot(w, env) }
-
-// freeSlot frees a slot of w (env's, when not nil) and reserves it for the
-// next waiting session, if any. Sessions waiting for w need only w.mu (they
+// release frees a slot of w (env's, when not nil: a reserved slot has no
+// call) and reserves it for the next waiting session, if any; the caller
+// posts the returned grant. Sessions waiting for w need only w.mu (they
 // park under it). The hint ring needs mu too, taken only when hintN says it
 // may hold someone: hintN is read after the in-flight count went down, and
 // a routing that may park there counts itself first (see routeSlow).
-func (p *pool) freeSlot(w *worker, env *envelope) *grant {
+func (p *pool) release(w *worker, env *envelope) *grant {
 	w.mu.Lock()
 	if env != nil {
 		w.running.remove(env)

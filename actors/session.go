@@ -155,22 +155,18 @@ func (r *sessionRec) actor() *sessionActor {
 
 // post delivers msg to the session actor's mailbox. A closed session hands
 // it on (see orphan).
-func (r *sessionRec) post(msg any) {
+func (r *sessionRec) post(msg any) { r.send(msg, nil) }
+
+// postOwn is post for a call whose caller blocks on it (see
+// sessionMailbox.post).
+func (r *sessionRec) postOwn(env *envelope) { r.send(env, env) }
+
+func (r *sessionRec) send(msg any, own *envelope) {
 	if a := r.actor(); a != nil {
-		a.proc.SendUserMessage(a.self, msg)
+		a.mb.post(msg, own) // what the actor's process would do: it only posts
 		return
 	}
 	r.orphan(msg)
-}
-
-// postOwn is post for a call whose caller blocks on it (see
-// sessionMailbox.postOwn).
-func (r *sessionRec) postOwn(env *envelope) {
-	if a := r.actor(); a != nil {
-		a.mb.postOwn(env)
-		return
-	}
-	r.orphan(env)
 }
 
 // orphan handles a message that reached a session actor after it left (it

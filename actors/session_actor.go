@@ -310,7 +310,7 @@ func (a *sessionActor) routeSlow(env *envelope) decision {
 	// for a free worker (whose in-flight count is read without its lock), a
 	// worker that frees up meanwhile is either seen free here, or sees hintN
 	// and takes p.mu, so it looks at the ring only after this call parked
-	// there (see freeSlot). Both sides are sequentially consistent atomics.
+	// there (see release). Both sides are sequentially consistent atomics.
 	p.hintN.Add(1)
 	defer p.hintN.Add(-1)
 	p.mu.Lock()

@@ -20,7 +20,7 @@ type sessionMailbox struct {
 	rec      *sessionRec
 	detached bool // guarded by mu
 	// own is the call whose caller is running this turn, while the actor
-	// handles it (see postOwn). Only the turn's goroutine touches it.
+	// handles it (see post). Only the turn's goroutine touches it.
 	own *envelope
 }
 
@@ -34,11 +34,10 @@ const inlineBudget = 64
 // queued runs the message at once, without queueing it.
 func (m *sessionMailbox) PostUserMessage(msg any) { m.post(msg, nil) }
 
-// postOwn posts a call whose caller blocks until it is answered. When the
-// call is handled at once, on the caller's goroutine, the session actor may
-// leave running it to the caller (envelope.runOn).
-func (m *sessionMailbox) postOwn(env *envelope) { m.post(env, env) }
-
+// post posts msg; own, when set, is msg: a call whose caller blocks until
+// it is answered. When that call is handled at once, on the caller's
+// goroutine, the session actor may leave running it to the caller
+// (envelope.runOn).
 func (m *sessionMailbox) post(msg any, own *envelope) {
 	m.mu.Lock()
 	if m.detached {
