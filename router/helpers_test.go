@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/cookiejar"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -178,25 +177,51 @@ func testConfig(bs ...*testBackend) Config {
 	return cfg
 }
 
-// proxy is a Router served on loopback.
+// proxy is a Router served on loopback by a Server, as affinity-router
+// serves plain-text clients.
 type proxy struct {
 	*Router
-	srv *httptest.Server
+	srv *frontend
+}
+
+// frontend is where a test reaches a Server.
+type frontend struct {
+	URL string
+	*Server
 }
 
 func startRouter(t *testing.T, cfg Config) *proxy {
 	t.Helper()
 	r, err := New(cfg)
 	require.NoError(t, err)
-	srv := httptest.NewServer(r)
-	p := &proxy{Router: r, srv: srv}
-	t.Cleanup(func() {
-		srv.Close()
+	t.Cleanup(func() { // runs after the Server's shutdown, registered next
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		require.NoError(t, r.Close(ctx))
 	})
-	return p
+	return &proxy{Router: r, srv: serve(t, r)}
+}
+
+// serve serves h with a Server on loopback until the test ends, when it
+// shuts down (before the cleanups registered earlier run).
+func serve(t *testing.T, h http.Handler) *frontend {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	s, err := NewServer(&http.Server{Handler: h})
+	require.NoError(t, err)
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			_ = s.Close()
+			t.Errorf("Server.Shutdown: %v", err)
+		}
+		require.ErrorIs(t, <-served, http.ErrServerClosed)
+	})
+	return &frontend{URL: "http://" + ln.Addr().String(), Server: s}
 }
 
 // client is one browser: a cookie jar and its own connections.

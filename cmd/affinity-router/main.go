@@ -71,20 +71,31 @@ func run(args []string, sigs <-chan os.Signal, ready func(proxy, admin string)) 
 		_ = rt.Close(context.Background())
 		return err
 	}
-	servers := []*http.Server{proxy}
+	// Plain-text clients go to router.Server, which answers the common
+	// request itself and hands every other connection to proxy; TLS (and so
+	// HTTP/2) is proxy's alone.
+	var servers []shutdowner
 	adminAddr := ""
 	errc := make(chan error, 2)
-	go func() {
-		if o.tlsCert != "" {
-			errc <- proxy.ServeTLS(ln, o.tlsCert, o.tlsKey)
-		} else {
-			errc <- proxy.Serve(ln)
+	if o.tlsCert != "" {
+		servers = append(servers, proxy)
+		go func() { errc <- proxy.ServeTLS(ln, o.tlsCert, o.tlsKey) }()
+	} else {
+		front, err := router.NewServer(proxy)
+		if err != nil {
+			_ = ln.Close()
+			_ = rt.Close(context.Background())
+			return err
 		}
-	}()
+		servers = append(servers, front)
+		go func() { errc <- front.Serve(ln) }()
+	}
 	if o.admin != "" {
 		aln, err := net.Listen("tcp", o.admin)
 		if err != nil {
-			_ = proxy.Close()
+			for _, s := range servers {
+				_ = s.Close()
+			}
 			_ = rt.Close(context.Background())
 			return fmt.Errorf("admin listener: %w", err)
 		}
@@ -148,17 +159,25 @@ func reload(o *options, rt *router.Router, log *zerolog.Logger) {
 // shutdown stops accepting, lets running requests finish within grace,
 // then closes the router, which ends upgraded connections (http.Server
 // does not track those) and stops the runtime. nil means a clean drain.
-func shutdown(servers []*http.Server, rt *router.Router, grace time.Duration) error {
+func shutdown(servers []shutdowner, rt *router.Router, grace time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	var errs []error
 	for _, s := range servers {
 		if err := s.Shutdown(ctx); err != nil {
 			errs = append(errs, err)
+			_ = s.Close() // grace is over: what is left ends now
 		}
 	}
 	errs = append(errs, rt.Close(ctx))
 	return errors.Join(errs...)
+}
+
+// shutdowner is a server that drains, or closes: http.Server and
+// router.Server.
+type shutdowner interface {
+	Shutdown(ctx context.Context) error
+	Close() error
 }
 
 // loopback reports whether addr listens on loopback only.
