@@ -166,7 +166,8 @@ func (rt *Runtime) CallRef(ctx context.Context, ref messages.Ref, req any, opts 
 	if err != nil {
 		return nil, err
 	}
-	return rt.call(ctx, rt.Session(ref.Session).live, p, mode, &ref, req)
+	id := ref.Session // a Session handle's live, without allocating the handle
+	return rt.call(ctx, func() *sessionRec { return rt.record(id, false) }, p, mode, &ref, req)
 }
 
 // StreamRef is CallRef for streaming calls.

@@ -1,13 +1,18 @@
 package router
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -179,4 +184,127 @@ func BenchmarkSessionMemory(b *testing.B) {
 			b.ReportMetric(float64(r.Metrics().Sessions), "sessions")
 		})
 	}
+}
+
+// BenchmarkServer compares the Router behind net/http's server with the
+// Router behind Server, in one process: sticky GETs over keep-alive
+// loopback connections from raw clients, to a raw backend answering a
+// canned response, so that allocs/op is the two servers' and the router's.
+func BenchmarkServer(b *testing.B) {
+	backend := cannedBackend(b)
+	r, err := New(Config{Backends: []Backend{{Name: "a", URL: "http://" + backend}}, Keys: [][]byte{testKey1},
+		Health: HealthConfig{Interval: time.Hour}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close(context.Background())
+	sg := r.signer.Load()
+	tk := ticket{sid: newSessionID(), issued: time.Now().Unix()}
+	request := "GET /page HTTP/1.1\r\nHost: bench\r\nUser-Agent: bench\r\nAccept: */*\r\nCookie: " +
+		DefaultCookieName + "=" + sg.encode(&tk) + "\r\n\r\n"
+
+	for _, c := range []struct {
+		name  string
+		serve func(net.Listener) (stop func())
+	}{
+		{"net-http", func(ln net.Listener) func() {
+			srv := &http.Server{Handler: r}
+			go func() { _ = srv.Serve(ln) }()
+			return func() { _ = srv.Close() }
+		}},
+		{"server", func(ln net.Listener) func() {
+			srv, _ := NewServer(&http.Server{Handler: r})
+			go func() { _ = srv.Serve(ln) }()
+			return func() { _ = srv.Close() }
+		}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.serve(ln)()
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				conn, err := net.Dial("tcp", ln.Addr().String())
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				defer conn.Close()
+				br := bufio.NewReader(conn)
+				for pb.Next() {
+					if _, err := io.WriteString(conn, request); err != nil {
+						b.Error(err)
+						return
+					}
+					if err := readCanned(br); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
+
+// cannedBody is what cannedBackend answers, after its head.
+const cannedBody = "hello"
+
+// cannedBackend serves a fixed response to every request on loopback, with
+// no HTTP parsing beyond finding each head's end.
+func cannedBackend(b *testing.B) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = ln.Close() })
+	response := []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: Sun, 29 Nov 2026 12:00:00 GMT\r\nContent-Length: " +
+		strconv.Itoa(len(cannedBody)) + "\r\n\r\n" + cannedBody)
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			b.Cleanup(func() { _ = conn.Close() })
+			go func() {
+				br := bufio.NewReader(conn)
+				for {
+					line, err := br.ReadSlice('\n')
+					if err != nil {
+						return
+					}
+					if len(line) == 2 { // the blank line: a whole head
+						if _, err := conn.Write(response); err != nil {
+							return
+						}
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// readCanned reads one response to a cannedBackend request from br.
+func readCanned(br *bufio.Reader) error {
+	length := -1
+	for {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			return err
+		}
+		if len(line) == 2 {
+			break
+		}
+		if v, ok := bytes.CutPrefix(line, []byte("Content-Length: ")); ok {
+			length, _ = strconv.Atoi(string(bytes.TrimSpace(v)))
+		}
+	}
+	if length != len(cannedBody) {
+		return fmt.Errorf("response length %d", length)
+	}
+	_, err := br.Discard(length)
+	return err
 }

@@ -69,13 +69,14 @@ func newConnPool(u *url.URL, dialer *net.Dialer, max int) *connPool {
 // backendConn is one connection to a backend, owned by one request at a
 // time.
 type backendConn struct {
-	conn    net.Conn
-	br      *bufio.Reader
-	bw      *bufio.Writer
-	read    int64     // bytes read from conn so far
-	limit   int64     // while reading response headers: read may not reach it
-	idleAt  time.Time // when it went back to the pool
-	aborted atomic.Bool
+	conn     net.Conn
+	br       *bufio.Reader
+	bw       *bufio.Writer
+	read     int64     // bytes read from conn so far
+	limit    int64     // while reading response headers: read may not reach it
+	idleAt   time.Time // when it went back to the pool
+	deadline time.Time // the read deadline set last (zero: none)
+	aborted  atomic.Bool
 }
 
 func (c *backendConn) Read(p []byte) (int, error) {
@@ -95,6 +96,7 @@ func (c *backendConn) abort() {
 
 // setReadDeadline sets the read deadline unless abort did (or does).
 func (c *backendConn) setReadDeadline(t time.Time) {
+	c.deadline = t
 	_ = c.conn.SetReadDeadline(t)
 	if c.aborted.Load() {
 		_ = c.conn.SetDeadline(aLongTimeAgo)
@@ -112,9 +114,19 @@ var errHeaderTooLarge = errors.New("affinity router: backend response headers to
 // maxInformational bounds the 1xx responses read before the final one.
 const maxInformational = 5
 
-// get returns an idle connection (reused true) or dials a new one.
-func (p *connPool) get(ctx context.Context) (c *backendConn, reused bool, err error) {
-	now := time.Now()
+// awaitHeaders bounds the wait for response headers to within timeout
+// of now, give or take timeout/8. A deadline that still falls in that
+// window is left: moving a deadline costs more than reading the clock, and
+// with keep-alive nearly every request would move it.
+func (c *backendConn) awaitHeaders(now time.Time, timeout time.Duration) {
+	if min := now.Add(timeout); c.deadline.IsZero() || c.deadline.Before(min) {
+		c.setReadDeadline(min.Add(timeout / 8))
+	}
+}
+
+// get returns an idle connection (reused true) or dials a new one; now is
+// the time.
+func (p *connPool) get(ctx context.Context, now time.Time) (c *backendConn, reused bool, err error) {
 	var stale []*backendConn
 	p.mu.Lock()
 	for len(p.idle) > 0 {
@@ -199,7 +211,8 @@ func (x *exchange) serveFast() {
 	pool := x.b.pool
 	ctx := x.in.Context()
 	for try := 0; ; try++ {
-		c, reused, err := pool.get(ctx)
+		now := time.Now()
+		c, reused, err := pool.get(ctx, now)
 		if err != nil {
 			x.proxyErr = err
 			return
@@ -210,7 +223,7 @@ func (x *exchange) serveFast() {
 		if x.gone.Load() {
 			c.abort()
 		}
-		keep, retry, err := x.exchangeOn(c)
+		keep, retry, err := x.exchangeOn(c, now)
 		x.conn.Store(nil)
 		if x.gone.Load() || c.aborted.Load() {
 			keep = false // leave may have aborted c: its deadlines are spent
@@ -246,7 +259,7 @@ func (x *exchange) leave() {
 // exchangeOn sends x's request on c and copies the response to the
 // client. keep says whether c may serve another request; retry whether
 // the request failed before the backend sent a byte.
-func (x *exchange) exchangeOn(c *backendConn) (keep, retry bool, err error) {
+func (x *exchange) exchangeOn(c *backendConn, now time.Time) (keep, retry bool, err error) {
 	start := c.read
 	if err := x.writeRequest(c.bw); err != nil {
 		return false, false, err // nothing sent: c is closed, as after any error
@@ -254,7 +267,7 @@ func (x *exchange) exchangeOn(c *backendConn) (keep, retry bool, err error) {
 	if err := c.bw.Flush(); err != nil {
 		return false, !isTimeout(err), err
 	}
-	c.setReadDeadline(time.Now().Add(x.r.cfg.ResponseHeaderTimeout))
+	c.awaitHeaders(now, x.r.cfg.ResponseHeaderTimeout)
 	c.limit = c.read + maxResponseHeaderBytes // cleared once the headers are in
 	if ok, keep := x.simpleResponse(c); ok {
 		return keep, false, nil
@@ -463,13 +476,20 @@ func (x *exchange) writeRequest(w *bufio.Writer) error {
 // validToken reports whether s is an HTTP token (RFC 9110 section 5.6.2).
 func validToken(s string) bool {
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c <= ' ' || c >= 0x7f || strings.IndexByte(`()<>@,;:\"/[]?={}`, c) >= 0 {
+		if !tokenByte[s[i]] {
 			return false
 		}
 	}
 	return s != ""
 }
+
+// tokenByte marks the bytes of HTTP tokens.
+var tokenByte = func() (t [256]bool) {
+	for c := '!'; c < 0x7f; c++ {
+		t[c] = !strings.ContainsRune(`()<>@,;:\"/[]?={}`, c)
+	}
+	return t
+}()
 
 // writeCookies writes the client's Cookie lines without the router's
 // cookie, as removeCookie does.
@@ -613,6 +633,7 @@ func (x *exchange) simpleResponse(c *backendConn) (ok, keep bool) {
 	// Check every line before touching the client's headers.
 	lines := head[nl+1:]
 	n, length := 0, int64(-1)
+	hasDate, eventStream := false, false
 	for rest := lines; len(rest) > 0; n++ {
 		i := bytes.IndexByte(rest, '\n')
 		line := rest[:i-1]
@@ -634,6 +655,11 @@ func (x *exchange) simpleResponse(c *backendConn) (ok, keep bool) {
 			if !bytes.EqualFold(value, []byte("keep-alive")) {
 				return false, false
 			}
+		case "Date":
+			hasDate = true
+		case "Content-Type":
+			base, _, _ := bytes.Cut(value, []byte(";"))
+			eventStream = bytes.EqualFold(bytes.TrimSpace(base), []byte("text/event-stream"))
 		case "Proxy-Connection", "Transfer-Encoding", "Trailer", "Upgrade", "Te",
 			"Proxy-Authenticate", "Proxy-Authorization":
 			return false, false
@@ -644,6 +670,57 @@ func (x *exchange) simpleResponse(c *backendConn) (ok, keep bool) {
 	}
 
 	c.limit = 0 // the headers are in
+	if raw, ok := x.w.(rawHead); ok && x.cookie == "" && len(x.w.Header()) == 0 {
+		// Straight to the client: no header map, no strings.
+		bw := raw.beginHead(code, length)
+		for rest := lines; len(rest) > 0; {
+			i := bytes.IndexByte(rest, '\n')
+			line := rest[:i+1]
+			rest = rest[i+1:]
+			if !bytes.HasPrefix(line, []byte("Connection:")) && !bytes.HasPrefix(line, []byte("Keep-Alive:")) {
+				_, _ = bw.Write(line)
+			}
+		}
+		raw.endHead(hasDate)
+	} else {
+		x.headerMap(lines, n)
+		x.w.WriteHeader(code)
+	}
+	_, _ = c.br.Discard(end + 4)
+	if int64(c.br.Buffered()) < length {
+		c.setReadDeadline(time.Time{}) // the body is still to come
+	}
+	x.responded = true
+	var flush func() error
+	if eventStream {
+		flush = http.NewResponseController(x.w).Flush
+	}
+	for length > 0 {
+		if c.br.Buffered() == 0 {
+			if _, err := c.br.Peek(1); err != nil {
+				x.aborted = true // the backend broke off mid-body
+				return true, false
+			}
+		}
+		p, _ := c.br.Peek(int(min(length, int64(c.br.Buffered()))))
+		if _, err := x.w.Write(p); err != nil {
+			x.aborted = true
+			return true, false
+		}
+		if flush != nil && flush() != nil {
+			x.aborted = true
+			return true, false
+		}
+		_, _ = c.br.Discard(len(p))
+		length -= int64(len(p))
+	}
+	return true, c.br.Buffered() == 0
+}
+
+// headerMap copies the n header lines of a simple response, checked by
+// simpleResponse, to the client's header map, with the router's cookie,
+// and writes the status line.
+func (x *exchange) headerMap(lines []byte, n int) {
 	// One string holds every name and value.
 	text := string(lines)
 	values := make([]string, n)
@@ -666,40 +743,22 @@ func (x *exchange) simpleResponse(c *backendConn) (ok, keep bool) {
 		}
 		i++
 	}
-	_, _ = c.br.Discard(end + 4)
-	if int64(c.br.Buffered()) < length {
-		c.setReadDeadline(time.Time{}) // the body is still to come
-	}
-	x.responded = true
 	if x.cookie != "" {
 		h.Add("Set-Cookie", x.cookie)
 		privateCache(h)
 	}
-	var flush func() error
-	if isEventStream(h) {
-		flush = http.NewResponseController(x.w).Flush
-	}
-	x.w.WriteHeader(code)
-	for length > 0 {
-		if c.br.Buffered() == 0 {
-			if _, err := c.br.Peek(1); err != nil {
-				x.aborted = true // the backend broke off mid-body
-				return true, false
-			}
-		}
-		p, _ := c.br.Peek(int(min(length, int64(c.br.Buffered()))))
-		if _, err := x.w.Write(p); err != nil {
-			x.aborted = true
-			return true, false
-		}
-		if flush != nil && flush() != nil {
-			x.aborted = true
-			return true, false
-		}
-		_, _ = c.br.Discard(len(p))
-		length -= int64(len(p))
-	}
-	return true, c.br.Buffered() == 0
+}
+
+// rawHead is implemented by Server's ResponseWriter: the fast path writes
+// a backend's response head through it as bytes, with no header map.
+type rawHead interface {
+	// beginHead writes the status line of a final response whose body has
+	// length bytes, and returns where the header lines go, each with its
+	// CRLF.
+	beginHead(code int, length int64) *bufio.Writer
+	// endHead adds Date (unless the lines had one) and Connection: close
+	// when the connection ends after this response, and ends the head.
+	endHead(hasDate bool)
 }
 
 var crlfCRLF = []byte("\r\n\r\n")

@@ -316,7 +316,7 @@ func TestConnPoolBoundsAndCloses(t *testing.T) {
 	p.put(c1)
 	p.put(c2) // over max: closed
 	assert.True(t, closed(peer2))
-	got, reused, err := p.get(context.Background())
+	got, reused, err := p.get(context.Background(), time.Now())
 	require.NoError(t, err)
 	assert.True(t, reused)
 	assert.Same(t, c1, got)

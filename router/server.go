@@ -320,8 +320,10 @@ type frontConn struct {
 	extra     [1]byte
 	hasExtra  bool // extra holds a byte the watcher read
 	gone      atomic.Bool
-	cancel    atomic.Pointer[context.CancelFunc] // the running request's
 	closeOnce sync.Once
+
+	mu     sync.Mutex         // guards cancel
+	cancel context.CancelFunc // the running request's, or nil
 }
 
 func newFrontConn(s *Server, nc net.Conn) *frontConn {
@@ -354,9 +356,7 @@ func (r frontReader) Read(p []byte) (int, error) {
 
 func (c *frontConn) close() {
 	c.closeOnce.Do(func() {
-		if f := c.cancel.Load(); f != nil {
-			(*f)()
-		}
+		c.cancelRequest()
 		_ = c.nc.Close()
 	})
 }
@@ -454,7 +454,7 @@ func (c *frontConn) handOff() bool {
 // run serves one request and reports whether the connection may serve
 // another.
 func (c *frontConn) run(req *http.Request, cancel context.CancelFunc) (keep bool) {
-	c.cancel.Store(&cancel)
+	c.setCancel(cancel)
 	c.pipelined.Store(c.br.Buffered() > 0)
 	c.res.reset(req)
 	if !c.setState(stActive) {
@@ -464,7 +464,7 @@ func (c *frontConn) run(req *http.Request, cancel context.CancelFunc) (keep bool
 	ok := c.callHandler(req)
 	keep = c.endRequest()
 	cancel()
-	c.cancel.Store(nil)
+	c.setCancel(nil)
 	if !ok {
 		return false
 	}
@@ -518,9 +518,23 @@ func (c *frontConn) watch() {
 		return // stopped by endRequest
 	}
 	c.gone.Store(true)
-	if f := c.cancel.Load(); f != nil {
-		(*f)()
+	c.cancelRequest()
+}
+
+// cancelRequest cancels the running request's context, if any.
+func (c *frontConn) cancelRequest() {
+	c.mu.Lock()
+	if c.cancel != nil {
+		c.cancel()
 	}
+	c.mu.Unlock()
+}
+
+// setCancel records the running request's cancel func (nil: none runs).
+func (c *frontConn) setCancel(f context.CancelFunc) {
+	c.mu.Lock()
+	c.cancel = f
+	c.mu.Unlock()
 }
 
 func (c *frontConn) logf(format string, args ...any) {

@@ -47,6 +47,7 @@ func (c *frontConn) parse(ctx context.Context, end int) *http.Request {
 		switch name {
 		case "Host":
 			host, hosts = value, hosts+1
+			continue // req.Host, as net/http: not in the header map
 		case "Content-Length", "Transfer-Encoding", "Upgrade", "Expect", "Te", "Trailer":
 			return nil
 		case "Connection":
@@ -55,7 +56,11 @@ func (c *frontConn) parse(ctx context.Context, end int) *http.Request {
 			}
 		}
 		values[i] = value
-		h[name] = append(h[name], values[i])
+		if len(h[name]) == 0 {
+			h[name] = values[i : i+1 : i+1] // no slice of its own
+		} else {
+			h[name] = append(h[name], value)
+		}
 	}
 	if hosts != 1 || !plainHost(host) {
 		return nil
@@ -227,6 +232,28 @@ func (r *frontResponse) sendHead() {
 	bw.WriteString("\r\n")
 }
 
+// beginHead implements rawHead.
+func (r *frontResponse) beginHead(code int, length int64) *bufio.Writer {
+	r.wrote, r.sent, r.status, r.remaining, r.noBody = true, true, code, length, r.head
+	if r.c.s.shut.Load() {
+		r.close = true
+	}
+	writeStatusLine(r.c.bw, code)
+	return r.c.bw
+}
+
+// endHead implements rawHead.
+func (r *frontResponse) endHead(hasDate bool) {
+	bw := r.c.bw
+	if !hasDate {
+		bw.Write(r.c.s.date.Load().line)
+	}
+	if r.close {
+		bw.WriteString("Connection: close\r\n")
+	}
+	bw.WriteString("\r\n")
+}
+
 // Write implements http.ResponseWriter.
 func (r *frontResponse) Write(p []byte) (int, error) {
 	if !r.wrote {
@@ -320,7 +347,7 @@ func (r *frontResponse) finish() bool {
 		r.WriteHeader(http.StatusOK)
 	}
 	if !r.sent {
-		r.remaining = int64(len(r.held))
+		r.remaining = 0 // the held bytes are the whole body
 		r.header["Content-Length"] = []string{strconv.Itoa(len(r.held))}
 		r.sendHead()
 		_, _ = r.write(r.held)
