@@ -28,14 +28,24 @@ import (
 // limits and its error answers. TLS (and so HTTP/2) is not Server's: serve
 // it with the http.Server directly.
 //
-// The ResponseWriter Server gives handlers implements http.Flusher, not
-// http.Hijacker (upgrades never reach it). Unlike net/http's it does not
-// sniff a missing Content-Type: a proxy passes on what its backend sent.
+// What differs from net/http for the requests Server answers itself:
+//   - The ResponseWriter implements http.Flusher, not http.Hijacker
+//     (upgrades never reach it), and does not sniff a missing
+//     Content-Type: a proxy passes on what its backend sent.
+//   - Timeouts are enforced by the janitor, so they end up to a quarter of
+//     a second late; a new connection that sends nothing is closed after
+//     ReadHeaderTimeout, else IdleTimeout.
+//   - A client that leaves is noticed once its request has run for half a
+//     second (net/http watches from the start, at a goroutine and a read
+//     per request), and not at all while a pipelined request runs.
+//   - The http.Server's BaseContext, ConnContext, ConnState and
+//     SetKeepAlivesEnabled apply to handed-off connections only.
 type Server struct {
 	srv      *http.Server
 	handoff  *handoffListener
 	headerTO time.Duration // 0: none
 	idleTO   time.Duration // 0: none
+	newTO    time.Duration // for a new connection's first byte: headerTO, else idleTO
 
 	now                atomic.Int64               // the janitor's clock (Unix ns), for stamps
 	date               atomic.Pointer[dateLine]   // "Date: ...\r\n", rewritten every second
@@ -80,6 +90,13 @@ func NewServer(srv *http.Server) (*Server, error) {
 	if s.idleTO <= 0 {
 		s.idleTO = srv.ReadTimeout
 	}
+	// net/http waits for a new connection's first request for
+	// ReadHeaderTimeout; Server also bounds a silent new connection by
+	// IdleTimeout when that is all that is set.
+	s.newTO = s.headerTO
+	if s.newTO <= 0 {
+		s.newTO = s.idleTO
+	}
 	s.tick(time.Now())
 	return s, nil
 }
@@ -95,6 +112,7 @@ const watchAfter = 2 * janitorTick
 // Serve accepts connections on ln until Shutdown or Close, and then
 // returns http.ErrServerClosed.
 func (s *Server) Serve(ln net.Listener) error {
+	defer ln.Close() // as net/http: whatever ends Serve, the listener closes
 	s.mu.Lock()
 	if s.shut.Load() {
 		s.mu.Unlock()
@@ -228,7 +246,7 @@ func (s *Server) closeIdle() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.conn {
-		if c.state.CompareAndSwap(stIdle, stClosed) {
+		if c.state.CompareAndSwap(stIdle, stClosed) || c.state.CompareAndSwap(stNew, stClosed) {
 			c.close()
 		}
 	}
@@ -276,7 +294,8 @@ func (s *Server) sweep(now int64) {
 		age := time.Duration(now - c.since.Load())
 		switch st := c.state.Load(); {
 		case st == stIdle && s.idleTO > 0 && age >= s.idleTO,
-			st == stHead && s.headerTO > 0 && age >= s.headerTO:
+			st == stHead && s.headerTO > 0 && age >= s.headerTO,
+			st == stNew && s.newTO > 0 && age >= s.newTO:
 			if c.state.CompareAndSwap(st, stClosed) {
 				c.close()
 			}
@@ -293,7 +312,8 @@ func (s *Server) sweep(now int64) {
 // active one watched; Shutdown may close an idle one. Each move is a CAS,
 // so exactly one side acts.
 const (
-	stIdle    int32 = iota // waiting for a request's first byte
+	stNew     int32 = iota // a new connection, waiting for its first byte
+	stIdle                 // waiting for a request's first byte
 	stHead                 // reading a request head
 	stActive               // a handler runs
 	stWatched              // a handler runs and the client's side is read
@@ -310,6 +330,7 @@ type frontConn struct {
 	header http.Header // reused per request: handlers must not keep it
 	tmpl   http.Request
 	res    frontResponse
+	base   context.Context // its requests' contexts derive from it
 
 	state     atomic.Int32
 	since     atomic.Int64 // janitor clock when the state began
@@ -333,6 +354,10 @@ func newFrontConn(s *Server, nc net.Conn) *frontConn {
 	c.tmpl = http.Request{Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: c.header,
 		Body: http.NoBody, RemoteAddr: nc.RemoteAddr().String()}
 	c.res.c = c
+	// As net/http's; Background below it, so that a request's WithCancel
+	// registers with no parent.
+	c.base = context.WithValue(context.WithValue(context.Background(),
+		http.ServerContextKey, s.srv), http.LocalAddrContextKey, nc.LocalAddr())
 	c.since.Store(s.now.Load())
 	return c
 }
@@ -376,17 +401,17 @@ func (c *frontConn) serve() {
 		}
 		c.s.forget(c)
 	}()
-	for {
+	for first := true; ; first = false {
 		// Shutdown sets shut, then closes idle connections: checking
 		// after becoming idle means one of the two sees the other.
-		if !c.setState(stIdle) || c.s.shut.Load() {
+		if !first && (!c.setState(stIdle) || c.s.shut.Load()) {
 			return
 		}
 		end, ok := c.readHead()
 		if !ok {
 			return
 		}
-		ctx, cancel := context.WithCancel(context.Background())
+		ctx, cancel := context.WithCancel(c.base)
 		var req *http.Request
 		if end > 0 {
 			req = c.parse(ctx, end)
@@ -427,7 +452,7 @@ func (c *frontConn) readHead() (end int, ok bool) {
 				return i + 1, true // CRLF CRLF
 			}
 			if i == 1 {
-				return 0, true // an empty line first: net/http skips it
+				return 0, true // an empty line first: net/http's to refuse
 			}
 		}
 		scanned = len(buf)
@@ -460,6 +485,9 @@ func (c *frontConn) run(req *http.Request, cancel context.CancelFunc) (keep bool
 	if !c.setState(stActive) {
 		cancel()
 		return false
+	}
+	if d := c.s.srv.WriteTimeout; d > 0 {
+		_ = c.nc.SetWriteDeadline(time.Now().Add(d))
 	}
 	ok := c.callHandler(req)
 	keep = c.endRequest()

@@ -139,6 +139,7 @@ type frontResponse struct {
 	chunked   bool   // Transfer-Encoding: chunked
 	remaining int64  // with a Content-Length: bytes still owed
 	held      []byte // body held back while the length is unknown (!sent)
+	headLen   int    // what a HEAD handler wrote, while !sent
 	err       error  // the first write error: the connection is dropped
 }
 
@@ -170,7 +171,8 @@ func (r *frontResponse) WriteHeader(code int) {
 	r.wrote, r.status = true, code
 	h := r.header
 	delete(h, "Transfer-Encoding")
-	r.noBody = r.head || code < 200 || code == http.StatusNoContent || code == http.StatusNotModified
+	bodyStatus := code >= 200 && code != http.StatusNoContent && code != http.StatusNotModified
+	r.noBody = r.head || !bodyStatus
 	if code == http.StatusSwitchingProtocols {
 		r.close = true // nothing after it is HTTP
 	}
@@ -178,7 +180,11 @@ func (r *frontResponse) WriteHeader(code int) {
 		r.close = true
 	}
 	switch cl := h["Content-Length"]; {
-	case r.noBody:
+	case !bodyStatus:
+	case r.head && len(cl) == 0:
+		r.remaining = -1 // measured if the handler writes the body a GET would get
+		return
+	case r.head:
 	case len(cl) == 1 && len(h["Trailer"]) == 0:
 		if n := parseLength([]byte(cl[0])); n >= 0 {
 			r.remaining = n
@@ -213,7 +219,7 @@ func (r *frontResponse) informational(code int) {
 func (r *frontResponse) sendHead() {
 	r.sent = true
 	bw, h := r.c.bw, r.header
-	if r.remaining < 0 {
+	if r.remaining < 0 && !r.head {
 		r.chunked = true
 	}
 	if r.close {
@@ -263,10 +269,17 @@ func (r *frontResponse) Write(p []byte) (int, error) {
 	case r.err != nil:
 		return 0, r.err
 	case r.noBody:
-		if r.head {
-			return len(p), nil // as net/http: a HEAD handler may write its body
+		if !r.head {
+			return 0, http.ErrBodyNotAllowed
 		}
-		return 0, http.ErrBodyNotAllowed
+		// As net/http: a HEAD handler may write the body it would send,
+		// which is measured (not sent) while its length is unknown.
+		if !r.sent {
+			if r.headLen += len(p); r.headLen > bufferedBodyMax {
+				r.sendHead()
+			}
+		}
+		return len(p), nil
 	case !r.sent:
 		if len(r.held)+len(p) <= bufferedBodyMax {
 			r.held = append(r.held, p...)
@@ -347,13 +360,16 @@ func (r *frontResponse) finish() bool {
 		r.WriteHeader(http.StatusOK)
 	}
 	if !r.sent {
-		r.remaining = 0 // the held bytes are the whole body
-		r.header["Content-Length"] = []string{strconv.Itoa(len(r.held))}
+		length := len(r.held) + r.headLen // the held or measured bytes are the whole body
+		r.remaining = 0
+		if length > 0 || !r.head {
+			r.header["Content-Length"] = []string{strconv.Itoa(length)}
+		}
 		r.sendHead()
 		_, _ = r.write(r.held)
 		r.held = r.held[:0]
 	}
-	if r.chunked {
+	if r.chunked && !r.noBody {
 		bw := r.c.bw
 		bw.WriteString("0\r\n")
 		r.writeTrailers(bw)
