@@ -31,8 +31,8 @@ func goid() uint64 {
 var goidWorker = WorkerFunc(func(context.Context, messages.Call) (any, error) { return goid(), nil })
 
 func TestCallRunsOnItsCallerWhenTheWorkerIsIdle(t *testing.T) {
-	start := func(t *testing.T, ownGoroutine bool) *Runtime {
-		rt, err := Start(Config{Pools: []PoolConfig{{Name: "p", Size: 1, OwnGoroutineOnly: ownGoroutine,
+	start := func(t *testing.T, capacity int, ownGoroutine bool) *Runtime {
+		rt, err := Start(Config{Pools: []PoolConfig{{Name: "p", Size: 1, Capacity: capacity, OwnGoroutineOnly: ownGoroutine,
 			NewWorker: func(context.Context, WorkerInfo) (Worker, error) { return goidWorker, nil }}}})
 		require.NoError(t, err)
 		t.Cleanup(func() { require.NoError(t, rt.Shutdown(context.Background())) })
@@ -40,34 +40,105 @@ func TestCallRunsOnItsCallerWhenTheWorkerIsIdle(t *testing.T) {
 	}
 	cancellable, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	for _, tc := range []struct {
-		name         string
-		ownGoroutine bool
-		ctx          context.Context
-		onCaller     bool
-	}{
-		{"context that cannot be cancelled", false, context.Background(), true},
-		{"WithoutCancel", false, context.WithoutCancel(cancellable), true},
-		{"cancellable context: the caller may leave, a worker runs it", false, cancellable, false},
-		{"OwnGoroutineOnly", true, context.Background(), false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			rt := start(t, tc.ownGoroutine)
-			s := rt.Session("s")
-			mb := rt.pools[0].workerByID(0).mailbox
-			for i := 0; i < 3; i++ { // the first call binds, the others hit
-				// The worker is idle once its start (or last call) is over.
-				require.Eventually(t, func() bool {
-					mb.mu.Lock()
-					defer mb.mu.Unlock()
-					return !mb.scheduled
-				}, 5*time.Second, 100*time.Microsecond)
-				v, err := s.Call(tc.ctx, i)
+	for _, capacity := range []int{1, 4} {
+		for _, tc := range []struct {
+			name         string
+			ownGoroutine bool
+			ctx          context.Context
+			opts         []CallOption
+			onCaller     bool
+		}{
+			{"context that cannot be cancelled", false, context.Background(), nil, true},
+			{"WithoutCancel", false, context.WithoutCancel(cancellable), nil, true},
+			{"cancellable context: the caller may leave, a worker runs it", false, cancellable, nil, false},
+			{"cancellable context with RunOnCaller", false, cancellable, []CallOption{RunOnCaller()}, true},
+			{"OwnGoroutineOnly", true, context.Background(), nil, false},
+			{"OwnGoroutineOnly with RunOnCaller", true, cancellable, []CallOption{RunOnCaller()}, false},
+		} {
+			t.Run(fmt.Sprintf("capacity %d/%s", capacity, tc.name), func(t *testing.T) {
+				rt := start(t, capacity, tc.ownGoroutine)
+				s := rt.Session("s")
+				w := rt.pools[0].workerByID(0)
+				for i := 0; i < 3; i++ { // the first call binds, the others hit
+					waitIdleWorker(t, w)
+					v, err := s.Call(tc.ctx, i, tc.opts...)
+					require.NoError(t, err)
+					assert.Equal(t, tc.onCaller, v.(uint64) == goid(), "call %d ran on the caller's goroutine", i)
+				}
+				waitIdleWorker(t, w)
+				ref := messages.Ref{Session: "s", Pool: "p", Worker: 0, Incarnation: 1}
+				v, err := rt.CallRef(tc.ctx, ref, "by ref", tc.opts...)
 				require.NoError(t, err)
-				assert.Equal(t, tc.onCaller, v.(uint64) == goid(), "call %d ran on the caller's goroutine", i)
-			}
-		})
+				assert.Equal(t, tc.onCaller, v.(uint64) == goid(), "the call by ref ran on the caller's goroutine")
+			})
+		}
 	}
+}
+
+// waitIdleWorker waits until w has no turn going and no call running: its
+// start (or last call) is over.
+func waitIdleWorker(t *testing.T, w *worker) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		w.mailbox.mu.Lock()
+		defer w.mailbox.mu.Unlock()
+		return !w.mailbox.scheduled && w.inflight.Load() == 0
+	}, 5*time.Second, 100*time.Microsecond)
+}
+
+// A call with RunOnCaller that runs on its caller returns the worker's
+// answer when the worker returns, even though its context ended meanwhile;
+// one that has to wait for its worker still returns as soon as its
+// context ends.
+func TestRunOnCallerReturnsWhenTheWorkerDoes(t *testing.T) {
+	entered := make(chan struct{}, 1)
+	rt, err := Start(Config{Pools: []PoolConfig{{Name: "p", Size: 1, Capacity: 2, Affinity: StrictQueue,
+		NewWorker: func(context.Context, WorkerInfo) (Worker, error) {
+			return WorkerFunc(func(ctx context.Context, c messages.Call) (any, error) {
+				if c.Payload != "slow" {
+					return c.Payload, nil
+				}
+				entered <- struct{}{}
+				<-ctx.Done() // the caller left: the worker winds up
+				return goid(), nil
+			}), nil
+		}}}})
+	require.NoError(t, err)
+	defer func() { require.NoError(t, rt.Shutdown(context.Background())) }()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	caller := goid()
+	waitIdleWorker(t, rt.pools[0].workerByID(0))
+	go func() {
+		<-entered
+		cancel()
+	}()
+	v, err := rt.Session("a").Call(ctx, "slow", RunOnCaller())
+	require.NoError(t, err, "the call ran on its caller: its answer is the worker's")
+	assert.Equal(t, caller, v, "it ran on the caller's goroutine")
+
+	// Both slots taken by calls that do not end by themselves: a third
+	// call waits, and leaves when its context ends.
+	hold, release := context.WithCancel(context.Background())
+	defer release()
+	var wg sync.WaitGroup
+	for _, s := range []string{"b", "c"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _ = rt.Session(s).Call(hold, "slow", RunOnCaller())
+		}()
+		<-entered
+	}
+	waitCtx, stop := context.WithCancel(context.Background())
+	go func() {
+		assert.Eventually(t, func() bool { return rt.Stats().Pools["p"].Queued == 1 }, 5*time.Second, time.Millisecond)
+		stop()
+	}()
+	_, err = rt.Session("b").Call(waitCtx, "quick", RunOnCaller())
+	require.ErrorIs(t, err, context.Canceled)
+	release()
+	wg.Wait()
 }
 
 // Calls that run on their callers' goroutines are still turns of the worker

@@ -66,10 +66,14 @@ func TestChaos(t *testing.T) {
 				pool := []string{"a", "b"}[r.Intn(2)]
 				mode := allModes[r.Intn(3)]
 				ctx, cancel := context.WithTimeout(context.Background(), time.Duration(1+r.Intn(50))*time.Millisecond)
-				if r.Intn(3) == 0 {
+				var onCaller CallOption // none
+				switch r.Intn(3) {
+				case 0:
 					// A context that cannot be cancelled: the call may run
 					// on this goroutine (bounded by the queue timeout).
 					ctx = context.WithoutCancel(ctx)
+				case 1:
+					onCaller = RunOnCaller() // the same, with a context that can end
 				}
 				o := op{ID: i*1_000_000 + n, Ref: "r", Panic: r.Intn(60) == 0, Fatal: r.Intn(80) == 0}
 				switch k := r.Intn(30); {
@@ -84,14 +88,14 @@ func TestChaos(t *testing.T) {
 					}
 				case k < 8 && len(refs) > 0:
 					ref := refs[r.Intn(len(refs))]
-					v, err := rt.CallRef(ctx, ref, o, WithAffinity(mode))
+					v, err := rt.CallRef(ctx, ref, o, WithAffinity(mode), onCaller)
 					if err == nil && (v.(result).Worker != ref.Worker || v.(result).Incarnation != ref.Incarnation) {
 						misrouted.Add(1)
 						t.Errorf("ref call ran on %d/%d, ref is %d/%d", v.(result).Worker, v.(result).Incarnation, ref.Worker, ref.Incarnation)
 					}
 				default:
 					worker, inc, bound := s.Binding(pool)
-					v, err := s.Call(ctx, o, WithPool(pool), WithAffinity(mode))
+					v, err := s.Call(ctx, o, WithPool(pool), WithAffinity(mode), onCaller)
 					if err != nil {
 						break
 					}

@@ -77,14 +77,17 @@ type PoolConfig struct {
 	MaxAge time.Duration
 	// Restart overrides the runtime's restart policy for this pool.
 	Restart *supervisor.Policy
-	// OwnGoroutineOnly runs every call on the worker actor's own goroutine.
+	// OwnGoroutineOnly runs every call on the worker's own goroutines.
 	// Without it, a call of the blocking API whose context cannot be
-	// cancelled (Done() == nil) runs on its caller's goroutine when its
-	// worker (Capacity 1) is idle: the caller would only wait for it, and
-	// two goroutine hand-offs are most of a short call's cost. The call is
-	// still one turn of the worker actor, in order, one at a time. Set this
-	// when a worker's state is tied to its goroutine or OS thread (for
-	// example after runtime.LockOSThread).
+	// cancelled (Done() == nil), or made with RunOnCaller, runs on its
+	// caller's goroutine when its worker can take it at once and its
+	// mailbox is idle: the caller would only wait for it, and the goroutine
+	// hand-offs are most of a short call's cost. With Capacity 1 the call is
+	// still one turn of the worker actor, in order, one at a time; with
+	// Capacity > 1 the worker actor begins it and the caller runs it, as a
+	// runner goroutine of the worker would. Set this when a worker's state
+	// is tied to its goroutine or OS thread (for example after
+	// runtime.LockOSThread).
 	OwnGoroutineOnly bool
 }
 

@@ -31,10 +31,14 @@
 //
 // A worker's calls are turns of its actor: one at a time (up to Capacity),
 // in order. A blocking call (Session.Call, Runtime.Call, Runtime.CallRef)
-// whose context cannot be cancelled runs on its caller's goroutine when the
-// worker (Capacity 1) is idle, since the caller would only wait for it;
-// other calls run on the worker's own goroutine. PoolConfig.OwnGoroutineOnly
-// keeps every call there, for workers tied to a goroutine or OS thread.
+// whose context cannot be cancelled, or made with RunOnCaller, runs on its
+// caller's goroutine when its worker can take it at once, since the caller
+// would only wait for it: with Capacity 1 as that turn, with Capacity > 1
+// after a turn that begins it (as the worker's runner goroutines do). Such
+// a call returns when the worker returns. Other calls run on the worker's
+// own goroutines, and the caller may leave when its context ends.
+// PoolConfig.OwnGoroutineOnly keeps every call there, for workers tied to a
+// goroutine or OS thread.
 //
 // # Supervision
 //

@@ -7,11 +7,32 @@ import (
 	"github.com/affinity-go/affinity/messages"
 )
 
-// CallOption overrides the pool or affinity of one call. Options are plain
-// values (no allocation); later options win.
+// CallOption overrides the pool or affinity of one call, or lends it its
+// caller's goroutine. Options are plain values (no allocation); later
+// options win.
 type CallOption struct {
 	pool     string
 	affinity Affinity
+	onCaller bool
+}
+
+// RunOnCaller lets a call of the blocking API whose context can be
+// cancelled run on its caller's goroutine, as a call whose context cannot
+// be cancelled may (see PoolConfig.OwnGoroutineOnly). A call that runs
+// there returns when the worker's Handle returns, even if ctx ends first:
+// the worker must watch ctx. A call that waits for its worker still
+// returns as soon as ctx ends. It suits callers that would wait for the
+// call anyway, such as a server answering a request.
+func RunOnCaller() CallOption { return CallOption{onCaller: true} }
+
+// onCaller reports whether opts include RunOnCaller.
+func onCaller(opts []CallOption) bool {
+	for _, o := range opts {
+		if o.onCaller {
+			return true
+		}
+	}
+	return false
 }
 
 // WithPool runs the call in the named pool instead of the default one.

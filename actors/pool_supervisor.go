@@ -72,7 +72,7 @@ func (p *pool) resize(ctx actor.Context, size int) resizeResult {
 	}
 	for len(p.active) < size {
 		w := &worker{pool: p, id: len(p.workers), started: make(chan error, 1), stopped: make(chan struct{}),
-			mailbox: newMailbox(p.rt), runsOnCallers: p.cfg.Capacity == 1 && !p.cfg.OwnGoroutineOnly}
+			mailbox: newMailbox(p.rt), runsOnCallers: !p.cfg.OwnGoroutineOnly}
 		p.workers = append(p.workers, w)
 		p.active = append(p.active, w)
 		res.added = append(res.added, w)

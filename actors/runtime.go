@@ -150,11 +150,11 @@ func (rt *Runtime) Call(ctx context.Context, req any, opts ...CallOption) (any, 
 		return nil, err
 	}
 	if r := rt.ownedSession(ctx); r != nil {
-		return rt.call(ctx, func() *sessionRec { return r.successor() }, p, mode, nil, req)
+		return rt.call(ctx, func() *sessionRec { return r.successor() }, p, mode, nil, req, onCaller(opts))
 	}
 	s := rt.autoHandle()
 	defer s.Close()
-	return rt.call(ctx, s.live, p, mode, nil, req)
+	return rt.call(ctx, s.live, p, mode, nil, req, onCaller(opts))
 }
 
 // CallRef runs req on the worker incarnation holding ref, in ref's session
@@ -167,7 +167,7 @@ func (rt *Runtime) CallRef(ctx context.Context, ref messages.Ref, req any, opts 
 		return nil, err
 	}
 	id := ref.Session // a Session handle's live, without allocating the handle
-	return rt.call(ctx, func() *sessionRec { return rt.record(id, false) }, p, mode, &ref, req)
+	return rt.call(ctx, func() *sessionRec { return rt.record(id, false) }, p, mode, &ref, req, onCaller(opts))
 }
 
 // StreamRef is CallRef for streaming calls.
@@ -184,21 +184,39 @@ func (rt *Runtime) StreamRef(ctx context.Context, ref messages.Ref, req any, opt
 const maxStaleRetries = 8
 
 // call is the blocking API: it posts the call to the session actor and
-// waits for its one outcome.
-func (rt *Runtime) call(ctx context.Context, live func() *sessionRec, p *pool, mode Affinity, ref *messages.Ref, req any) (any, error) {
+// waits for its one outcome. onCaller: RunOnCaller.
+func (rt *Runtime) call(ctx context.Context, live func() *sessionRec, p *pool, mode Affinity, ref *messages.Ref, req any, onCaller bool) (any, error) {
 	env, err := rt.newCall(ctx, live, p, mode, ref, req)
 	if err != nil {
 		return nil, err
 	}
-	if env.ctx.Done() != nil {
+	if !onCaller && env.ctx.Done() != nil {
 		env.sess.post(env) // its caller may leave: a worker runs it
 		return rt.await(env)
 	}
 	env.sess.postOwn(env)
-	if w := env.runOn; w != nil && !w.mailbox.runHere(env) {
-		rt.system.Root.Send(w.pid, env) // the worker got busy meanwhile
+	if w := env.runOn; w != nil {
+		rt.runOnCaller(env, w)
 	}
 	return rt.await(env)
+}
+
+// runOnCaller runs env, claimed on w, on its caller's goroutine: within a
+// turn of the worker actor taken here (Capacity 1), or after one that began
+// it (Capacity > 1: as a runner goroutine would). A worker busy meanwhile
+// gets it by message.
+func (rt *Runtime) runOnCaller(env *envelope, w *worker) {
+	env.callerTurn = true
+	ran := w.mailbox.runHere(env)
+	env.callerTurn = false
+	if !ran {
+		rt.system.Root.Send(w.pid, env)
+		return
+	}
+	if a := env.runner; a != nil {
+		env.runner = nil
+		a.run(env)
+	}
 }
 
 // newCall validates a call of the blocking API and builds its envelope.
@@ -226,12 +244,14 @@ func (rt *Runtime) newCall(ctx context.Context, live func() *sessionRec, p *pool
 // finishes unobserved.
 func (rt *Runtime) await(env *envelope) (any, error) {
 	var r reply
-	if done := env.ctx.Done(); done == nil { // cannot be cancelled: a plain receive is cheaper than select
+	// A call that cannot be cancelled, or is answered already (its caller
+	// ran it), needs no select, which is dearer than a plain receive.
+	if env.state.Load() == envDone || env.ctx.Done() == nil {
 		r = <-env.replyCh
 	} else {
 		select {
 		case r = <-env.replyCh:
-		case <-done:
+		case <-env.ctx.Done():
 			if env.pool.abandon(env) {
 				env.sess.active.Add(-1)
 			}

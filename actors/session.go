@@ -63,7 +63,7 @@ func (s *Session) Call(ctx context.Context, req any, opts ...CallOption) (any, e
 	if err != nil {
 		return nil, err
 	}
-	return s.rt.call(ctx, s.live, p, mode, nil, req)
+	return s.rt.call(ctx, s.live, p, mode, nil, req, onCaller(opts))
 }
 
 // Stream starts a streaming call. Its checkout never waits: a busy preferred

@@ -88,7 +88,11 @@ func (a *workerActor) start(ctx actor.Context) {
 	p.mu.Lock()
 	w.starts++
 	a.inc = w.starts
-	w.pid = a.self
+	if w.pid != a.self {
+		// Set once: a restart keeps the PID, and callers read w.pid
+		// without a lock once the worker is routable.
+		w.pid = a.self
+	}
 	first := w.incarnation == 0
 	p.mu.Unlock()
 
@@ -158,6 +162,10 @@ func (a *workerActor) accept(env *envelope) {
 	}
 	// Begun here, in the actor, so a stop processed before the runner gets
 	// going cannot answer the call a second time.
+	if env.callerTurn {
+		env.runner = a // its caller runs it as soon as this turn is over
+		return
+	}
 	select {
 	case a.runq <- env:
 	default:

@@ -185,7 +185,7 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			return
 		}
 		r.countOutcome(d)
-		x := &exchange{r: r, b: d.target, w: w, in: req, body: body, done: make(chan struct{}),
+		x := &exchange{r: r, b: d.target, w: w, in: req, body: body,
 			fast: !upgrade && d.target.pool != nil && fastEligible(req)}
 		if d.setCookie {
 			x.cookie = r.cookie(sg.encode(&d.tk), req)
@@ -241,12 +241,22 @@ func (r *Router) run(ctx context.Context, x *exchange, session string) error {
 	defer b.inflight.Add(-1)
 	defer b.latency.since(time.Now())
 	ref := messages.Ref{Session: session, Pool: poolName, Worker: b.slot.id, Incarnation: b.slot.inc.Load()}
-	_, err := r.rt.CallRef(ctx, ref, x)
+	// The handler waits for the exchange anyway, so it may run it itself
+	// (no goroutine hand-off); it then returns only when the exchange
+	// ends, and a client that leaves meanwhile must abort the backend I/O.
+	if fc, ok := ctx.Value(frontConnKey{}).(*frontConn); ok {
+		fc.exchange.Store(x)
+		defer fc.exchange.Store(nil)
+	} else {
+		defer context.AfterFunc(ctx, x.leave)()
+	}
+	_, err := r.rt.CallRef(ctx, ref, x, actors.RunOnCaller())
 	if err != nil && !x.state.CompareAndSwap(xPending, xAbandoned) {
 		if ctx.Err() != nil {
 			x.leave() // the client left: unblock the fast path's backend I/O
 		}
-		<-x.done // it ran (or runs): wait, it may still be writing to the client
+		x.running.Lock() // it ran (or runs): wait, it may still be writing to the client
+		x.running.Unlock()
 	}
 	return r.finish(ctx, x, err)
 }
@@ -373,7 +383,9 @@ type exchange struct {
 	gone atomic.Bool                 // the client left (set by leave)
 
 	state atomic.Uint32
-	done  chan struct{} // closed when the worker actor is done with it
+	// running is held while the worker actor runs it (taken before the
+	// state moves to xRunning), so the handler can wait for it to end.
+	running sync.Mutex
 
 	// Written by the worker actor before done is closed.
 	proxyErr  error
@@ -390,10 +402,11 @@ func (backendWorker) Handle(_ context.Context, call messages.Call) (any, error) 
 	if !ok {
 		return nil, fmt.Errorf("affinity router: unexpected payload %T", call.Payload)
 	}
+	x.running.Lock()
+	defer x.running.Unlock()
 	if !x.state.CompareAndSwap(xPending, xRunning) {
 		return nil, nil // the client left before it started
 	}
-	defer close(x.done)
 	x.serve()
 	return nil, nil
 }

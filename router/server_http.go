@@ -409,16 +409,22 @@ func (r *frontResponse) writeTrailers(bw *bufio.Writer) {
 // writeStatusLine writes the status line as net/http's server does.
 func writeStatusLine(bw *bufio.Writer, code int) {
 	bw.WriteString("HTTP/1.1 ")
-	var digits [3]byte
-	bw.Write(strconv.AppendInt(digits[:0], int64(code), 10))
+	writeCode(bw, code)
 	bw.WriteByte(' ')
 	if text := http.StatusText(code); text != "" {
 		bw.WriteString(text)
 	} else {
 		bw.WriteString("status code ")
-		bw.Write(strconv.AppendInt(digits[:0], int64(code), 10))
+		writeCode(bw, code)
 	}
 	bw.WriteString("\r\n")
+}
+
+// writeCode writes a status code of three digits (WriteHeader checks it).
+func writeCode(bw *bufio.Writer, code int) {
+	bw.WriteByte(byte('0' + code/100))
+	bw.WriteByte(byte('0' + code/10%10))
+	bw.WriteByte(byte('0' + code%10))
 }
 
 // writeHeaders writes h but its trailers, skipping names that are not

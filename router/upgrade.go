@@ -67,7 +67,6 @@ func (r *Router) runUpgrade(reqCtx context.Context, x *exchange) error {
 		websocket: strings.EqualFold(x.in.Header.Get("Upgrade"), "websocket")}
 	x.w = uw
 	x.serve()
-	close(x.done)
 	if uw.conn != nil {
 		r.upMu.Lock()
 		delete(r.upConns, uw.conn)
