@@ -64,6 +64,14 @@
 // client first gets a close frame (1001, going away) when the stream is at
 // a frame boundary, then both TCP connections are closed.
 //
+// # Serving it
+//
+// Router is an http.Handler; Server serves it (or any handler) over plain
+// HTTP/1.1 for less CPU than net/http's server alone, answering GET and
+// HEAD requests without a body itself and handing every other connection
+// to the http.Server it wraps. Serve TLS (and HTTP/2) with the http.Server
+// directly.
+//
 // # Admin API security
 //
 // AdminHandler is meant for a private listener, and is hardened against the

@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
+	"strings"
+	"time"
 
 	"github.com/affinity-go/affinity/router"
 )
@@ -52,4 +55,46 @@ func Example() {
 	// Output:
 	// backends seen by one client: 1
 	// affinity hits: 9
+}
+
+// Server answers plain GET and HEAD requests itself and hands every other
+// connection to the http.Server it wraps; both shut down together.
+func ExampleServer() {
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s answered", r.Method)
+	})
+	srv, err := router.NewServer(&http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+
+	client := &http.Client{Transport: &http.Transport{}}
+	for _, method := range []string{http.MethodGet, http.MethodPost} {
+		req, _ := http.NewRequest(method, "http://"+ln.Addr().String()+"/", strings.NewReader("a body"))
+		if method == http.MethodGet {
+			req.Body, req.ContentLength = http.NoBody, 0
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		fmt.Println(string(body))
+	}
+	client.CloseIdleConnections()
+	fmt.Println(srv.Shutdown(context.Background()), <-served)
+	// Output:
+	// GET answered
+	// POST answered
+	// <nil> http: Server closed
 }

@@ -158,9 +158,12 @@ func (p *connPool) get(ctx context.Context, now time.Time) (c *backendConn, reus
 }
 
 // put returns a healthy connection to the pool, or closes it when the pool
-// is full or closed.
-func (p *connPool) put(c *backendConn) {
-	c.idleAt = time.Now()
+// is full or closed. usedAt is when its last request was sent: the idle
+// time is counted from then (a clock read saved), so a connection that
+// served a response longer than idleConnTimeout is closed when next taken
+// rather than reused.
+func (p *connPool) put(c *backendConn, usedAt time.Time) {
+	c.idleAt = usedAt
 	p.mu.Lock()
 	if !p.closed && len(p.idle) < p.max {
 		p.idle = append(p.idle, c)
@@ -229,7 +232,7 @@ func (x *exchange) serveFast() {
 			keep = false // leave may have aborted c: its deadlines are spent
 		}
 		if keep {
-			pool.put(c)
+			pool.put(c, now)
 		} else {
 			_ = c.conn.Close()
 		}

@@ -313,25 +313,25 @@ func TestConnPoolBoundsAndCloses(t *testing.T) {
 	}
 	c1, peer1 := pipe()
 	c2, peer2 := pipe()
-	p.put(c1)
-	p.put(c2) // over max: closed
+	p.put(c1, time.Now())
+	p.put(c2, time.Now()) // over max: closed
 	assert.True(t, closed(peer2))
 	got, reused, err := p.get(context.Background(), time.Now())
 	require.NoError(t, err)
 	assert.True(t, reused)
 	assert.Same(t, c1, got)
-	p.put(got)
+	p.put(got, time.Now())
 
 	p.prune(time.Now().Add(idleConnTimeout)) // idle too long
 	assert.True(t, closed(peer1))
 	assert.Empty(t, p.idle)
 
 	c3, peer3 := pipe()
-	p.put(c3)
+	p.put(c3, time.Now())
 	p.close()
 	assert.True(t, closed(peer3))
 	c4, peer4 := pipe()
-	p.put(c4) // after close: closed at once
+	p.put(c4, time.Now()) // after close: closed at once
 	assert.True(t, closed(peer4))
 }
 

@@ -373,13 +373,21 @@ func TestSessionTableSweeps(t *testing.T) {
 	st := newSessionTable(2)
 	var a, b, c [16]byte
 	a[0], b[0], c[0] = 1, 2, 3
-	require.True(t, st.track(a, 10))
-	require.True(t, st.track(b, 20))
-	require.False(t, st.track(c, 20), "full")
-	require.True(t, st.track(a, 30), "a known session stays")
+	tracked := func(sid [16]byte, now uint32) bool {
+		name, ok := st.track(sid, now)
+		if ok {
+			require.Equal(t, sessionName(sid), name)
+		}
+		return ok
+	}
+	require.True(t, tracked(a, 10))
+	require.True(t, tracked(b, 20))
+	require.False(t, tracked(c, 20), "full")
+	require.True(t, tracked(a, 30), "a known session stays")
+	require.True(t, tracked(a, 30), "and keeps its name")
 	st.sweep(25) // forgets b, last used at 20
 	require.EqualValues(t, 1, st.count.Load())
-	require.True(t, st.track(c, 31))
+	require.True(t, tracked(c, 31))
 }
 
 func TestFrameTrackerFindsBoundaries(t *testing.T) {

@@ -328,6 +328,7 @@ type frontConn struct {
 	br     *bufio.Reader
 	bw     *bufio.Writer
 	header http.Header // reused per request: handlers must not keep it
+	values []string    // the header map's values, reused likewise
 	tmpl   http.Request
 	res    frontResponse
 	base   context.Context // its requests' contexts derive from it

@@ -31,7 +31,11 @@ func (c *frontConn) parse(ctx context.Context, end int) *http.Request {
 	}
 	h := c.header
 	clear(h)
-	values := make([]string, strings.Count(rest, "\r\n"))
+	n := strings.Count(rest, "\r\n")
+	if cap(c.values) < n {
+		c.values = make([]string, n)
+	}
+	values := c.values[:n] // reused, as the header map is
 	host, hosts, closing := "", 0, false
 	for i := 0; rest != ""; i++ {
 		line, rest, _ = strings.Cut(rest, "\r\n")

@@ -10,8 +10,9 @@ import (
 // sessionTable bounds the client sessions that get their own session actor.
 // The runtime keeps about 330 B per session for its idle TTL, so a client
 // minting cookies could otherwise grow memory without limit. Each entry is
-// a session id and its last use (seconds since the router started), much
-// smaller than what it stands for.
+// a session id, its last use (seconds since the router started) and its
+// session actor's name (made once, not per request), much smaller than
+// what it stands for.
 type sessionTable struct {
 	max    int64
 	count  atomic.Int64
@@ -22,39 +23,47 @@ const sessionShards = 64
 
 type sessionShard struct {
 	mu sync.RWMutex
-	m  map[[16]byte]uint32
+	m  map[[16]byte]sessionEntry
+}
+
+type sessionEntry struct {
+	last uint32
+	name string // sessionName(sid)
 }
 
 func newSessionTable(max int) *sessionTable {
 	t := &sessionTable{max: int64(max)}
 	for i := range t.shards {
-		t.shards[i].m = make(map[[16]byte]uint32)
+		t.shards[i].m = make(map[[16]byte]sessionEntry)
 	}
 	return t
 }
 
-// track records a use of sid at now and reports whether the session may
-// have its own session actor: false once the table is full and sid is not
-// in it.
-func (t *sessionTable) track(sid [16]byte, now uint32) bool {
+// track records a use of sid at now and returns its session actor's name,
+// or ok false when the session may not have its own: the table is full and
+// sid is not in it.
+func (t *sessionTable) track(sid [16]byte, now uint32) (name string, ok bool) {
 	sh := &t.shards[sid[0]%sessionShards] // sid is random: its first byte spreads evenly
 	sh.mu.RLock()
-	last, ok := sh.m[sid]
+	e, ok := sh.m[sid]
 	sh.mu.RUnlock()
-	if ok && last == now {
-		return true // the common case: a read lock only
+	if ok && e.last == now {
+		return e.name, true // the common case: a read lock only
 	}
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if _, ok := sh.m[sid]; !ok {
+	e, ok = sh.m[sid]
+	if !ok {
 		// Reserve first, so concurrent inserts cannot overshoot max.
 		if t.count.Add(1) > t.max {
 			t.count.Add(-1)
-			return false
+			return "", false
 		}
+		e.name = sessionName(sid)
 	}
-	sh.m[sid] = now
-	return true
+	e.last = now
+	sh.m[sid] = e
+	return e.name, true
 }
 
 // sweep forgets sessions last used before cutoff.
@@ -62,8 +71,8 @@ func (t *sessionTable) sweep(cutoff uint32) {
 	for i := range t.shards {
 		sh := &t.shards[i]
 		sh.mu.Lock()
-		for sid, last := range sh.m {
-			if last < cutoff {
+		for sid, e := range sh.m {
+			if e.last < cutoff {
 				delete(sh.m, sid)
 				t.count.Add(-1)
 			}

@@ -63,6 +63,7 @@ type fileConfig struct {
 	UpgradeIdleTimeout    duration `json:"upgrade_idle_timeout"`
 	MaxSessions           int      `json:"max_sessions"`
 	ShutdownGrace         duration `json:"shutdown_grace"`
+	GCHeapFloorMiB        *int     `json:"gc_heap_floor_mib"`
 }
 
 func readFileConfig(path string) (*fileConfig, error) {
@@ -177,6 +178,7 @@ type options struct {
 	upgradeIdleTO    time.Duration
 	maxSessions      int
 	shutdownGrace    time.Duration
+	gcHeapFloorMiB   int
 }
 
 // Defaults of the HTTP server settings, which the router package leaves to
@@ -185,6 +187,7 @@ const (
 	defaultReadHeaderTimeout = 10 * time.Second
 	defaultIdleTimeout       = 60 * time.Second
 	defaultShutdownGrace     = 30 * time.Second
+	defaultGCHeapFloorMiB    = 64
 )
 
 func newFlagSet(o *options) *flag.FlagSet {
@@ -218,6 +221,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.IntVar(&o.maxUpgrades, "max-upgrades-per-backend", router.DefaultMaxUpgradesPerBackend, "upgraded connections (WebSockets) per backend, apart from -max-conns-per-backend; more get 503")
 	fs.DurationVar(&o.upgradeIdleTO, "upgrade-idle-timeout", router.DefaultUpgradeIdleTimeout, "close an upgraded connection (WebSocket) with no traffic either way for this long")
 	fs.IntVar(&o.maxSessions, "max-sessions", router.DefaultMaxSessions, "client sessions tracked with their own session actor (memory bound); beyond it, routing is unchanged and the refusal is counted")
+	fs.IntVar(&o.gcHeapFloorMiB, "gc-heap-floor-mib", defaultGCHeapFloorMiB, "MiB the Go heap may grow by between garbage collections however small the live heap is (the floor itself is never touched: no resident memory); 0 leaves Go's default, which collects every few MB at the router's usual heap size")
 	fs.DurationVar(&o.shutdownGrace, "shutdown-grace", defaultShutdownGrace, "on SIGTERM/SIGINT, how long running requests may take to finish; WebSockets are closed at once. Exit status 0 after a clean drain")
 	return fs
 }
@@ -302,6 +306,9 @@ func (o *options) merge(fc *fileConfig, set map[string]bool) {
 	dur("upgrade-idle-timeout", &o.upgradeIdleTO, fc.UpgradeIdleTimeout)
 	num("max-sessions", &o.maxSessions, fc.MaxSessions)
 	dur("shutdown-grace", &o.shutdownGrace, fc.ShutdownGrace)
+	if fc.GCHeapFloorMiB != nil && !set["gc-heap-floor-mib"] {
+		o.gcHeapFloorMiB = *fc.GCHeapFloorMiB
+	}
 }
 
 // routerConfig turns options into a router.Config, reading the keys.
@@ -333,6 +340,9 @@ func (o *options) routerConfig() (router.Config, error) {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("-%s must be positive, got %v", name, d))
 		}
+	}
+	if o.gcHeapFloorMiB < 0 {
+		errs = append(errs, fmt.Errorf("-gc-heap-floor-mib must be 0 or more, got %d", o.gcHeapFloorMiB))
 	}
 	if len(errs) > 0 {
 		return router.Config{}, errors.Join(errs...)
