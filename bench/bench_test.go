@@ -100,6 +100,13 @@ func BenchmarkParallel(b *testing.B) {
 			for _, mode := range []actors.Affinity{actors.Hint, actors.StrictQueue} {
 				b.Run("affinity-cancellable/"+mode.String(), func(b *testing.B) { benchAffinity(b, l, mode, true) })
 			}
+			// And with actors.RunOnCaller, as a server that waits for each
+			// call anyway would make them: the caller may run the call.
+			for _, mode := range []actors.Affinity{actors.Hint, actors.StrictQueue} {
+				b.Run("affinity-runoncaller/"+mode.String(), func(b *testing.B) {
+					benchAffinity(b, l, mode, true, actors.RunOnCaller())
+				})
+			}
 			b.Run("sticky-channels", func(b *testing.B) {
 				pool := newStickyChannels(l.workers)
 				b.Cleanup(pool.close)
@@ -123,8 +130,8 @@ func BenchmarkParallel(b *testing.B) {
 
 // benchAffinity calls with context.Background(), or, when cancellable,
 // with a cancellable context per session, as a server's requests each
-// bring their own.
-func benchAffinity(b *testing.B, l load, mode actors.Affinity, cancellable bool) {
+// bring their own; opts go with every call.
+func benchAffinity(b *testing.B, l load, mode actors.Affinity, cancellable bool, opts ...actors.CallOption) {
 	rt := newAffinity(b, mode, l.workers)
 	ss := make([]*actors.Session, l.sessions)
 	ctxs := make([]context.Context, l.sessions)
@@ -143,7 +150,7 @@ func benchAffinity(b *testing.B, l load, mode actors.Affinity, cancellable bool)
 		}
 	}
 	runCallers(b, l, func(i int) error {
-		_, err := ss[i].Call(ctxs[i], i)
+		_, err := ss[i].Call(ctxs[i], i, opts...)
 		return err
 	})
 }

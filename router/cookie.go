@@ -139,10 +139,47 @@ func (s *signer) decode(value string, now time.Time, maxAge time.Duration) (tick
 	t.epoch = raw[17]
 	t.away = raw[18] == 1
 	t.issued = int64(binary.BigEndian.Uint64(raw[19:payloadLen]))
-	if age := now.Unix() - t.issued; age > int64(maxAge/time.Second) || age < -60 {
-		return t, cookieExpired // also a cookie from the future: clock skew beyond a minute
+	if t.expired(now, maxAge) {
+		return t, cookieExpired
 	}
 	return t, state
+}
+
+// expired reports whether t is older than maxAge at now, or from the
+// future beyond a minute of clock skew.
+func (t *ticket) expired(now time.Time, maxAge time.Duration) bool {
+	age := now.Unix() - t.issued
+	return age > int64(maxAge/time.Second) || age < -60
+}
+
+// cookieMemo remembers the last cookie value that verified on one
+// connection (a keep-alive client sends the same cookie with every
+// request), so the next request carrying exactly that value, under the
+// same keys, skips the base64 decoding and the HMAC. Its age is checked
+// every time. Only the connection's goroutine uses it.
+type cookieMemo struct {
+	signer *signer // the keys it verified with
+	value  string
+	tk     ticket
+	state  cookieState // cookieValid or cookieOldKey
+}
+
+// decode is s.decode, through m when m is not nil.
+func (m *cookieMemo) decode(s *signer, value string, now time.Time, maxAge time.Duration) (ticket, cookieState) {
+	if m == nil {
+		return s.decode(value, now, maxAge)
+	}
+	if m.signer == s && m.value == value {
+		if m.tk.expired(now, maxAge) {
+			return m.tk, cookieExpired
+		}
+		return m.tk, m.state
+	}
+	t, st := s.decode(value, now, maxAge)
+	if st == cookieValid || st == cookieOldKey {
+		*m = cookieMemo{signer: s, value: value, tk: t, state: st}
+	}
+	return t, st
 }
 
 // newSessionID draws a random session id.

@@ -152,7 +152,12 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	r.m.requests.Add(1)
 	now := time.Now()
 	sg := r.signer.Load()
-	tk, st := readTicket(req.Header, r.cfg.Cookie.Name, sg, now, r.cfg.Cookie.MaxAge)
+	fc, _ := req.Context().Value(frontConnKey{}).(*frontConn) // nil behind net/http's server
+	var memo *cookieMemo
+	if fc != nil {
+		memo = &fc.cookie
+	}
+	tk, st := readTicket(req.Header, r.cfg.Cookie.Name, sg, now, r.cfg.Cookie.MaxAge, memo)
 	switch st {
 	case cookieForged:
 		r.m.forged.Add(1)
@@ -193,7 +198,7 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		if upgrade {
 			err = r.runUpgrade(req.Context(), x)
 		} else {
-			err = r.run(req.Context(), x, r.sessionFor(d, now), now)
+			err = r.run(req.Context(), x, r.sessionFor(d, now), now, fc)
 		}
 		if err == nil {
 			return
@@ -237,7 +242,8 @@ var errRetry = errors.New("retry on another backend")
 // run proxies x on its backend's worker actor and classifies the result.
 // now is when the request came in: its backend latency is counted from
 // then (a clock read saved; routing takes about a microsecond).
-func (r *Router) run(ctx context.Context, x *exchange, session string, now time.Time) error {
+// fc is the Server connection the request came on, or nil.
+func (r *Router) run(ctx context.Context, x *exchange, session string, now time.Time, fc *frontConn) error {
 	b := x.b
 	b.requests.Add(1)
 	b.inflight.Add(1)
@@ -247,7 +253,7 @@ func (r *Router) run(ctx context.Context, x *exchange, session string, now time.
 	// The handler waits for the exchange anyway, so it may run it itself
 	// (no goroutine hand-off); it then returns only when the exchange
 	// ends, and a client that leaves meanwhile must abort the backend I/O.
-	if fc, ok := ctx.Value(frontConnKey{}).(*frontConn); ok {
+	if fc != nil {
 		fc.exchange.Store(x)
 		defer fc.exchange.Store(nil)
 	} else {
@@ -258,8 +264,7 @@ func (r *Router) run(ctx context.Context, x *exchange, session string, now time.
 		if ctx.Err() != nil {
 			x.leave() // the client left: unblock the fast path's backend I/O
 		}
-		x.running.Lock() // it ran (or runs): wait, it may still be writing to the client
-		x.running.Unlock()
+		x.running.Wait() // it ran (or runs): wait, it may still be writing to the client
 	}
 	return r.finish(ctx, x, err)
 }
@@ -386,9 +391,9 @@ type exchange struct {
 	gone atomic.Bool                 // the client left (set by leave)
 
 	state atomic.Uint32
-	// running is held while the worker actor runs it (taken before the
-	// state moves to xRunning), so the handler can wait for it to end.
-	running sync.Mutex
+	// running counts the worker actor's run (added before the state can
+	// move to xRunning), so the handler can wait for it to end.
+	running sync.WaitGroup
 
 	// Written by the worker actor before done is closed.
 	proxyErr  error
@@ -405,8 +410,8 @@ func (backendWorker) Handle(_ context.Context, call messages.Call) (any, error) 
 	if !ok {
 		return nil, fmt.Errorf("affinity router: unexpected payload %T", call.Payload)
 	}
-	x.running.Lock()
-	defer x.running.Unlock()
+	x.running.Add(1)
+	defer x.running.Done()
 	if !x.state.CompareAndSwap(xPending, xRunning) {
 		return nil, nil // the client left before it started
 	}
@@ -496,7 +501,10 @@ func isTimeout(err error) bool {
 // else an expired one, else forged. Several cookies can share the name (one
 // set on a parent domain, say); taking only the first would let a stale or
 // foreign one start a new session.
-func readTicket(h http.Header, name string, sg *signer, now time.Time, maxAge time.Duration) (ticket, cookieState) {
+//
+// memo, when set, is the connection's last cookie that verified: the same
+// value again skips the HMAC.
+func readTicket(h http.Header, name string, sg *signer, now time.Time, maxAge time.Duration, memo *cookieMemo) (ticket, cookieState) {
 	best, bestSt := ticket{}, cookieNone
 	tries := 0
 	for _, line := range h["Cookie"] {
@@ -507,7 +515,7 @@ func readTicket(h http.Header, name string, sg *signer, now time.Time, maxAge ti
 				continue
 			}
 			tries++
-			tk, st := sg.decode(v, now, maxAge)
+			tk, st := memo.decode(sg, v, now, maxAge)
 			if st == cookieValid {
 				return tk, st
 			}

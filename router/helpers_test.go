@@ -206,22 +206,8 @@ func startRouter(t *testing.T, cfg Config) *proxy {
 // shuts down (before the cleanups registered earlier run).
 func serve(t *testing.T, h http.Handler) *frontend {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	s, err := NewServer(&http.Server{Handler: h})
-	require.NoError(t, err)
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := s.Shutdown(ctx); err != nil {
-			_ = s.Close()
-			t.Errorf("Server.Shutdown: %v", err)
-		}
-		require.ErrorIs(t, <-served, http.ErrServerClosed)
-	})
-	return &frontend{URL: "http://" + ln.Addr().String(), Server: s}
+	l := srvStart(t, &http.Server{Handler: h})
+	return &frontend{URL: "http://" + l.addr, Server: l.Server}
 }
 
 // client is one browser: a cookie jar and its own connections.

@@ -349,6 +349,7 @@ type frontConn struct {
 	// The Router's exchange for the running request, told when the client
 	// leaves: cheaper than a context.AfterFunc per request.
 	exchange atomic.Pointer[exchange]
+	cookie   cookieMemo // the Router's, for this connection's requests
 }
 
 func newFrontConn(s *Server, nc net.Conn) *frontConn {

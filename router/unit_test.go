@@ -128,6 +128,43 @@ func TestCookieCodec(t *testing.T) {
 	})
 }
 
+// A connection's memo answers for the cookie that verified last, under the
+// same keys only, checks its age every time, and is never filled by a
+// cookie that did not verify.
+func TestCookieMemo(t *testing.T) {
+	s := newSigner([][]byte{testKey1})
+	now := time.Unix(1_800_000_000, 0)
+	tk := ticket{sid: newSessionID(), issued: now.Unix()}
+	v := s.encode(&tk)
+	var m cookieMemo
+	got, st := m.decode(s, v, now, time.Hour)
+	require.Equal(t, cookieValid, st)
+	require.Equal(t, tk, got)
+	require.Equal(t, v, m.value, "remembered")
+
+	m.tk.epoch = 9 // what only the memo can answer
+	got, st = m.decode(s, v, now, time.Hour)
+	require.Equal(t, cookieValid, st)
+	require.EqualValues(t, 9, got.epoch, "the same value again: no decoding")
+
+	_, st = m.decode(s, v, now.Add(2*time.Hour), time.Hour)
+	require.Equal(t, cookieExpired, st, "its age is checked every time")
+
+	raw, err := cookieEncoding.DecodeString(v)
+	require.NoError(t, err)
+	raw[len(raw)-1] ^= 1
+	_, st = m.decode(s, cookieEncoding.EncodeToString(raw), now, time.Hour)
+	require.Equal(t, cookieForged, st)
+	require.Equal(t, v, m.value, "a forged cookie is not remembered")
+
+	rotated := newSigner([][]byte{testKey2})
+	_, st = m.decode(rotated, v, now, time.Hour)
+	require.Equal(t, cookieForged, st, "new keys: verified again, and it fails")
+
+	_, st = (*cookieMemo)(nil).decode(s, v, now, time.Hour)
+	require.Equal(t, cookieValid, st, "no memo: plain decoding")
+}
+
 // Routers built from different versions of this code must keep agreeing on
 // every cookie: pin the hash.
 func TestRendezvousIsStable(t *testing.T) {

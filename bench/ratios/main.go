@@ -26,6 +26,8 @@ const (
 	strict      = "/affinity/strict_queue"
 	hintCancel  = "/affinity-cancellable/hint"
 	strictCncl  = "/affinity-cancellable/strict_queue"
+	hintOnCall  = "/affinity-runoncaller/hint"
+	strictOnCl  = "/affinity-runoncaller/strict_queue"
 	sticky      = "/sticky-channels"
 	hashRouter  = "/protoactor-consistent-hash"
 	chanPool    = "/channel-pool"
@@ -41,7 +43,7 @@ const (
 )
 
 // contenders of the parallel benchmarks, in the order of the latency table.
-var contenders = []string{hint, strict, hintCancel, strictCncl, sticky, hashRouter, chanPool}
+var contenders = []string{hint, strict, hintCancel, strictCncl, hintOnCall, strictOnCl, sticky, hashRouter, chanPool}
 
 // target is one figure and its bound.
 type target struct {
@@ -65,7 +67,7 @@ func buildTargets() []target {
 				target{label: load + mode + " / sticky channels", value: ratio(name, parallel+load+sticky, nsUnit), unit: "x", bound: 1.3, decimals: 2},
 				target{label: load + " consistent-hash router / " + mode[1:], value: ratio(parallel+load+hashRouter, name, nsUnit), unit: "x", atLeast: true, bound: 2.5, decimals: 2})
 		}
-		for _, mode := range []string{hintCancel, strictCncl} {
+		for _, mode := range []string{hintCancel, strictCncl, hintOnCall, strictOnCl} {
 			ts = append(ts, target{label: load + mode + " / sticky channels", value: ratio(parallel+load+mode, parallel+load+sticky, nsUnit), unit: "x", info: true, decimals: 2})
 		}
 	}

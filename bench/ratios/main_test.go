@@ -18,6 +18,8 @@ BenchmarkParallel/c64-s1k-w8/affinity/hint-8                  1000   200 ns/op  
 BenchmarkParallel/c64-s1k-w8/affinity/strict_queue-8          1000   400 ns/op  8000 p99-ns  64 B/op  2 allocs/op
 BenchmarkParallel/c64-s1k-w8/affinity-cancellable/hint-8      1000   320 ns/op  9000 p99-ns  64 B/op  2 allocs/op
 BenchmarkParallel/c64-s1k-w8/affinity-cancellable/strict_queue-8 1000 480 ns/op  9000 p99-ns  64 B/op  2 allocs/op
+BenchmarkParallel/c64-s1k-w8/affinity-runoncaller/hint-8      1000   240 ns/op  9000 p99-ns  64 B/op  2 allocs/op
+BenchmarkParallel/c64-s1k-w8/affinity-runoncaller/strict_queue-8 1000 320 ns/op  9000 p99-ns  64 B/op  2 allocs/op
 BenchmarkParallel/c64-s1k-w8/sticky-channels-8                1000   160 ns/op  5000 p99-ns   0 B/op  0 allocs/op
 BenchmarkParallel/c64-s1k-w8/protoactor-consistent-hash-8     1000  1000 ns/op 20000 p99-ns 500 B/op 10 allocs/op
 BenchmarkParallel/c64-s1k-w8/channel-pool-8                   1000   100 ns/op  4000 p99-ns   0 B/op  0 allocs/op
@@ -54,6 +56,7 @@ func TestReport(t *testing.T) {
 		{"1.25x", "PASS"}, {"5.00x", "PASS"}, // small load, hint
 		{"2.50x", "MISS"}, {"2.50x", "PASS"}, // small load, strict_queue
 		{"2.00x", "info"}, {"3.00x", "info"}, // small load, cancellable contexts
+		{"1.50x", "info"}, {"2.00x", "info"}, // small load, cancellable contexts with RunOnCaller
 		{"2.00x", "MISS"}, {"4.50x", "PASS"}, // large load, hint
 		{"2.00x", "MISS"}, {"4.50x", "PASS"}, // large load, strict_queue (no cancellable rows: not measured)
 		{"0.43x", "PASS"}, {"2 allocs/op", "PASS"}, {"183.5 B/session", "PASS"},
@@ -71,10 +74,11 @@ func TestTable(t *testing.T) {
 	var out bytes.Buffer
 	table(&out, m)
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	require.Len(t, lines, 1+7+4, "a header, seven contenders of the small load, four of the large")
+	require.Len(t, lines, 1+9+4, "a header, nine contenders of the small load, four of the large")
 	assert.Regexp(t, `c64-s1k-w8\s+affinity/hint\s+200\s+8µs`, lines[1])
 	assert.Regexp(t, `c64-s1k-w8\s+affinity-cancellable/strict_queue\s+480\s+9µs`, lines[4])
-	assert.Regexp(t, `c256-s100k-w16\s+protoactor-consistent-hash\s+900\s+30µs`, lines[11])
+	assert.Regexp(t, `c64-s1k-w8\s+affinity-runoncaller/hint\s+240\s+9µs`, lines[5])
+	assert.Regexp(t, `c256-s100k-w16\s+protoactor-consistent-hash\s+900\s+30µs`, lines[13])
 }
 
 func TestRunMissingBenchmark(t *testing.T) {
