@@ -423,7 +423,9 @@ func (c *frontConn) serve() {
 		}
 		if req == nil {
 			cancel()
-			handedOff = c.handOff()
+			// Out of the janitor's reach first: it must not close a
+			// connection net/http now owns.
+			handedOff = c.state.CompareAndSwap(stHead, stWriting) && c.handOff()
 			return
 		}
 		_, _ = c.br.Discard(end)
