@@ -55,14 +55,13 @@ type envelope struct {
 	made      time.Time // when the call was made, if it is timed (see madeAt); else zero
 	retries   uint8
 	// runOn: claimed on this worker, to be run by the caller itself (see
-	// Runtime.call). callerTurn: the caller is running the worker's turn
-	// that begins it. runner: the worker actor that began it there, for the
-	// caller to run it after the turn (Capacity > 1).
-	runOn      *worker
-	callerTurn bool
-	runner     *workerActor
-	timeout    time.Duration // the request's own bound on waiting; 0: the pool's
-	timer      *time.Timer   // a shorter queue timeout of its own while parked
+	// Runtime.call). runner: the worker actor that began it in a turn the
+	// caller ran (mailbox.runHere), for the caller to run it after that
+	// turn (Capacity > 1).
+	runOn   *worker
+	runner  *workerActor
+	timeout time.Duration // the request's own bound on waiting; 0: the pool's
+	timer   *time.Timer   // a shorter queue timeout of its own while parked
 	// In the pool's deadline list while parked with the pool's timeout.
 	tprev, tnext *envelope
 	deadline     time.Duration // since the runtime started

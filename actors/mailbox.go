@@ -24,6 +24,9 @@ type mailbox struct {
 	// wake holds at most one turn (sent only when scheduled goes true) plus
 	// the false that stops the goroutine, so sends never block.
 	wake chan bool
+	// inline is the message a caller's goroutine is handling in runHere,
+	// while it does; only the turn's goroutine touches it.
+	inline any
 }
 
 var _ actor.Mailbox = (*mailbox)(nil)
@@ -99,7 +102,9 @@ func (m *mailbox) runHere(msg any) bool {
 	}
 	m.scheduled = true
 	m.mu.Unlock()
+	m.inline = msg
 	m.invokeUser(msg, nil)
+	m.inline = nil
 	m.mu.Lock()
 	more := m.system.n != 0 || (!m.suspended && m.user.n != 0)
 	m.scheduled = more

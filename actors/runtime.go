@@ -206,10 +206,7 @@ func (rt *Runtime) call(ctx context.Context, live func() *sessionRec, p *pool, m
 // it (Capacity > 1: as a runner goroutine would). A worker busy meanwhile
 // gets it by message.
 func (rt *Runtime) runOnCaller(env *envelope, w *worker) {
-	env.callerTurn = true
-	ran := w.mailbox.runHere(env)
-	env.callerTurn = false
-	if !ran {
+	if !w.mailbox.runHere(env) {
 		rt.system.Root.Send(w.pid, env)
 		return
 	}

@@ -162,8 +162,11 @@ func (a *workerActor) accept(env *envelope) {
 	}
 	// Begun here, in the actor, so a stop processed before the runner gets
 	// going cannot answer the call a second time.
-	if env.callerTurn {
-		env.runner = a // its caller runs it as soon as this turn is over
+	if a.w.mailbox.inline == env {
+		// This turn runs on env's caller, which runs env once it is over.
+		// (Only this turn: a call begun and sent back to its session, say
+		// for a stale incarnation, may come back in another one.)
+		env.runner = a
 		return
 	}
 	select {
