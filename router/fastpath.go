@@ -19,9 +19,10 @@ import (
 
 // The fast path forwards the common request, a GET or HEAD without a body,
 // over a purpose-built HTTP/1.1 client: pooled backend connections used by
-// the backend's worker actor itself, with no goroutines per connection or
-// per request, no Request.Clone and no header map built for the backend
-// request. Everything else (bodies, upgrades, https backends, a Transport
+// the goroutine running the backend worker actor's call (usually the
+// handler's own: Router.run calls with actors.RunOnCaller), with no
+// goroutines per connection or per request, no Request.Clone and no header
+// map built for the backend request. Everything else (bodies, upgrades, https backends, a Transport
 // set in Config) goes through httputil.ReverseProxy as before. The fast
 // path does what that proxy does with the router's Rewrite: the same
 // hop-by-hop headers removed, X-Forwarded-For/-Host/-Proto replaced, the
