@@ -119,6 +119,10 @@ func (a *workerActor) start(ctx actor.Context) {
 		if first {
 			w.started <- ErrShutdown
 		}
+		// Removed (or its pool closed) before it started: nobody stopped
+		// it then (it had no PID yet), so it stops itself, and Resize's
+		// wait for it to stop ends.
+		ctx.Stop(a.self)
 		return
 	}
 	w.mu.Lock()
