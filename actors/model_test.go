@@ -51,6 +51,10 @@ type mCall struct {
 	// uncancellable: made with a context that cannot be cancelled, so a
 	// call to an idle worker runs on its caller's goroutine.
 	uncancellable bool
+	// onCaller: made with RunOnCaller (and a context that can be
+	// cancelled): it may run on its caller too, and still leaves a queue
+	// when cancelled.
+	onCaller bool
 
 	gate    chan struct{}
 	panics  atomic.Bool
@@ -285,9 +289,9 @@ func (m *model) launch(c *mCall) {
 		case c.stream:
 			err = drain(m.session(c.sess).Stream(ctx, o, WithAffinity(c.mode)))
 		case c.ref != nil:
-			v, err = m.rt.CallRef(ctx, *c.ref, o, WithAffinity(c.mode))
+			v, err = m.rt.CallRef(ctx, *c.ref, o, WithAffinity(c.mode), onCallerOption(c.onCaller))
 		default:
-			v, err = m.session(c.sess).Call(ctx, o, WithAffinity(c.mode))
+			v, err = m.session(c.sess).Call(ctx, o, WithAffinity(c.mode), onCallerOption(c.onCaller))
 		}
 		r, _ := v.(result)
 		c.done <- callOutcome{res: r, err: err}
@@ -394,7 +398,17 @@ func (m *model) stepCall(t *rapid.T) {
 	c := &mCall{id: len(m.calls) + 1, sess: rapid.IntRange(0, modelSessions-1).Draw(t, "session"),
 		mode: rapid.SampledFrom(allModes).Draw(t, "mode"), worker: -1, pref: -1,
 		uncancellable: rapid.Bool().Draw(t, "uncancellable")}
+	c.onCaller = !c.uncancellable && rapid.Bool().Draw(t, "onCaller")
 	m.expect(c, m.route(c))
+}
+
+// onCallerOption is RunOnCaller when on, else an option that changes
+// nothing.
+func onCallerOption(on bool) CallOption {
+	if on {
+		return RunOnCaller()
+	}
+	return CallOption{}
 }
 
 func (m *model) stepStream(t *rapid.T) {
@@ -412,6 +426,7 @@ func (m *model) stepRefCall(t *rapid.T) {
 	fmt.Sscanf(ref.Session, "s%d", &sess)
 	c := &mCall{id: len(m.calls) + 1, sess: sess, ref: &ref, mode: rapid.SampledFrom(allModes).Draw(t, "mode"), worker: -1, pref: -1,
 		uncancellable: rapid.Bool().Draw(t, "uncancellable")}
+	c.onCaller = !c.uncancellable && rapid.Bool().Draw(t, "onCaller")
 	m.expect(c, m.route(c))
 }
 
