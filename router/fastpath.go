@@ -793,11 +793,11 @@ func canonicalToken(b []byte) bool {
 	return len(b) > 0
 }
 
-// fieldValue reports whether b is a header value with no control bytes
-// but tabs.
-func fieldValue(b []byte) bool {
-	for _, c := range b {
-		if (c < ' ' && c != '\t') || c == 0x7f {
+// fieldValue reports whether v (a request's or a response's header value)
+// has no control bytes but tabs.
+func fieldValue[T string | []byte](v T) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; (c < ' ' && c != '\t') || c == 0x7f {
 			return false
 		}
 	}

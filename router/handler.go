@@ -261,10 +261,10 @@ func (r *Router) run(ctx context.Context, x *exchange, session string, now time.
 	}
 	_, err := r.rt.CallRef(ctx, ref, x, actors.RunOnCaller())
 	if err != nil && !x.state.CompareAndSwap(xPending, xAbandoned) {
-		if ctx.Err() != nil {
-			x.leave() // the client left: unblock the fast path's backend I/O
-		}
-		x.running.Wait() // it ran (or runs): wait, it may still be writing to the client
+		// It runs on a worker goroutine and the client left (Server or
+		// the AfterFunc above told it to leave): wait, it may still be
+		// writing to the client.
+		x.running.Wait()
 	}
 	return r.finish(ctx, x, err)
 }
@@ -395,7 +395,7 @@ type exchange struct {
 	// move to xRunning), so the handler can wait for it to end.
 	running sync.WaitGroup
 
-	// Written by the worker actor before done is closed.
+	// Written by the worker actor before running is done.
 	proxyErr  error
 	responded bool // the backend answered; headers are (about to be) written
 	aborted   bool // the response broke after headers were sent

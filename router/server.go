@@ -53,7 +53,7 @@ type Server struct {
 	wg                 sync.WaitGroup             // the janitor, the fallback and every connection
 	once               sync.Once                  // starts the janitor and the fallback
 	lns                map[*net.Listener]struct{} // guarded by mu
-	mu                 sync.Mutex                 // guards lns, conns, closing's transitions
+	mu                 sync.Mutex                 // guards lns and conn; shut is set under it
 	conn               map[*frontConn]struct{}    // the connections Server still owns
 	done               chan struct{}              // closed once closing and conn is empty
 	shut               atomic.Bool                // Shutdown or Close was called
@@ -358,7 +358,7 @@ func newFrontConn(s *Server, nc net.Conn) *frontConn {
 	c.bw = bufio.NewWriterSize(nc, frontBufferSize)
 	c.tmpl = http.Request{Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: c.header,
 		Body: http.NoBody, RemoteAddr: nc.RemoteAddr().String()}
-	c.res.c = c
+	c.res.c, c.res.header = c, make(http.Header)
 	// As net/http's; Background below it, so that a request's WithCancel
 	// registers with no parent.
 	c.base = context.WithValue(context.WithValue(context.WithValue(context.Background(),

@@ -44,7 +44,7 @@ func (c *frontConn) parse(ctx context.Context, end int) *http.Request {
 			return nil // also obs-fold, and space before the colon
 		}
 		value = strings.Trim(value, " \t")
-		if !plainValue(value) {
+		if !fieldValue(value) {
 			return nil
 		}
 		name = textproto.CanonicalMIMEHeaderKey(name)
@@ -81,17 +81,6 @@ func plainTarget(t string) bool {
 	}
 	for i := 0; i < len(t); i++ {
 		if t[i] <= ' ' || t[i] >= 0x7f || t[i] == '#' {
-			return false
-		}
-	}
-	return true
-}
-
-// plainValue reports whether v is a header value with no control bytes
-// but tabs.
-func plainValue(v string) bool {
-	for i := 0; i < len(v); i++ {
-		if c := v[i]; (c < ' ' && c != '\t') || c == 0x7f {
 			return false
 		}
 	}
@@ -151,9 +140,6 @@ var errBodyTooLong = errors.New("affinity router: response body longer than its 
 
 func (r *frontResponse) reset(req *http.Request) {
 	clear(r.header)
-	if r.header == nil {
-		r.header = make(http.Header)
-	}
 	*r = frontResponse{c: r.c, header: r.header, head: req.Method == http.MethodHead, close: req.Close, held: r.held[:0]}
 }
 
@@ -289,11 +275,9 @@ func (r *frontResponse) Write(p []byte) (int, error) {
 			r.held = append(r.held, p...)
 			return len(p), nil
 		}
-		r.sendHead()
-		if err := r.writeChunk(r.held); err != nil {
+		if err := r.sendHeld(); err != nil {
 			return 0, err
 		}
-		r.held = r.held[:0]
 	}
 	if r.chunked {
 		if err := r.writeChunk(p); err != nil {
@@ -332,6 +316,15 @@ func (r *frontResponse) writeChunk(p []byte) error {
 
 var crlf = []byte("\r\n")
 
+// sendHeld sends the head, in chunks now that the length cannot be
+// measured, and the body held so far.
+func (r *frontResponse) sendHeld() error {
+	r.sendHead()
+	err := r.writeChunk(r.held)
+	r.held = r.held[:0]
+	return err
+}
+
 // Flush implements http.Flusher.
 func (r *frontResponse) Flush() { _ = r.FlushError() }
 
@@ -342,11 +335,9 @@ func (r *frontResponse) FlushError() error {
 		r.WriteHeader(http.StatusOK)
 	}
 	if !r.sent {
-		r.sendHead()
-		if err := r.writeChunk(r.held); err != nil {
+		if err := r.sendHeld(); err != nil {
 			return err
 		}
-		r.held = r.held[:0]
 	}
 	if r.err != nil {
 		return r.err
@@ -431,8 +422,9 @@ func writeCode(bw *bufio.Writer, code int) {
 	bw.WriteByte(byte('0' + code%10))
 }
 
-// writeHeaders writes h but its trailers, skipping names that are not
-// tokens (as net/http does) and turning CR and LF in values into spaces.
+// writeHeaders writes h, skipping names that are not tokens (as net/http
+// does; http.TrailerPrefix ones among them) and turning CR and LF in values
+// into spaces.
 func writeHeaders(bw *bufio.Writer, h http.Header) {
 	for k, vv := range h {
 		if !validToken(k) {
