@@ -11,9 +11,11 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -71,8 +73,11 @@ func newConnPool(u *url.URL, dialer *net.Dialer, max int) *connPool {
 // time.
 type backendConn struct {
 	conn     net.Conn
+	raw      syscall.RawConn // nil: conn is no *net.TCPConn
 	br       *bufio.Reader
 	bw       *bufio.Writer
+	hold     bool      // Write keeps the bytes in held instead of sending them
+	held     []byte    // a request's last bytes, sent by the next Read
 	read     int64     // bytes read from conn so far
 	limit    int64     // while reading response headers: read may not reach it
 	idleAt   time.Time // when it went back to the pool
@@ -80,13 +85,109 @@ type backendConn struct {
 	aborted  atomic.Bool
 }
 
-func (c *backendConn) Read(p []byte) (int, error) {
+func (c *backendConn) Read(p []byte) (n int, err error) {
 	if c.limit > 0 && c.read >= c.limit {
 		return 0, errHeaderTooLarge
 	}
-	n, err := c.conn.Read(p)
+	if len(c.held) > 0 {
+		n, err = c.sendThenRead(p)
+	} else {
+		n, err = c.conn.Read(p)
+	}
 	c.read += int64(n)
 	return n, err
+}
+
+// Write is bw's sink: it sends p, or holds it for the next Read while hold
+// is set.
+func (c *backendConn) Write(p []byte) (int, error) {
+	if c.hold {
+		c.held = append(c.held[:0], p...)
+		return len(p), nil
+	}
+	return c.conn.Write(p)
+}
+
+// flushHeld flushes bw, holding its bytes for the next Read when c can
+// send them there (see sendThenRead) and was idle less than holdMaxIdle.
+// A connection idle for longer may have been closed by its backend, which
+// a read that tries first sees at once.
+func (c *backendConn) flushHeld(now time.Time) error {
+	c.hold = c.raw != nil && now.Sub(c.idleAt) < holdMaxIdle
+	err := c.bw.Flush()
+	c.hold = false
+	return err
+}
+
+// sendThenRead sends the held bytes and reads the first bytes of the
+// answer in one raw read. The poller is armed before the bytes leave, so
+// the answer cannot arrive unseen, and the read can wait first: conn.Read
+// would try first and, the answer not being there yet, make one more
+// system call per request for nothing.
+func (c *backendConn) sendThenRead(p []byte) (n int, err error) {
+	rerr := c.raw.Read(func(fd uintptr) bool {
+		if len(c.held) > 0 {
+			sent, werr := writeAll(int(fd), c.held)
+			c.held = c.held[sent:]
+			if werr != nil {
+				err = werr // EAGAIN too: the rest goes through conn below
+				return true
+			}
+			return false // sent: wait for the answer
+		}
+		n, err = readOnce(int(fd), p)
+		return err != syscall.EAGAIN
+	})
+	if rerr != nil {
+		return 0, rerr // closed, or a deadline passed
+	}
+	if err == syscall.EAGAIN && len(c.held) > 0 {
+		rest := c.held
+		c.held = c.held[:0]
+		if _, err := c.conn.Write(rest); err != nil {
+			return 0, err
+		}
+		return c.conn.Read(p)
+	}
+	c.held = c.held[:0]
+	if err != nil {
+		return 0, &net.OpError{Op: "read", Net: "tcp", Addr: c.conn.RemoteAddr(), Err: os.NewSyscallError("read", err)}
+	}
+	if n == 0 {
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+const holdMaxIdle = time.Second
+
+// writeAll writes b to fd without blocking; sent counts what went.
+func writeAll(fd int, b []byte) (sent int, err error) {
+	for sent < len(b) {
+		w, err := syscall.Write(fd, b[sent:])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return sent, err
+		}
+		sent += w
+	}
+	return sent, nil
+}
+
+// readOnce reads fd once without blocking, retrying an interrupted read.
+func readOnce(fd int, p []byte) (int, error) {
+	for {
+		n, err := syscall.Read(fd, p)
+		if err == syscall.EINTR {
+			continue
+		}
+		if n < 0 {
+			n = 0
+		}
+		return n, err
+	}
 }
 
 // abort unblocks the request using c: its client left.
@@ -152,10 +253,17 @@ func (p *connPool) get(ctx context.Context, now time.Time) (c *backendConn, reus
 	if err != nil {
 		return nil, false, err
 	}
-	c = &backendConn{conn: conn}
+	return newBackendConn(conn), false, nil
+}
+
+func newBackendConn(conn net.Conn) *backendConn {
+	c := &backendConn{conn: conn}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		c.raw, _ = tc.SyscallConn()
+	}
 	c.br = bufio.NewReaderSize(c, 4096)
-	c.bw = bufio.NewWriterSize(conn, 4096)
-	return c, false, nil
+	c.bw = bufio.NewWriterSize(c, 4096)
+	return c
 }
 
 // put returns a healthy connection to the pool, or closes it when the pool
@@ -268,7 +376,7 @@ func (x *exchange) exchangeOn(c *backendConn, now time.Time) (keep, retry bool, 
 	if err := x.writeRequest(c.bw); err != nil {
 		return false, false, err // nothing sent: c is closed, as after any error
 	}
-	if err := c.bw.Flush(); err != nil {
+	if err := c.flushHeld(now); err != nil {
 		return false, !isTimeout(err), err
 	}
 	c.awaitHeaders(now, x.r.cfg.ResponseHeaderTimeout)

@@ -390,3 +390,92 @@ func TestFastPathBoundsResponseHeadersNotBodies(t *testing.T) {
 	assert.Equal(t, http.StatusOK, code)
 	assert.Len(t, body, 12*len(big))
 }
+
+// tcpPair returns the two ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (client, server net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	server = <-accepted
+	require.NotNil(t, server)
+	t.Cleanup(func() { _ = client.Close(); _ = server.Close() })
+	return client, server
+}
+
+func TestBackendConnSendsHeldBytesWithItsFirstRead(t *testing.T) {
+	client, peer := tcpPair(t)
+	c := newBackendConn(client)
+	require.NotNil(t, c.raw)
+	now := time.Now()
+	c.idleAt = now
+	_, _ = c.bw.WriteString("ping")
+	require.NoError(t, c.flushHeld(now))
+	assert.Equal(t, "ping", string(c.held), "held until the read")
+
+	go func() {
+		buf := make([]byte, 4)
+		if _, err := io.ReadFull(peer, buf); err == nil && string(buf) == "ping" {
+			_, _ = peer.Write([]byte("pong"))
+		}
+	}()
+	got := make([]byte, 4)
+	_, err := io.ReadFull(c.br, got)
+	require.NoError(t, err)
+	assert.Equal(t, "pong", string(got))
+	assert.Empty(t, c.held)
+	assert.EqualValues(t, 4, c.read)
+
+	_ = peer.Close()
+	_, _ = c.bw.WriteString("again")
+	require.NoError(t, c.flushHeld(now))
+	_, err = c.br.ReadByte()
+	require.Error(t, err, "a closed peer ends the read, with no hang")
+}
+
+func TestBackendConnHeldBytesGoOutWhenTheSocketIsFull(t *testing.T) {
+	client, peer := tcpPair(t)
+	require.NoError(t, client.(*net.TCPConn).SetWriteBuffer(4096))
+	require.NoError(t, peer.(*net.TCPConn).SetReadBuffer(4096))
+	// Fill the way to the peer, which does not read yet.
+	filled := 0
+	chunk := make([]byte, 4096)
+	for {
+		_ = client.SetWriteDeadline(time.Now().Add(20 * time.Millisecond))
+		n, err := client.Write(chunk)
+		filled += n
+		if err != nil {
+			require.True(t, isTimeout(err), "%v", err)
+			break
+		}
+	}
+	_ = client.SetWriteDeadline(time.Time{})
+
+	c := newBackendConn(client)
+	now := time.Now()
+	c.idleAt = now
+	held := strings.Repeat("h", 3000)
+	_, _ = c.bw.WriteString(held)
+	require.NoError(t, c.flushHeld(now))
+
+	drained := make(chan error, 1)
+	go func() {
+		_, err := io.CopyN(io.Discard, peer, int64(filled+len(held)))
+		if err == nil {
+			_, err = peer.Write([]byte("done"))
+		}
+		drained <- err
+	}()
+	got := make([]byte, 4)
+	_, err := io.ReadFull(c.br, got)
+	require.NoError(t, err)
+	assert.Equal(t, "done", string(got))
+	require.NoError(t, <-drained, "the peer got every byte")
+}
