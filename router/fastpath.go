@@ -73,15 +73,20 @@ func newConnPool(u *url.URL, dialer *net.Dialer, max int) *connPool {
 // time.
 type backendConn struct {
 	conn     net.Conn
-	raw      syscall.RawConn // nil: conn is no *net.TCPConn
+	raw      syscall.RawConn // nil: conn has no descriptor to use
 	br       *bufio.Reader
 	bw       *bufio.Writer
-	hold     bool      // Write keeps the bytes in held instead of sending them
-	held     []byte    // a request's last bytes, sent by the next Read
-	read     int64     // bytes read from conn so far
-	limit    int64     // while reading response headers: read may not reach it
-	idleAt   time.Time // when it went back to the pool
-	deadline time.Time // the read deadline set last (zero: none)
+	hold     bool               // Write keeps the bytes in held instead of sending them
+	held     []byte             // a request's last bytes, sent by the next Read...
+	sent     int                // ...from this offset on
+	sendRead func(uintptr) bool // c.sendReadStep, made once
+	in       []byte             // sendThenRead's buffer, for sendReadStep
+	got      int                // what sendReadStep read
+	ioErr    error              // and its error
+	read     int64              // bytes read from conn so far
+	limit    int64              // while reading response headers: read may not reach it
+	idleAt   time.Time          // when it went back to the pool
+	deadline time.Time          // the read deadline set last (zero: none)
 	aborted  atomic.Bool
 }
 
@@ -89,7 +94,7 @@ func (c *backendConn) Read(p []byte) (n int, err error) {
 	if c.limit > 0 && c.read >= c.limit {
 		return 0, errHeaderTooLarge
 	}
-	if len(c.held) > 0 {
+	if len(c.held) > c.sent {
 		n, err = c.sendThenRead(p)
 	} else {
 		n, err = c.conn.Read(p)
@@ -124,71 +129,46 @@ func (c *backendConn) flushHeld(now time.Time) error {
 // the answer cannot arrive unseen, and the read can wait first: conn.Read
 // would try first and, the answer not being there yet, make one more
 // system call per request for nothing.
-func (c *backendConn) sendThenRead(p []byte) (n int, err error) {
-	rerr := c.raw.Read(func(fd uintptr) bool {
-		if len(c.held) > 0 {
-			sent, werr := writeAll(int(fd), c.held)
-			c.held = c.held[sent:]
-			if werr != nil {
-				err = werr // EAGAIN too: the rest goes through conn below
-				return true
-			}
-			return false // sent: wait for the answer
-		}
-		n, err = readOnce(int(fd), p)
-		return err != syscall.EAGAIN
-	})
-	if rerr != nil {
+func (c *backendConn) sendThenRead(p []byte) (int, error) {
+	c.in, c.got, c.ioErr = p, 0, nil
+	rerr := c.raw.Read(c.sendRead)
+	n, err := c.got, c.ioErr
+	c.in, c.ioErr = nil, nil
+	rest := c.held[c.sent:]
+	c.held, c.sent = c.held[:0], 0
+	switch {
+	case rerr != nil:
 		return 0, rerr // closed, or a deadline passed
-	}
-	if err == syscall.EAGAIN && len(c.held) > 0 {
-		rest := c.held
-		c.held = c.held[:0]
+	case wouldBlock(err) && len(rest) > 0: // the socket is full
 		if _, err := c.conn.Write(rest); err != nil {
 			return 0, err
 		}
 		return c.conn.Read(p)
-	}
-	c.held = c.held[:0]
-	if err != nil {
+	case err != nil:
 		return 0, &net.OpError{Op: "read", Net: "tcp", Addr: c.conn.RemoteAddr(), Err: os.NewSyscallError("read", err)}
-	}
-	if n == 0 {
+	case n == 0:
 		return 0, io.EOF
 	}
 	return n, nil
 }
 
-const holdMaxIdle = time.Second
-
-// writeAll writes b to fd without blocking; sent counts what went.
-func writeAll(fd int, b []byte) (sent int, err error) {
-	for sent < len(b) {
-		w, err := syscall.Write(fd, b[sent:])
-		if err == syscall.EINTR {
-			continue
-		}
+// sendReadStep is sendThenRead's step, c.sendRead, under raw.Read: false
+// waits until the connection is readable.
+func (c *backendConn) sendReadStep(fd uintptr) bool {
+	if c.sent < len(c.held) {
+		sent, err := writeFD(fd, c.held[c.sent:])
+		c.sent += sent
 		if err != nil {
-			return sent, err
+			c.ioErr = err // EAGAIN too: the rest goes through conn
+			return true
 		}
-		sent += w
+		return false // sent: wait for the answer
 	}
-	return sent, nil
+	c.got, c.ioErr = readFD(fd, c.in)
+	return !wouldBlock(c.ioErr)
 }
 
-// readOnce reads fd once without blocking, retrying an interrupted read.
-func readOnce(fd int, p []byte) (int, error) {
-	for {
-		n, err := syscall.Read(fd, p)
-		if err == syscall.EINTR {
-			continue
-		}
-		if n < 0 {
-			n = 0
-		}
-		return n, err
-	}
-}
+const holdMaxIdle = time.Second
 
 // abort unblocks the request using c: its client left.
 func (c *backendConn) abort() {
@@ -257,10 +237,8 @@ func (p *connPool) get(ctx context.Context, now time.Time) (c *backendConn, reus
 }
 
 func newBackendConn(conn net.Conn) *backendConn {
-	c := &backendConn{conn: conn}
-	if tc, ok := conn.(*net.TCPConn); ok {
-		c.raw, _ = tc.SyscallConn()
-	}
+	c := &backendConn{conn: conn, raw: rawConnOf(conn)}
+	c.sendRead = c.sendReadStep
 	c.br = bufio.NewReaderSize(c, 4096)
 	c.bw = bufio.NewWriterSize(c, 4096)
 	return c

@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"io"
 	"log"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -19,7 +21,9 @@ import (
 // HEAD with no body, an origin-form target and nothing unusual in its head.
 // It uses one goroutine per connection, none per request, and no timer per
 // request: one janitor goroutine enforces the timeouts, dates the
-// responses and watches for clients that leave during a long request.
+// responses and watches for clients that leave during a long request. On
+// unix it reads and writes a connection through its descriptor, waiting
+// for a request before reading it (see frontConn.serve and sysRead).
 //
 // The first request of any other kind hands its whole connection, bytes
 // already read included, to the wrapped http.Server, which serves that
@@ -36,8 +40,10 @@ import (
 //     a second late; a new connection that sends nothing is closed after
 //     ReadHeaderTimeout, else IdleTimeout.
 //   - A client that leaves is noticed once its request has run for half a
+//     second, by the janitor peeking at the connection every quarter
 //     second (net/http watches from the start, at a goroutine and a read
-//     per request), and not at all while a pipelined request runs.
+//     per request); not at all while a pipelined request runs, or on a
+//     connection that is no syscall.Conn.
 //   - The http.Server's BaseContext, ConnContext, ConnState and
 //     SetKeepAlivesEnabled apply to handed-off connections only.
 type Server struct {
@@ -300,23 +306,23 @@ func (s *Server) sweep(now int64) {
 				c.close()
 			}
 		case st == stActive && age >= watchAfter && !c.pipelined.Load():
-			if c.state.CompareAndSwap(stActive, stWatched) {
-				go c.watch() // ended by the connection's goroutine (see endRequest)
+			c.peeks.Add(1)
+			if c.clientLeft() {
+				c.gone.Store(true)
+				c.cancelRequest()
 			}
 		}
 	}
 }
 
 // Connection states. The connection's goroutine moves between idle, head
-// and active; the janitor may close an idle or head connection, or mark an
-// active one watched; Shutdown may close an idle one. Each move is a CAS,
-// so exactly one side acts.
+// and active; the janitor may close an idle or head connection; Shutdown
+// may close an idle one. Each move is a CAS, so exactly one side acts.
 const (
 	stNew     int32 = iota // a new connection, waiting for its first byte
 	stIdle                 // waiting for a request's first byte
 	stHead                 // reading a request head
 	stActive               // a handler runs
-	stWatched              // a handler runs and the client's side is read
 	stWriting              // the response is being finished
 	stClosed               // closed by the janitor or Shutdown
 )
@@ -333,15 +339,24 @@ type frontConn struct {
 	res    frontResponse
 	base   context.Context // its requests' contexts derive from it
 
+	// Reading and writing through the descriptor (see serve, frontReader
+	// and frontWriter).
+	raw      syscall.RawConn    // nil: nc has none; nc's methods are used
+	fd       uintptr            // nc's descriptor while raw.Read runs
+	writeRaw func(uintptr) bool // c.writeStep, made once
+	out      []byte             // frontWriter's bytes, for writeStep
+	wrote    int                // what writeStep wrote
+	writeErr error              // and its error
+
 	state     atomic.Int32
 	since     atomic.Int64 // janitor clock when the state began
 	pipelined atomic.Bool  // the next request was already read
 
-	// The watcher (see watch) reads one byte while a long request runs.
-	watchDone chan struct{}
-	extra     [1]byte
-	hasExtra  bool // extra holds a byte the watcher read
-	gone      atomic.Bool
+	between   bool         // a request was served: the next one begins
+	waitFirst bool         // the next read waits for bytes first (see frontReader)
+	scanned   int          // bytes of a partial head already searched for its end
+	gone      atomic.Bool  // the janitor saw the client leave
+	peeks     atomic.Int64 // the janitor's looks for the client leaving
 	closeOnce sync.Once
 
 	mu     sync.Mutex         // guards cancel
@@ -353,9 +368,10 @@ type frontConn struct {
 }
 
 func newFrontConn(s *Server, nc net.Conn) *frontConn {
-	c := &frontConn{s: s, nc: nc, header: make(http.Header), watchDone: make(chan struct{}, 1)}
+	c := &frontConn{s: s, nc: nc, raw: rawConnOf(nc), header: make(http.Header)}
 	c.br = bufio.NewReaderSize(frontReader{c}, frontBufferSize)
-	c.bw = bufio.NewWriterSize(nc, frontBufferSize)
+	c.bw = bufio.NewWriterSize(frontWriter{c}, frontBufferSize)
+	c.writeRaw = c.writeStep
 	c.tmpl = http.Request{Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: c.header,
 		Body: http.NoBody, RemoteAddr: nc.RemoteAddr().String()}
 	c.res.c, c.res.header = c, make(http.Header)
@@ -371,17 +387,65 @@ func newFrontConn(s *Server, nc net.Conn) *frontConn {
 // a request head that does not fit in the read buffer goes to net/http.
 const frontBufferSize = 4096
 
-// frontReader reads the connection for its bufio.Reader, the watcher's
-// byte first.
+// frontReader reads the connection for its bufio.Reader. Under raw.Read
+// it never blocks: errWouldBlock sends serve back to the poller. After a
+// response it does not even try: the client sends its next request only
+// once it has the response, so a read then would nearly always find
+// nothing, at the cost of a system call per request.
 type frontReader struct{ c *frontConn }
+
+var errWouldBlock = errors.New("would block")
+
+// frontWriter writes the connection for its bufio.Writer: through raw
+// when there is one, for sysWrite's sake.
+type frontWriter struct{ c *frontConn }
+
+func (w frontWriter) Write(p []byte) (int, error) {
+	c := w.c
+	if c.raw == nil {
+		return c.nc.Write(p)
+	}
+	c.out, c.wrote, c.writeErr = p, 0, nil
+	rerr := c.raw.Write(c.writeRaw)
+	n, err := c.wrote, c.writeErr
+	c.out, c.writeErr = nil, nil
+	if rerr != nil {
+		return n, rerr // closed, or past the write deadline
+	}
+	if err != nil {
+		return n, &net.OpError{Op: "write", Net: "tcp", Addr: c.nc.RemoteAddr(), Err: os.NewSyscallError("write", err)}
+	}
+	return n, nil
+}
+
+// writeStep is frontWriter's step, c.writeRaw, under raw.Write: false
+// waits until the connection is writable.
+func (c *frontConn) writeStep(fd uintptr) bool {
+	sent, err := writeFD(fd, c.out[c.wrote:])
+	c.wrote += sent
+	c.writeErr = err
+	return !wouldBlock(err)
+}
 
 func (r frontReader) Read(p []byte) (int, error) {
 	c := r.c
-	if c.hasExtra && len(p) > 0 {
-		p[0], c.hasExtra = c.extra[0], false
-		return 1, nil
+	if c.raw == nil {
+		return c.nc.Read(p)
 	}
-	return c.nc.Read(p)
+	if c.waitFirst {
+		c.waitFirst = false
+		return 0, errWouldBlock
+	}
+	n, err := readFD(c.fd, p)
+	switch {
+	case wouldBlock(err):
+		return 0, errWouldBlock
+	case err != nil:
+		return 0, &net.OpError{Op: "read", Net: "tcp", Addr: c.nc.RemoteAddr(), Err: os.NewSyscallError("read", err)}
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
 }
 
 func (c *frontConn) close() {
@@ -398,23 +462,58 @@ func (c *frontConn) setState(st int32) bool {
 }
 
 // serve serves requests until the connection ends or is handed off.
+//
+// With a raw connection the whole loop runs inside one raw.Read: serving
+// until a read would block, then letting the poller wait. One raw.Read
+// for the connection's life matters: each one forgets readiness the
+// poller saw before it began, so a read could then no longer wait first.
 func (c *frontConn) serve() {
-	handedOff := false
+	next := stepEnd
 	defer func() {
-		if !handedOff {
+		if next != stepHandOff || !c.handOff() {
 			c.close()
 		}
 		c.s.forget(c)
 	}()
-	for first := true; ; first = false {
+	if c.raw == nil {
+		next = c.step() // reads block: it never returns stepWait
+		return
+	}
+	_ = c.raw.Read(func(fd uintptr) bool {
+		c.fd = fd
+		next = c.step()
+		return next != stepWait
+	}) // an error (the connection closed) leaves next at stepWait: the end
+	if next == stepWait {
+		next = stepEnd
+	}
+}
+
+// What serve does after step.
+const (
+	stepWait    = iota // wait until the client's side is readable, then step
+	stepEnd            // close the connection
+	stepHandOff        // hand the connection to net/http
+)
+
+// step serves every request it can read without blocking and returns what
+// the connection needs next.
+func (c *frontConn) step() int {
+	for {
 		// Shutdown sets shut, then closes idle connections: checking
 		// after becoming idle means one of the two sees the other.
-		if !first && (!c.setState(stIdle) || c.s.shut.Load()) {
-			return
+		if c.between {
+			if !c.setState(stIdle) || c.s.shut.Load() {
+				return stepEnd
+			}
+			c.between = false
 		}
-		end, ok := c.readHead()
-		if !ok {
-			return
+		end, err := c.readHead()
+		if err == errWouldBlock {
+			return stepWait
+		}
+		if err != nil {
+			return stepEnd
 		}
 		ctx, cancel := context.WithCancel(c.base)
 		var req *http.Request
@@ -425,51 +524,68 @@ func (c *frontConn) serve() {
 			cancel()
 			// Out of the janitor's reach first: it must not close a
 			// connection net/http now owns.
-			handedOff = c.state.CompareAndSwap(stHead, stWriting) && c.handOff()
-			return
+			if c.state.CompareAndSwap(stHead, stWriting) {
+				return stepHandOff
+			}
+			return stepEnd
 		}
 		_, _ = c.br.Discard(end)
 		if !c.run(req, cancel) || c.s.shut.Load() {
-			return
+			return stepEnd
+		}
+		c.between = true
+		c.waitFirst = c.br.Buffered() == 0
+	}
+}
+
+// readHead looks for a whole request head in the read buffer, reading
+// more as needed, and returns its length, or 0 when it cannot be Server's
+// (too large, or bare LF line ends, which net/http accepts and Server does
+// not). An error: the connection ended, or (errWouldBlock) the rest of the
+// head has not arrived; the search then resumes where it stopped.
+func (c *frontConn) readHead() (end int, err error) {
+	if _, err := c.br.Peek(1); err != nil {
+		return 0, err
+	}
+	if c.state.Load() != stHead && !c.setState(stHead) {
+		return 0, net.ErrClosed
+	}
+	for {
+		buf, _ := c.br.Peek(c.br.Buffered())
+		if end, found := headEnd(buf, c.scanned); found {
+			c.scanned = 0
+			return end, nil
+		}
+		c.scanned = len(buf)
+		if len(buf) == c.br.Size() {
+			c.scanned = 0
+			return 0, nil
+		}
+		if _, err := c.br.Peek(len(buf) + 1); err != nil {
+			return 0, err
 		}
 	}
 }
 
-// readHead waits for a whole request head in the read buffer and returns
-// its length, or 0 when it cannot be Server's (too large, or bare LF line
-// ends, which net/http accepts and Server does not). ok false: the
-// connection ended.
-func (c *frontConn) readHead() (end int, ok bool) {
-	if _, err := c.br.Peek(1); err != nil {
-		return 0, false
-	}
-	if !c.setState(stHead) {
-		return 0, false
-	}
-	for scanned := 0; ; {
-		buf, _ := c.br.Peek(c.br.Buffered())
-		for i := scanned; i < len(buf); i++ {
-			if buf[i] != '\n' {
-				continue
-			}
-			if i == 0 || buf[i-1] != '\r' {
-				return 0, true // a bare LF: net/http's to judge
-			}
-			if i >= 3 && buf[i-2] == '\n' {
-				return i + 1, true // CRLF CRLF
-			}
-			if i == 1 {
-				return 0, true // an empty line first: net/http's to refuse
-			}
+// headEnd searches buf from offset from for the end of a request head and
+// returns its length, or 0 when the head is net/http's to judge: bare LF
+// line ends, or an empty line first. found false: no end yet.
+func headEnd(buf []byte, from int) (end int, found bool) {
+	for i := from; i < len(buf); i++ {
+		if buf[i] != '\n' {
+			continue
 		}
-		scanned = len(buf)
-		if len(buf) == c.br.Size() {
-			return 0, true
+		if i == 0 || buf[i-1] != '\r' {
+			return 0, true // a bare LF
 		}
-		if _, err := c.br.Peek(len(buf) + 1); err != nil {
-			return 0, false
+		if i >= 3 && buf[i-2] == '\n' {
+			return i + 1, true // CRLF CRLF
+		}
+		if i == 1 {
+			return 0, true // an empty line first
 		}
 	}
+	return 0, false
 }
 
 // handOff gives the connection, with every byte read and not consumed, to
@@ -523,37 +639,23 @@ func (c *frontConn) callHandler(req *http.Request) (ok bool) {
 	return true
 }
 
-// endRequest ends the active state, stopping the watcher if the janitor
-// started one. false: the client left or the connection was closed.
+// endRequest ends the active state. false: the client left or the
+// connection was closed.
 func (c *frontConn) endRequest() bool {
-	if c.state.CompareAndSwap(stActive, stWriting) {
-		return true
-	}
-	if c.state.Load() == stClosed {
-		return false
-	}
-	// Watched: stop the read, keep any byte it got.
-	_ = c.nc.SetReadDeadline(aLongTimeAgo)
-	<-c.watchDone
-	_ = c.nc.SetReadDeadline(time.Time{})
-	return !c.gone.Load() && c.state.CompareAndSwap(stWatched, stWriting)
+	return c.state.CompareAndSwap(stActive, stWriting) && !c.gone.Load()
 }
 
-// watch reads the client's side while a long request runs, as net/http's
-// background read does: end of stream cancels the request; a byte (the
-// next pipelined request) is kept for the reader.
-func (c *frontConn) watch() {
-	defer func() { c.watchDone <- struct{}{} }()
-	n, err := c.nc.Read(c.extra[:])
-	if n == 1 {
-		c.hasExtra = true
-		return
+// clientLeft peeks at the client's side of a connection whose request runs
+// long, as net/http's background read does: the end of the stream, or an
+// error, means the client left. Bytes waiting (a pipelined request) or
+// none say nothing. The janitor calls it; it never blocks.
+func (c *frontConn) clientLeft() bool {
+	if c.raw == nil {
+		return false
 	}
-	if ne, ok := err.(net.Error); ok && ne.Timeout() {
-		return // stopped by endRequest
-	}
-	c.gone.Store(true)
-	c.cancelRequest()
+	left := false
+	_ = c.raw.Control(func(fd uintptr) { left = peerLeft(fd) })
+	return left
 }
 
 // frontConnKey is the context key of the frontConn a request came on.

@@ -209,6 +209,22 @@ func srvConns(s *Server) []*frontConn {
 
 // srvWaitState waits until the Server owns exactly one connection and it is
 // in state st, and returns it.
+// srvWaitPeeked waits until the janitor looked n times, while a request
+// ran, at whether its client left: the request ran for at least watchAfter.
+func srvWaitPeeked(t *testing.T, s *Server, n int64) *frontConn {
+	t.Helper()
+	var c *frontConn
+	require.Eventually(t, func() bool {
+		cs := srvConns(s)
+		if len(cs) != 1 || cs[0].state.Load() != stActive || cs[0].peeks.Load() < n {
+			return false
+		}
+		c = cs[0]
+		return true
+	}, 5*time.Second, 5*time.Millisecond, "%d peeks", n)
+	return c
+}
+
 func srvWaitState(t *testing.T, s *Server, st int32) *frontConn {
 	t.Helper()
 	var c *frontConn
@@ -407,6 +423,40 @@ func TestServerPipelining(t *testing.T) {
 		require.Equal(t, "GET /split ", body)
 		require.Equal(t, "false", resp.Header.Get("X-Hijackable"))
 	})
+}
+
+// A request that arrives while its predecessor's handler runs (after
+// Server read that one, before it answered) is served, and so is a head
+// whose second part arrives after Server waited for it.
+func TestServerReadsWhatArrivesWhileItServes(t *testing.T) {
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hold" {
+			entered <- struct{}{}
+			<-release
+		}
+		srvWriteLen(w, r.URL.Path)
+	})
+	l := srvServe(t, h)
+	conn, br := srvDial(t, l.addr)
+	for i := 0; i < 3; i++ {
+		srvSend(t, conn, "GET /hold HTTP/1.1\r\nHost: example.com\r\n\r\n")
+		srvWait(t, entered, "the handler")
+		srvSend(t, conn, "GET /next HTTP/1.1\r\nHost: example.com\r\n\r\n")
+		release <- struct{}{}
+		_, body := srvRead(t, conn, br, http.MethodGet)
+		require.Equal(t, "/hold", body)
+		_, body = srvRead(t, conn, br, http.MethodGet)
+		require.Equal(t, "/next", body, "round %d", i)
+	}
+
+	head := "GET /split HTTP/1.1\r\nHost: example.com\r\n\r\n"
+	srvSend(t, conn, head[:20])
+	srvWaitState(t, l.Server, stHead)
+	srvSend(t, conn, head[20:])
+	_, body := srvRead(t, conn, br, http.MethodGet)
+	require.Equal(t, "/split", body)
 }
 
 // ---------------------------------------------------------------------------
@@ -1054,7 +1104,7 @@ func TestServerIdleTimeout(t *testing.T) {
 		l := srvStart(t, &http.Server{Handler: h, IdleTimeout: 300 * time.Millisecond, ReadHeaderTimeout: 300 * time.Millisecond})
 		conn, br := srvDial(t, l.addr)
 		srvSend(t, conn, "GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")
-		srvWaitState(t, l.Server, stWatched) // running for 500 ms, longer than both timeouts
+		srvWaitPeeked(t, l.Server, 1) // running for 500 ms, longer than both timeouts
 		close(release)
 		resp, body := srvRead(t, conn, br, http.MethodGet)
 		require.Equal(t, "ok", body)
@@ -1104,7 +1154,7 @@ func TestServerReadHeaderTimeout(t *testing.T) {
 		l := srvStart(t, &http.Server{Handler: h, ReadHeaderTimeout: 300 * time.Millisecond})
 		conn, br := srvDial(t, l.addr)
 		srvSend(t, conn, "GET /slow HTTP/1.1\r\nHost: example.com\r\n\r\n")
-		srvWaitState(t, l.Server, stWatched) // it ran for at least 500 ms
+		srvWaitPeeked(t, l.Server, 1) // it ran for at least 500 ms
 		close(release)
 		resp, body := srvRead(t, conn, br, http.MethodGet)
 		require.Equal(t, "ok", body)
@@ -1168,7 +1218,7 @@ func TestServerLongRequestWithTheClientStaying(t *testing.T) {
 	t.Run("nothing more from the client", func(t *testing.T) {
 		conn, br := srvDial(t, l.addr)
 		srvSend(t, conn, "GET /long HTTP/1.1\r\nHost: example.com\r\n\r\n")
-		srvWaitState(t, l.Server, stWatched)
+		srvWaitPeeked(t, l.Server, 1)
 		release <- struct{}{}
 		resp, body := srvRead(t, conn, br, http.MethodGet)
 		require.Equal(t, "/long ctx=<nil>", body, "a client still there does not cancel")
@@ -1183,15 +1233,16 @@ func TestServerLongRequestWithTheClientStaying(t *testing.T) {
 	t.Run("the next request arrives during it", func(t *testing.T) {
 		conn, br := srvDial(t, l.addr)
 		srvSend(t, conn, "GET /long HTTP/1.1\r\nHost: example.com\r\n\r\n")
-		c := srvWaitState(t, l.Server, stWatched)
+		c := srvWaitPeeked(t, l.Server, 1)
+		sent := c.peeks.Load()
 		srvSend(t, conn, "GET /next HTTP/1.1\r\nHost: example.com\r\n\r\n")
-		// The watcher reads the next request's first byte, and stops.
-		require.Eventually(t, func() bool { return len(c.watchDone) == 1 }, 5*time.Second, 5*time.Millisecond)
+		// A look begun after the send sees the next request waiting.
+		srvWaitPeeked(t, l.Server, sent+2)
 		release <- struct{}{}
 		_, body := srvRead(t, conn, br, http.MethodGet)
 		require.Equal(t, "/long ctx=<nil>", body)
 		resp, body := srvRead(t, conn, br, http.MethodGet)
-		require.Equal(t, "/next ctx=<nil>", body, "the byte the watcher read is not lost")
+		require.Equal(t, "/next ctx=<nil>", body, "the request the janitor saw waiting is served")
 		require.Equal(t, http.StatusOK, resp.StatusCode)
 	})
 }
