@@ -16,3 +16,4 @@ func readFD(uintptr, []byte) (int, error)  { return 0, errors.ErrUnsupported }
 func writeFD(uintptr, []byte) (int, error) { return 0, errors.ErrUnsupported }
 func wouldBlock(error) bool                { return false }
 func peerLeft(uintptr) bool                { return false }
+func shutdownFD(uintptr)                   {}

@@ -67,3 +67,8 @@ func peerLeft(fd uintptr) bool {
 	}
 	return true
 }
+
+// shutdownFD ends both directions of the socket fd: pending and later
+// reads see the end of the stream, writes fail, and the poller wakes
+// whoever waits on it.
+func shutdownFD(fd uintptr) { _ = syscall.Shutdown(int(fd), syscall.SHUT_RDWR) }

@@ -199,6 +199,9 @@ func (s *Server) forget(c *frontConn) {
 // first; Close then ends what is left.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.closeListeners()
+	// Now, not when the goroutine below gets to it: handed-off requests
+	// that end from here on must say Connection: close.
+	s.srv.SetKeepAlivesEnabled(false)
 	fallback := make(chan error, 1)
 	go func() { fallback <- s.srv.Shutdown(ctx) }() // ends with ctx at the latest
 	s.closeIdle()
@@ -448,10 +451,18 @@ func (r frontReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// close ends the connection, from any goroutine: the client sees it end,
+// and the running request is cancelled. A raw connection is shut down
+// rather than closed (serve closes it when it returns): serve's raw.Read
+// holds the descriptor while a handler runs, and nc.Close would wait for
+// the handler to return, which may wait for the cancel.
 func (c *frontConn) close() {
 	c.closeOnce.Do(func() {
+		// First: the cancelled handler must find it ended.
+		if c.raw == nil || c.raw.Control(shutdownFD) != nil {
+			_ = c.nc.Close()
+		}
 		c.cancelRequest()
-		_ = c.nc.Close()
 	})
 }
 
@@ -472,6 +483,7 @@ func (c *frontConn) serve() {
 	defer func() {
 		if next != stepHandOff || !c.handOff() {
 			c.close()
+			_ = c.nc.Close() // see close
 		}
 		c.s.forget(c)
 	}()

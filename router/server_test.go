@@ -1419,6 +1419,27 @@ func TestServerCloseEndsEverything(t *testing.T) {
 	require.NoError(t, l.Shutdown(ctx), "waits for what Close left")
 }
 
+// A handler that ignores its context keeps neither Close nor its client
+// waiting.
+func TestServerCloseDoesNotWaitForAHandler(t *testing.T) {
+	started := make(chan struct{}, 1)
+	release := make(chan struct{})
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		started <- struct{}{}
+		<-release
+	})
+	l := srvServe(t, h)
+	t.Cleanup(func() { close(release) }) // before the Server's own cleanup
+	conn, br := srvDial(t, l.addr)
+	srvSend(t, conn, "GET /stuck HTTP/1.1\r\nHost: example.com\r\n\r\n")
+	srvWait(t, started, "the request to start")
+
+	closed := make(chan error, 1)
+	go func() { closed <- l.Close() }()
+	require.NoError(t, srvWait(t, closed, "Close"))
+	require.Empty(t, srvRequireClosed(t, conn, br), "the client sees its connection end")
+}
+
 func TestServerShutdownBeforeServe(t *testing.T) {
 	s, err := NewServer(&http.Server{Handler: http.HandlerFunc(srvProbe)})
 	require.NoError(t, err)
