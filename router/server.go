@@ -266,7 +266,8 @@ func (s *Server) stopJanitor() {
 }
 
 // janitor enforces the timeouts, keeps the clock and the Date line, and
-// starts watching long requests, every janitorTick until stopped.
+// looks for clients that left long requests, every janitorTick until
+// stopped.
 func (s *Server) janitor() {
 	defer s.wg.Done()
 	t := time.NewTicker(janitorTick)
@@ -294,8 +295,8 @@ func (s *Server) tick(now time.Time) {
 	s.date.Store(&dateLine{sec: now.Unix(), line: line})
 }
 
-// sweep closes connections idle or reading a head for too long and starts
-// watching requests that run long.
+// sweep closes connections idle or reading a head for too long and cancels
+// long requests whose clients left.
 func (s *Server) sweep(now int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
