@@ -7,10 +7,18 @@ import (
 	"syscall"
 )
 
-// rawConnOf returns nc's RawConn, or nil when nc has none.
+// rawConnOf returns nc's RawConn when nc is a *net.TCPConn or a
+// *net.UnixConn, else nil. Other types may buffer bytes of their own (a
+// wrapper that parsed a PROXY header, say) that reading the descriptor
+// would skip, even when they expose one.
 func rawConnOf(nc net.Conn) syscall.RawConn {
-	sc, ok := nc.(syscall.Conn)
-	if !ok {
+	var sc syscall.Conn
+	switch c := nc.(type) {
+	case *net.TCPConn:
+		sc = c
+	case *net.UnixConn:
+		sc = c
+	default:
 		return nil
 	}
 	raw, err := sc.SyscallConn()

@@ -22,8 +22,9 @@ import (
 // It uses one goroutine per connection, none per request, and no timer per
 // request: one janitor goroutine enforces the timeouts, dates the
 // responses and watches for clients that leave during a long request. On
-// unix it reads and writes a connection through its descriptor, waiting
-// for a request before reading it (see frontConn.serve and sysRead).
+// unix it reads and writes a TCP or unix-socket connection through its
+// descriptor, waiting for a request before reading it (see frontConn.serve
+// and sysRead).
 //
 // The first request of any other kind hands its whole connection, bytes
 // already read included, to the wrapped http.Server, which serves that
@@ -43,7 +44,7 @@ import (
 //     second, by the janitor peeking at the connection every quarter
 //     second (net/http watches from the start, at a goroutine and a read
 //     per request); not at all while a pipelined request runs, or on a
-//     connection that is no syscall.Conn.
+//     connection that is not a *net.TCPConn or *net.UnixConn.
 //   - The http.Server's BaseContext, ConnContext, ConnState and
 //     SetKeepAlivesEnabled apply to handed-off connections only.
 type Server struct {

@@ -48,6 +48,12 @@ func srvStart(t *testing.T, hs *http.Server) *srvLive {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
+	return srvStartOn(t, hs, ln)
+}
+
+// srvStartOn is srvStart on a listener of the caller's.
+func srvStartOn(t *testing.T, hs *http.Server, ln net.Listener) *srvLive {
+	t.Helper()
 	s, err := NewServer(hs)
 	require.NoError(t, err)
 	l := &srvLive{Server: s, addr: ln.Addr().String(), served: make(chan error, 1)}
@@ -425,10 +431,33 @@ func TestServerPipelining(t *testing.T) {
 	})
 }
 
+// wrappedListener hands out connections of a type Server does not read
+// through a descriptor.
+type wrappedListener struct{ net.Listener }
+
+type wrappedConn struct{ net.Conn }
+
+func (l wrappedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return wrappedConn{c}, nil
+}
+
 // A request that arrives while its predecessor's handler runs (after
 // Server read that one, before it answered) is served, and so is a head
-// whose second part arrives after Server waited for it.
+// whose second part arrives after Server waited for it: on a connection
+// read through its descriptor and on one read through net.Conn.
 func TestServerReadsWhatArrivesWhileItServes(t *testing.T) {
+	for _, wrapped := range []bool{false, true} {
+		t.Run(fmt.Sprintf("wrapped=%v", wrapped), func(t *testing.T) {
+			testServerReadsWhatArrivesWhileItServes(t, wrapped)
+		})
+	}
+}
+
+func testServerReadsWhatArrivesWhileItServes(t *testing.T, wrapped bool) {
 	entered := make(chan struct{})
 	release := make(chan struct{})
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -438,7 +467,12 @@ func TestServerReadsWhatArrivesWhileItServes(t *testing.T) {
 		}
 		srvWriteLen(w, r.URL.Path)
 	})
-	l := srvServe(t, h)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	if wrapped {
+		ln = wrappedListener{ln}
+	}
+	l := srvStartOn(t, &http.Server{Handler: h, ErrorLog: log.New(io.Discard, "", 0)}, ln)
 	conn, br := srvDial(t, l.addr)
 	for i := 0; i < 3; i++ {
 		srvSend(t, conn, "GET /hold HTTP/1.1\r\nHost: example.com\r\n\r\n")
@@ -450,6 +484,8 @@ func TestServerReadsWhatArrivesWhileItServes(t *testing.T) {
 		_, body = srvRead(t, conn, br, http.MethodGet)
 		require.Equal(t, "/next", body, "round %d", i)
 	}
+	c := srvWaitState(t, l.Server, stIdle)
+	require.Equal(t, wrapped, c.raw == nil, "read through its descriptor unless wrapped")
 
 	head := "GET /split HTTP/1.1\r\nHost: example.com\r\n\r\n"
 	srvSend(t, conn, head[:20])
