@@ -214,6 +214,9 @@ pids+=("$b2_pid")
 wait_ready backend-b1 "$b1_pid" "http://$B1_ADDR/"
 wait_ready backend-b2 "$b2_pid" "http://$B2_ADDR/"
 
+# HAProxy and nginx send the backends the X-Forwarded-For, -Host and -Proto
+# headers affinity-router sends (as the spec asks of it) and Caddy sends by
+# default, so that every backend parses the same request.
 if has haproxy; then
 	cat >"$tmp/haproxy.cfg" <<EOF
 global
@@ -236,6 +239,9 @@ frontend bench
 backend backends
     balance roundrobin
     cookie $HAPROXY_COOKIE insert indirect nocache
+    option forwardfor
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    http-request set-header X-Forwarded-Proto http
     option httpchk
     http-check send meth GET uri /
     server b1 $B1_ADDR cookie b1 check
@@ -290,6 +296,8 @@ http {
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header X-Forwarded-For \$remote_addr;
+            proxy_set_header X-Forwarded-Host \$http_host;
+            proxy_set_header X-Forwarded-Proto \$scheme;
         }
     }
 }
