@@ -145,7 +145,11 @@ func (c *backendConn) sendThenRead(p []byte) (int, error) {
 		}
 		return c.conn.Read(p)
 	case err != nil:
-		return 0, &net.OpError{Op: "read", Net: "tcp", Addr: c.conn.RemoteAddr(), Err: os.NewSyscallError("read", err)}
+		op := "read"
+		if len(rest) > 0 {
+			op = "write" // the request did not all go
+		}
+		return 0, &net.OpError{Op: op, Net: "tcp", Addr: c.conn.RemoteAddr(), Err: os.NewSyscallError(op, err)}
 	case n == 0:
 		return 0, io.EOF
 	}
@@ -168,6 +172,7 @@ func (c *backendConn) sendReadStep(fd uintptr) bool {
 	return !wouldBlock(c.ioErr)
 }
 
+// holdMaxIdle: see flushHeld.
 const holdMaxIdle = time.Second
 
 // abort unblocks the request using c: its client left.
