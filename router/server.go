@@ -45,7 +45,10 @@ import (
 //     second (net/http watches from the start, at a goroutine and a read
 //     per request); not at all while a pipelined request runs, or on a
 //     connection that is not a *net.TCPConn or *net.UnixConn.
-//   - The http.Server's BaseContext, ConnContext, ConnState and
+//   - The http.Server's BaseContext and ConnContext apply to every
+//     connection (a handed-off one gets them again from net/http, with
+//     the handoff listener and a connection wrapping the accepted one);
+//     a nil context from either is an error, not a panic. ConnState and
 //     SetKeepAlivesEnabled apply to handed-off connections only.
 type Server struct {
 	srv      *http.Server
@@ -125,6 +128,14 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.mu.Unlock()
 		return http.ErrServerClosed
 	}
+	base := context.Background()
+	if f := s.srv.BaseContext; f != nil {
+		if base = f(ln); base == nil {
+			s.mu.Unlock()
+			return errNilBaseContext
+		}
+	}
+	base = context.WithValue(base, http.ServerContextKey, s.srv)
 	s.lns[&ln] = struct{}{}
 	s.mu.Unlock()
 	defer func() {
@@ -152,7 +163,15 @@ func (s *Server) Serve(ln net.Listener) error {
 			return err
 		}
 		backoff = 0
-		c := newFrontConn(s, nc)
+		ctx := base
+		if f := s.srv.ConnContext; f != nil {
+			if ctx = f(ctx, nc); ctx == nil {
+				s.logf("router: ConnContext returned nil: connection from %v closed", nc.RemoteAddr())
+				_ = nc.Close()
+				continue
+			}
+		}
+		c := newFrontConn(s, nc, ctx)
 		if !s.add(c) {
 			_ = nc.Close()
 			return http.ErrServerClosed
@@ -372,7 +391,13 @@ type frontConn struct {
 	cookie   cookieMemo // the Router's, for this connection's requests
 }
 
-func newFrontConn(s *Server, nc net.Conn) *frontConn {
+// errNilBaseContext is Serve's error when the http.Server's BaseContext
+// returns nil (net/http panics).
+var errNilBaseContext = errors.New("router: the http.Server's BaseContext returned nil")
+
+// newFrontConn returns the connection nc, its requests' contexts derived
+// from ctx (Serve's, after ConnContext).
+func newFrontConn(s *Server, nc net.Conn, ctx context.Context) *frontConn {
 	c := &frontConn{s: s, nc: nc, raw: rawConnOf(nc), header: make(http.Header)}
 	c.br = bufio.NewReaderSize(frontReader{c}, frontBufferSize)
 	c.bw = bufio.NewWriterSize(frontWriter{c}, frontBufferSize)
@@ -380,10 +405,10 @@ func newFrontConn(s *Server, nc net.Conn) *frontConn {
 	c.tmpl = http.Request{Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: c.header,
 		Body: http.NoBody, RemoteAddr: nc.RemoteAddr().String()}
 	c.res.c, c.res.header = c, make(http.Header)
-	// As net/http's; Background below it, so that a request's WithCancel
+	// As net/http's. Unless BaseContext or ConnContext made it
+	// cancellable, Background is below it, so that a request's WithCancel
 	// registers with no parent.
-	c.base = context.WithValue(context.WithValue(context.WithValue(context.Background(),
-		http.ServerContextKey, s.srv), http.LocalAddrContextKey, nc.LocalAddr()), frontConnKey{}, c)
+	c.base = context.WithValue(context.WithValue(ctx, http.LocalAddrContextKey, nc.LocalAddr()), frontConnKey{}, c)
 	c.since.Store(s.now.Load())
 	return c
 }
@@ -694,8 +719,11 @@ func (c *frontConn) setCancel(f context.CancelFunc) {
 	c.mu.Unlock()
 }
 
-func (c *frontConn) logf(format string, args ...any) {
-	if l := c.s.srv.ErrorLog; l != nil {
+func (c *frontConn) logf(format string, args ...any) { c.s.logf(format, args...) }
+
+// logf logs to the http.Server's ErrorLog, else to the standard logger.
+func (s *Server) logf(format string, args ...any) {
+	if l := s.srv.ErrorLog; l != nil {
 		l.Printf(format, args...)
 		return
 	}

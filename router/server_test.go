@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -1629,4 +1630,69 @@ func TestServerConcurrentClients(t *testing.T) {
 	for err := range errs {
 		require.NoError(t, err)
 	}
+}
+
+// ---------------------------------------------------------------------------
+// BaseContext and ConnContext
+
+func TestServerAppliesBaseAndConnContext(t *testing.T) {
+	type key string
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx := r.Context()
+		_, _ = io.Copy(io.Discard, r.Body)
+		srvWriteLen(w, fmt.Sprintf("base=%v conn=%v local=%v", ctx.Value(key("base")),
+			ctx.Value(key("conn")) != nil, ctx.Value(http.LocalAddrContextKey) != nil))
+	})
+	l := srvStart(t, &http.Server{
+		Handler:  h,
+		ErrorLog: log.New(io.Discard, "", 0),
+		BaseContext: func(net.Listener) context.Context {
+			return context.WithValue(context.Background(), key("base"), "b")
+		},
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, key("conn"), c.RemoteAddr().String())
+		},
+	})
+	conn, br := srvDial(t, l.addr)
+	srvSend(t, conn, "GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")
+	_, body := srvRead(t, conn, br, http.MethodGet)
+	require.Equal(t, "base=b conn=true local=true", body, "a request Server serves")
+	srvSend(t, conn, "POST / HTTP/1.1\r\nHost: example.com\r\nContent-Length: 1\r\n\r\nx")
+	_, body = srvRead(t, conn, br, http.MethodPost)
+	require.Equal(t, "base=b conn=true local=true", body, "a request handed off")
+}
+
+func TestServerNilContextsAreErrors(t *testing.T) {
+	h := http.HandlerFunc(srvProbe)
+
+	t.Run("BaseContext", func(t *testing.T) {
+		s, err := NewServer(&http.Server{Handler: h, BaseContext: func(net.Listener) context.Context { return nil }})
+		require.NoError(t, err)
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		require.ErrorIs(t, s.Serve(ln), errNilBaseContext)
+		_, err = ln.Accept()
+		require.Error(t, err, "Serve closed its listener")
+		require.NoError(t, s.Close())
+	})
+
+	t.Run("ConnContext", func(t *testing.T) {
+		var logs srvLogBuffer
+		var n atomic.Int32
+		l := srvStart(t, &http.Server{Handler: h, ErrorLog: log.New(&logs, "", 0),
+			ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
+				if n.Add(1) == 1 {
+					return nil
+				}
+				return ctx
+			}})
+		conn, br := srvDial(t, l.addr)
+		require.Empty(t, srvRequireClosed(t, conn, br), "the first connection is closed")
+		require.Eventually(t, func() bool { return strings.Contains(logs.String(), "ConnContext returned nil") },
+			5*time.Second, 5*time.Millisecond)
+		conn, br = srvDial(t, l.addr)
+		srvSend(t, conn, "GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")
+		resp, _ := srvRead(t, conn, br, http.MethodGet)
+		require.Equal(t, http.StatusOK, resp.StatusCode, "the next one is served")
+	})
 }
