@@ -45,11 +45,12 @@ import (
 //     second (net/http watches from the start, at a goroutine and a read
 //     per request); not at all while a pipelined request runs, or on a
 //     connection that is not a *net.TCPConn or *net.UnixConn.
-//   - The http.Server's BaseContext and ConnContext apply to every
-//     connection (a handed-off one gets them again from net/http, with
-//     the handoff listener and a connection wrapping the accepted one);
-//     a nil context from either is an error, not a panic. ConnState and
-//     SetKeepAlivesEnabled apply to handed-off connections only.
+//   - The http.Server's BaseContext, ConnContext and ConnState apply to
+//     every connection. A handed-off one gets them again from net/http,
+//     with the handoff listener and a connection wrapping the accepted
+//     one; the accepted one ends StateHijacked. A nil context from
+//     BaseContext or ConnContext is an error, not a panic.
+//     SetKeepAlivesEnabled applies to handed-off connections only.
 type Server struct {
 	srv      *http.Server
 	handoff  *handoffListener
@@ -176,6 +177,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			_ = nc.Close()
 			return http.ErrServerClosed
 		}
+		c.connState(http.StateNew)
 		go c.serve()
 	}
 }
@@ -508,9 +510,12 @@ func (c *frontConn) setState(st int32) bool {
 func (c *frontConn) serve() {
 	next := stepEnd
 	defer func() {
-		if next != stepHandOff || !c.handOff() {
+		if next == stepHandOff && c.handOff() {
+			c.connState(http.StateHijacked) // net/http reports on from StateNew
+		} else {
 			c.close()
 			_ = c.nc.Close() // see close
+			c.connState(http.StateClosed)
 		}
 		c.s.forget(c)
 	}()
@@ -569,9 +574,11 @@ func (c *frontConn) step() int {
 			return stepEnd
 		}
 		_, _ = c.br.Discard(end)
+		c.connState(http.StateActive)
 		if !c.run(req, cancel) || c.s.shut.Load() {
 			return stepEnd
 		}
+		c.connState(http.StateIdle)
 		c.between = true
 		c.waitFirst = c.br.Buffered() == 0
 	}
@@ -720,6 +727,15 @@ func (c *frontConn) setCancel(f context.CancelFunc) {
 }
 
 func (c *frontConn) logf(format string, args ...any) { c.s.logf(format, args...) }
+
+// connState tells the http.Server's ConnState hook, if any, of nc's state.
+// A connection handed off ends StateHijacked here: net/http then reports
+// the connection wrapping it from StateNew on.
+func (c *frontConn) connState(st http.ConnState) {
+	if f := c.s.srv.ConnState; f != nil {
+		f(c.nc, st)
+	}
+}
 
 // logf logs to the http.Server's ErrorLog, else to the standard logger.
 func (s *Server) logf(format string, args ...any) {

@@ -1696,3 +1696,52 @@ func TestServerNilContextsAreErrors(t *testing.T) {
 		require.Equal(t, http.StatusOK, resp.StatusCode, "the next one is served")
 	})
 }
+
+func TestServerReportsConnState(t *testing.T) {
+	var mu sync.Mutex
+	states := map[net.Conn][]http.ConnState{}
+	var order []net.Conn
+	l := srvStart(t, &http.Server{
+		Handler:  http.HandlerFunc(srvProbe),
+		ErrorLog: log.New(io.Discard, "", 0),
+		ConnState: func(c net.Conn, st http.ConnState) {
+			mu.Lock()
+			defer mu.Unlock()
+			if _, ok := states[c]; !ok {
+				order = append(order, c)
+			}
+			states[c] = append(states[c], st)
+		},
+	})
+	seen := func() [][]http.ConnState {
+		mu.Lock()
+		defer mu.Unlock()
+		var out [][]http.ConnState
+		for _, c := range order {
+			out = append(out, append([]http.ConnState(nil), states[c]...))
+		}
+		return out
+	}
+	wait := func(want [][]http.ConnState) {
+		t.Helper()
+		require.Eventually(t, func() bool { return fmt.Sprint(want) == fmt.Sprint(seen()) },
+			5*time.Second, 5*time.Millisecond, "want %v", want)
+	}
+	N, A, I, H, C := http.StateNew, http.StateActive, http.StateIdle, http.StateHijacked, http.StateClosed
+
+	conn, br := srvDial(t, l.addr)
+	srvSend(t, conn, "GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")
+	srvRead(t, conn, br, http.MethodGet)
+	require.NoError(t, conn.Close())
+	wait([][]http.ConnState{{N, A, I, C}})
+
+	conn, br = srvDial(t, l.addr)
+	srvSend(t, conn, "GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")
+	srvRead(t, conn, br, http.MethodGet)
+	srvSend(t, conn, "POST / HTTP/1.1\r\nHost: example.com\r\nContent-Length: 1\r\n\r\nx")
+	srvRead(t, conn, br, http.MethodPost)
+	require.NoError(t, conn.Close())
+	// The accepted connection ends hijacked; net/http reports the one
+	// wrapping it from StateNew on.
+	wait([][]http.ConnState{{N, A, I, C}, {N, A, I, H}, {N, A, I, C}})
+}
