@@ -1745,3 +1745,21 @@ func TestServerReportsConnState(t *testing.T) {
 	// wrapping it from StateNew on.
 	wait([][]http.ConnState{{N, A, I, C}, {N, A, I, H}, {N, A, I, C}})
 }
+
+// A body larger than the socket can hold at once is written in parts, each
+// waiting until the client has read: nothing is lost or reordered.
+func TestServerWritesABodyLargerThanTheSocketHolds(t *testing.T) {
+	const size = 16 << 20 // the kernel's send buffer is at most a few MiB
+	body := bytes.Repeat([]byte("0123456789abcdef"), size/16)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(size))
+		_, _ = w.Write(body) // one Write: the socket must take it in parts
+	})
+	l := srvServe(t, h)
+	conn, br := srvDial(t, l.addr)
+	srvSend(t, conn, "GET /large HTTP/1.1\r\nHost: example.com\r\n\r\n")
+	resp, got := srvRead(t, conn, br, http.MethodGet)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, size, len(got))
+	require.True(t, got == string(body), "the body arrives whole and in order")
+}
