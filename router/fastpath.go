@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -149,7 +148,7 @@ func (c *backendConn) sendThenRead(p []byte) (int, error) {
 		if len(rest) > 0 {
 			op = "write" // the request did not all go
 		}
-		return 0, &net.OpError{Op: op, Net: "tcp", Addr: c.conn.RemoteAddr(), Err: os.NewSyscallError(op, err)}
+		return 0, opError(op, c.conn, err)
 	case n == 0:
 		return 0, io.EOF
 	}

@@ -4,6 +4,7 @@ package router
 
 import (
 	"net"
+	"os"
 	"syscall"
 )
 
@@ -57,6 +58,15 @@ func writeFD(fd uintptr, b []byte) (sent int, err error) {
 		sent += w
 	}
 	return sent, nil
+}
+
+// opError wraps a failed descriptor call on nc as nc's own methods would.
+func opError(op string, nc net.Conn, err error) error {
+	network := "tcp"
+	if _, ok := nc.(*net.UnixConn); ok {
+		network = "unix"
+	}
+	return &net.OpError{Op: op, Net: network, Addr: nc.RemoteAddr(), Err: os.NewSyscallError(op, err)}
 }
 
 // wouldBlock says whether err is readFD's or writeFD's "try later".

@@ -8,7 +8,6 @@ import (
 	"log"
 	"net"
 	"net/http"
-	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -378,7 +377,6 @@ type frontConn struct {
 	since     atomic.Int64 // janitor clock when the state began
 	pipelined atomic.Bool  // the next request was already read
 
-	between   bool         // a request was served: the next one begins
 	waitFirst bool         // the next read waits for bytes first (see frontReader)
 	scanned   int          // bytes of a partial head already searched for its end
 	gone      atomic.Bool  // the janitor saw the client leave
@@ -419,13 +417,6 @@ func newFrontConn(s *Server, nc net.Conn, ctx context.Context) *frontConn {
 // a request head that does not fit in the read buffer goes to net/http.
 const frontBufferSize = 4096
 
-// frontReader reads the connection for its bufio.Reader. Under raw.Read
-// it never blocks: errWouldBlock sends serve back to the poller. After a
-// response it does not even try: the client sends its next request only
-// once it has the response, so a read then would nearly always find
-// nothing, at the cost of a system call per request.
-type frontReader struct{ c *frontConn }
-
 var errWouldBlock = errors.New("would block")
 
 // frontWriter writes the connection for its bufio.Writer: through raw
@@ -445,7 +436,7 @@ func (w frontWriter) Write(p []byte) (int, error) {
 		return n, rerr // closed, or past the write deadline
 	}
 	if err != nil {
-		return n, &net.OpError{Op: "write", Net: "tcp", Addr: c.nc.RemoteAddr(), Err: os.NewSyscallError("write", err)}
+		return n, opError("write", c.nc, err)
 	}
 	return n, nil
 }
@@ -458,6 +449,13 @@ func (c *frontConn) writeStep(fd uintptr) bool {
 	c.writeErr = err
 	return !wouldBlock(err)
 }
+
+// frontReader reads the connection for its bufio.Reader. Under raw.Read
+// it never blocks: errWouldBlock sends serve back to the poller. After a
+// response it does not even try: the client sends its next request only
+// once it has the response, so a read then would nearly always find
+// nothing, at the cost of a system call per request.
+type frontReader struct{ c *frontConn }
 
 func (r frontReader) Read(p []byte) (int, error) {
 	c := r.c
@@ -473,7 +471,7 @@ func (r frontReader) Read(p []byte) (int, error) {
 	case wouldBlock(err):
 		return 0, errWouldBlock
 	case err != nil:
-		return 0, &net.OpError{Op: "read", Net: "tcp", Addr: c.nc.RemoteAddr(), Err: os.NewSyscallError("read", err)}
+		return 0, opError("read", c.nc, err)
 	case n == 0:
 		return 0, io.EOF
 	}
@@ -544,14 +542,6 @@ const (
 // the connection needs next.
 func (c *frontConn) step() int {
 	for {
-		// Shutdown sets shut, then closes idle connections: checking
-		// after becoming idle means one of the two sees the other.
-		if c.between {
-			if !c.setState(stIdle) || c.s.shut.Load() {
-				return stepEnd
-			}
-			c.between = false
-		}
 		end, err := c.readHead()
 		if err == errWouldBlock {
 			return stepWait
@@ -579,7 +569,11 @@ func (c *frontConn) step() int {
 			return stepEnd
 		}
 		c.connState(http.StateIdle)
-		c.between = true
+		// Shutdown sets shut, then closes idle connections: checking
+		// after becoming idle means one of the two sees the other.
+		if !c.setState(stIdle) || c.s.shut.Load() {
+			return stepEnd
+		}
 		c.waitFirst = c.br.Buffered() == 0
 	}
 }

@@ -214,36 +214,36 @@ func srvConns(s *Server) []*frontConn {
 	return cs
 }
 
-// srvWaitState waits until the Server owns exactly one connection and it is
-// in state st, and returns it.
+// srvWaitConn waits until the Server owns exactly one connection and ok
+// holds for it, and returns it.
+func srvWaitConn(t *testing.T, s *Server, ok func(*frontConn) bool, what string) *frontConn {
+	t.Helper()
+	var c *frontConn
+	require.Eventually(t, func() bool {
+		cs := srvConns(s)
+		if len(cs) != 1 || !ok(cs[0]) {
+			return false
+		}
+		c = cs[0]
+		return true
+	}, 5*time.Second, 5*time.Millisecond, what)
+	return c
+}
+
+// srvWaitState waits until the Server's one connection is in state st.
+func srvWaitState(t *testing.T, s *Server, st int32) *frontConn {
+	t.Helper()
+	return srvWaitConn(t, s, func(c *frontConn) bool { return c.state.Load() == st },
+		fmt.Sprintf("connection state %d", st))
+}
+
 // srvWaitPeeked waits until the janitor looked n times, while a request
 // ran, at whether its client left: the request ran for at least watchAfter.
 func srvWaitPeeked(t *testing.T, s *Server, n int64) *frontConn {
 	t.Helper()
-	var c *frontConn
-	require.Eventually(t, func() bool {
-		cs := srvConns(s)
-		if len(cs) != 1 || cs[0].state.Load() != stActive || cs[0].peeks.Load() < n {
-			return false
-		}
-		c = cs[0]
-		return true
-	}, 5*time.Second, 5*time.Millisecond, "%d peeks", n)
-	return c
-}
-
-func srvWaitState(t *testing.T, s *Server, st int32) *frontConn {
-	t.Helper()
-	var c *frontConn
-	require.Eventually(t, func() bool {
-		cs := srvConns(s)
-		if len(cs) != 1 || cs[0].state.Load() != st {
-			return false
-		}
-		c = cs[0]
-		return true
-	}, 5*time.Second, 5*time.Millisecond, "connection state %d", st)
-	return c
+	return srvWaitConn(t, s, func(c *frontConn) bool {
+		return c.state.Load() == stActive && c.peeks.Load() >= n
+	}, fmt.Sprintf("%d peeks", n))
 }
 
 // srvLogBuffer is a log destination safe to read while a server writes.
