@@ -10,8 +10,7 @@
 #   bench/router/pair.sh A B      # A, B: haproxy, or an affinity-router binary
 #   RUNS=3 SECS=8 bench/router/pair.sh /tmp/router-old /tmp/router-new
 #
-# HAProxy gets run.sh's configuration (cookie insert, X-Forwarded-For, -Host
-# and -Proto to the backends, as affinity-router sends them). Needs haproxy
+# HAProxy gets run.sh's configuration (haproxy-config.sh). Needs haproxy
 # (if named), wrk, curl and taskset: run.sh installs them.
 set -euo pipefail
 
@@ -31,6 +30,8 @@ die() {
 for t in wrk curl taskset; do command -v "$t" >/dev/null || die "$t not found (bench/router/run.sh installs it)"; done
 (($(nproc) >= 2)) || die "needs two cpus"
 
+# shellcheck source=bench/router/haproxy-config.sh
+source "$(dirname "${BASH_SOURCE[0]}")/haproxy-config.sh"
 cd "$(dirname "${BASH_SOURCE[0]}")/../.." # the repository root
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/affinity-router-pair.XXXXXX")
 pids=()
@@ -56,28 +57,7 @@ start() {
 	local i=$1 p=$2
 	if [[ $p == haproxy ]]; then
 		command -v haproxy >/dev/null || die "haproxy not found (bench/router/run.sh installs it)"
-		cat >"$tmp/haproxy-$i.cfg" <<EOF
-global
-    nbthread 1
-    maxconn 4096
-defaults
-    mode http
-    option http-keep-alive
-    http-reuse always
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-frontend bench
-    bind ${ADDR[$i]}
-    default_backend backends
-backend backends
-    cookie SRV insert indirect nocache
-    option forwardfor
-    http-request set-header X-Forwarded-Host %[req.hdr(host)]
-    http-request set-header X-Forwarded-Proto http
-    server b1 $B1_ADDR cookie b1
-    server b2 $B2_ADDR cookie b2
-EOF
+		haproxy_config "${ADDR[$i]}" 1 SRV "$B1_ADDR" "$B2_ADDR" >"$tmp/haproxy-$i.cfg"
 		taskset -c 1 haproxy -db -f "$tmp/haproxy-$i.cfg" >"$tmp/proxy-$i.log" 2>&1 &
 		pid[i]=$!
 		cookie[i]="SRV=b1"

@@ -85,6 +85,9 @@ die() {
 
 has() { [[ " $TARGETS " == *" $1 "* ]]; }
 
+# shellcheck source=bench/router/haproxy-config.sh
+source "$(dirname "${BASH_SOURCE[0]}")/haproxy-config.sh"
+
 for t in $TARGETS; do
 	case $t in direct | haproxy | nginx | caddy | reverseproxy | affinity) ;; *) die "unknown target '$t' in TARGETS ($ALL_TARGETS)" ;; esac
 done
@@ -215,38 +218,9 @@ wait_ready backend-b1 "$b1_pid" "http://$B1_ADDR/"
 wait_ready backend-b2 "$b2_pid" "http://$B2_ADDR/"
 
 # HAProxy and nginx send the backends the X-Forwarded-For, -Host and -Proto
-# headers affinity-router sends (as the spec asks of it) and Caddy sends by
-# default, so that every backend parses the same request.
+# headers affinity-router sends (see haproxy-config.sh).
 if has haproxy; then
-	cat >"$tmp/haproxy.cfg" <<EOF
-global
-    nbthread $proxy_threads
-    maxconn 4096
-
-defaults
-    mode http
-    option http-keep-alive
-    http-reuse always
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-    timeout http-keep-alive 30s
-
-frontend bench
-    bind $HAPROXY_ADDR
-    default_backend backends
-
-backend backends
-    balance roundrobin
-    cookie $HAPROXY_COOKIE insert indirect nocache
-    option forwardfor
-    http-request set-header X-Forwarded-Host %[req.hdr(host)]
-    http-request set-header X-Forwarded-Proto http
-    option httpchk
-    http-check send meth GET uri /
-    server b1 $B1_ADDR cookie b1 check
-    server b2 $B2_ADDR cookie b2 check
-EOF
+	haproxy_config "$HAPROXY_ADDR" "$proxy_threads" "$HAPROXY_COOKIE" "$B1_ADDR" "$B2_ADDR" >"$tmp/haproxy.cfg"
 	haproxy -c -q -f "$tmp/haproxy.cfg" >"$tmp/haproxy.log" 2>&1 || die "haproxy rejects its config (see haproxy.log below)"
 	"${proxy[@]}" haproxy -db -f "$tmp/haproxy.cfg" >"$tmp/haproxy.log" 2>&1 &
 	haproxy_pid=$!
