@@ -21,12 +21,20 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/affinity-go/affinity/router"
 )
+
+// server is what router.Server and http.Server share.
+type server interface {
+	Serve(net.Listener) error
+	Shutdown(context.Context) error
+	Close() error
+}
 
 type list []string
 
@@ -62,23 +70,35 @@ func run(listen, pprofAddr string, backends []string) error {
 		return err
 	}
 	defer rt.Close(context.Background())
+	// affinity-router's -gc-heap-floor-mib, at its default: without it the
+	// collector runs several times as often and the profile is not the
+	// binary's.
+	floor := make([]byte, 64<<20)
+	defer runtime.KeepAlive(floor)
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	servers := []*http.Server{
-		{Addr: listen, Handler: rt, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second},
-		{Addr: pprofAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second},
+	// The proxy is served as affinity-router serves it: router.Server in
+	// front, http.Server for the connections it hands off.
+	front, err := router.NewServer(&http.Server{Handler: rt, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second})
+	if err != nil {
+		return err
 	}
+	debug := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	servers := []server{front, debug}
 	errc := make(chan error, len(servers))
-	for _, s := range servers {
-		ln, err := net.Listen("tcp", s.Addr)
+	for i, addr := range []string{listen, pprofAddr} {
+		ln, err := net.Listen("tcp", addr)
 		if err != nil {
+			for _, s := range servers {
+				_ = s.Close()
+			}
 			return err
 		}
-		go func() { errc <- s.Serve(ln) }()
+		go func() { errc <- servers[i].Serve(ln) }()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
