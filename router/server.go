@@ -50,6 +50,9 @@ import (
 //     one; the accepted one ends StateHijacked. A nil context from
 //     BaseContext or ConnContext is an error, not a panic.
 //     SetKeepAlivesEnabled applies to handed-off connections only.
+//   - A connection's requests share one header map and its values, refilled
+//     for each request: a handler must not use r.Header once ServeHTTP has
+//     returned (net/http allocates a new map per request).
 type Server struct {
 	srv      *http.Server
 	handoff  *handoffListener
