@@ -48,6 +48,12 @@
 //   - Host death: the process gets SIGKILL from the kernel (parent-death
 //     signal, Linux); the Python kit also exits when its stdin closes.
 //
+// Platforms: tested on Linux. Other unix systems have no parent-death
+// signal and no MaxRSS. On Windows the package builds but is untested:
+// a stop terminates the process once StopGrace has passed after stdin
+// closed, without a signal it could catch, and processes it started are
+// not reached.
+//
 // The process's stderr goes to Config.Logger, a line per event, tagged with
 // pool, worker, incarnation and pid.
 package procworker

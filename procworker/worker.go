@@ -196,7 +196,7 @@ func (w *worker) fail(err error) {
 	closing, taint := w.closing, w.taint
 	close(w.broken)
 	w.mu.Unlock()
-	w.signalGroup(syscall.SIGKILL)
+	w.kill()
 	if closing {
 		return
 	}
@@ -218,13 +218,6 @@ func (w *worker) recycle(why string) {
 		w.log.Info().Str("why", why).Msg("recycling worker process")
 		taint(fmt.Errorf("%s: %w", why, actors.ErrRecycle))
 	}
-}
-
-// signalGroup signals the process group: the worker and anything it
-// started. Until the process is reaped its pid, and so its group id,
-// cannot be reused.
-func (w *worker) signalGroup(sig syscall.Signal) {
-	_ = syscall.Kill(-w.pid, sig)
 }
 
 // SetTaint implements actors.SelfTainter: an exit or a bad frame between
@@ -670,14 +663,14 @@ func (w *worker) Close() error {
 		close(w.stop)
 		_ = w.stdin.Close() // a well-behaved worker exits on EOF
 		if !w.waitExited(w.cfg.StopGrace) {
-			w.signalGroup(syscall.SIGTERM)
+			w.terminate()
 			if !w.waitExited(w.cfg.StopGrace) {
-				w.signalGroup(syscall.SIGKILL)
+				w.kill()
 				<-w.exited // SIGKILL cannot be ignored
 			}
 		}
-		w.signalGroup(syscall.SIGKILL) // whatever it left running
-		w.fail(ErrClosed)              // calls still waiting (Capacity > 1) end
+		w.kill()          // whatever it left running
+		w.fail(ErrClosed) // calls still waiting (Capacity > 1) end
 		// The reader and the stderr logger end at EOF once every holder of
 		// the pipes is gone; a grandchild that left the group may keep them
 		// open, so closing our ends bounds the wait.

@@ -18,7 +18,6 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -134,7 +133,7 @@ func run() error {
 		if round == killAt {
 			victim := us[1].lastPid
 			fmt.Printf("round %d: SIGKILL to the process of %s's worker (pid %d), between calls\n", round, us[1].name, victim)
-			if err := syscall.Kill(victim, syscall.SIGKILL); err != nil {
+			if err := kill(victim); err != nil {
 				return err
 			}
 			// Wait until the runtime noticed: the exit taints the worker
@@ -252,4 +251,13 @@ func waitFor(ctx context.Context, cond func() bool) bool {
 		}
 	}
 	return true
+}
+
+// kill ends process pid: SIGKILL on unix.
+func kill(pid int) error {
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return err
+	}
+	return p.Kill()
 }
