@@ -33,7 +33,8 @@ type bodyReader struct {
 	read   int64
 	waited time.Duration
 
-	err atomic.Pointer[error] // the first client failure
+	err     atomic.Pointer[error] // the first client failure
+	touched atomic.Bool           // Read was called: the body cannot go elsewhere
 
 	mu      sync.Mutex // deadlines vs stop
 	stopped bool
@@ -48,6 +49,7 @@ func (r *Router) newBodyReader(w http.ResponseWriter, body io.ReadCloser) *bodyR
 }
 
 func (b *bodyReader) Read(p []byte) (int, error) {
+	b.touched.Store(true)
 	if err := b.failed(); err != nil {
 		return 0, err
 	}
@@ -86,6 +88,12 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 }
 
 func (b *bodyReader) Close() error { return b.body.Close() }
+
+// untouched reports whether no read of the body has begun: no byte of it
+// can have reached a backend, and it can still go whole to another one
+// (httputil.ReverseProxy keeps the transport from closing it when a dial
+// fails).
+func (b *bodyReader) untouched() bool { return !b.touched.Load() }
 
 func (b *bodyReader) fail(err error) error {
 	b.err.CompareAndSwap(nil, &err)

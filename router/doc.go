@@ -27,8 +27,9 @@
 //     cookie, is bumped until its home is a healthy backend).
 //   - Strict: 503 with a body that says why.
 //
-// A request that never reached its backend (connection refused) and has no
-// body is retried on the next choice.
+// A request that never reached its backend (connection refused) is retried
+// on the next choice, with its body when it has one: no byte of it has been
+// read yet. One that reached its backend is never replayed elsewhere.
 //
 // # Scaling
 //

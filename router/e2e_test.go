@@ -537,24 +537,47 @@ func TestBackendAtCapacityAnswers503(t *testing.T) {
 	<-done
 }
 
-func TestRefusedPostIsNotRetried(t *testing.T) {
+func TestRefusedPostGoesWholeToAnotherBackend(t *testing.T) {
 	bs := []*testBackend{startBackend(t, "a"), startBackend(t, "b")}
 	cfg := testConfig(bs...)
 	cfg.Health.Interval = time.Hour // only passive checks in this test
 	p := startRouter(t, cfg)
 	c := sessionOn(t, p, "a")
 	bs[0].kill()
+	// A health probe may have left a connection to a in the transport's
+	// pool, which the kill broke: the POST must meet a refused dial.
+	p.transport.(*http.Transport).CloseIdleConnections()
 	resp, err := c.hc.Post(p.srv.URL+"/upload", "text/plain", strings.NewReader("payload"))
 	require.NoError(t, err)
+	got, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	require.Equal(t, http.StatusBadGateway, resp.StatusCode, "a request with a body is not replayed")
-	// The POST failed on a refused dial or on a reused connection the kill
-	// broke; either way a bodyless request is served by the fallback, and
-	// the refused dial marks a down without any active check.
-	code, got, _ := c.get(p.srv.URL)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "nothing reached a, so the request went on, body and all")
+	require.Equal(t, "b", resp.Header.Get("X-Backend"))
+	require.Equal(t, "7", string(got), "b read the whole body")
+	waitHealthy(t, p.Router, "a", false) // the refused dial marked a down
+	code, home, _ := c.get(p.srv.URL)
 	require.Equal(t, http.StatusOK, code)
-	require.Equal(t, "b", got)
-	waitHealthy(t, p.Router, "a", false)
+	require.Equal(t, "b", home)
+}
+
+func TestPostBrokenMidBodyIsNotReplayed(t *testing.T) {
+	bs := []*testBackend{startBackend(t, "a"), startBackend(t, "b")}
+	cfg := testConfig(bs...)
+	cfg.Health.Interval = time.Hour
+	p := startRouter(t, cfg)
+	c := sessionOn(t, p, "a")
+	resp, err := c.hc.Post(p.srv.URL+"/upload-drop", "text/plain", strings.NewReader("payload"))
+	require.NoError(t, err)
+	resp.Body.Close()
+	<-bs[0].arrived
+	require.Equal(t, http.StatusBadGateway, resp.StatusCode, "a read part of the body: it is not sent again")
+	select {
+	case <-bs[1].arrived:
+		t.Fatal("the request was replayed on b")
+	default:
+	}
+	require.Zero(t, p.Metrics().Fallbacks)
 }
 
 func mustURL(t *testing.T, s string) *url.URL {

@@ -294,8 +294,8 @@ func (r *Router) finish(ctx context.Context, x *exchange, err error) error {
 		return errRetry // the worker actor restarted before taking the request
 	case isDialError(err):
 		r.passiveFailure(b, err, true)
-		if !x.responded && (x.in.Body == nil || x.in.Body == http.NoBody) {
-			return errRetry
+		if !x.responded && x.bodyUnread() {
+			return errRetry // nothing reached the backend: the request is whole
 		}
 	case isTimeout(err):
 		r.passiveFailure(b, err, false) // one slow answer counts toward Fall; it does not evict
@@ -484,6 +484,15 @@ func (x *exchange) modifyResponse(res *http.Response) error {
 // another backend and an error page.
 func (x *exchange) errorHandler(_ http.ResponseWriter, _ *http.Request, err error) {
 	x.proxyErr = err
+}
+
+// bodyUnread reports whether x's request has no body, or one no read has
+// begun on: after a refused dial it can go whole to another backend.
+func (x *exchange) bodyUnread() bool {
+	if x.body != nil {
+		return x.body.untouched()
+	}
+	return x.in.Body == nil || x.in.Body == http.NoBody
 }
 
 func isDialError(err error) bool {

@@ -109,12 +109,21 @@ func (b *testBackend) handler() http.Handler {
 		_, _ = io.WriteString(w, "cacheable")
 	})
 	mux.HandleFunc("/upload", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Backend", b.name)
 		n, err := io.Copy(io.Discard, r.Body)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
 		fmt.Fprint(w, n)
+	})
+	mux.HandleFunc("/upload-drop", func(w http.ResponseWriter, r *http.Request) {
+		// Reads part of the body, then drops the connection unanswered.
+		_, _ = io.ReadFull(r.Body, make([]byte, 1))
+		b.arrived <- struct{}{}
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			_ = conn.Close()
+		}
 	})
 	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Backend", b.name)
