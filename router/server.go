@@ -49,7 +49,8 @@ import (
 //     with the handoff listener and a connection wrapping the accepted
 //     one; the accepted one ends StateHijacked. A nil context from
 //     BaseContext or ConnContext is an error, not a panic.
-//     SetKeepAlivesEnabled applies to handed-off connections only.
+//     Call Server's SetKeepAlivesEnabled: the http.Server's reaches only
+//     handed-off connections.
 //   - A connection's requests share one header map and its values, refilled
 //     for each request: a handler must not use r.Header once ServeHTTP has
 //     returned (net/http allocates a new map per request).
@@ -70,6 +71,7 @@ type Server struct {
 	conn               map[*frontConn]struct{}    // the connections Server still owns
 	done               chan struct{}              // closed once closing and conn is empty
 	shut               atomic.Bool                // Shutdown or Close was called
+	noKeepAlive        atomic.Bool                // SetKeepAlivesEnabled(false)
 	stopOnce, doneOnce sync.Once
 }
 
@@ -228,7 +230,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.srv.SetKeepAlivesEnabled(false)
 	fallback := make(chan error, 1)
 	go func() { fallback <- s.srv.Shutdown(ctx) }() // ends with ctx at the latest
-	s.closeIdle()
+	s.closeWaiting(true)
 	var err error
 	select {
 	case <-s.done:
@@ -275,13 +277,27 @@ func (s *Server) closeListeners() {
 }
 
 // closeIdle closes the connections waiting for a request.
-func (s *Server) closeIdle() {
+// closeWaiting closes the connections waiting for their next request, and
+// with fresh those waiting for their first.
+func (s *Server) closeWaiting(fresh bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.conn {
-		if c.state.CompareAndSwap(stIdle, stClosed) || c.state.CompareAndSwap(stNew, stClosed) {
+		if c.state.CompareAndSwap(stIdle, stClosed) || fresh && c.state.CompareAndSwap(stNew, stClosed) {
 			c.close()
 		}
+	}
+}
+
+// SetKeepAlivesEnabled turns HTTP keep-alives on or off, as
+// http.Server.SetKeepAlivesEnabled does, for Server's connections and the
+// handed-off ones: off, every response says Connection: close and idle
+// connections are closed. They are on by default.
+func (s *Server) SetKeepAlivesEnabled(v bool) {
+	s.noKeepAlive.Store(!v)
+	s.srv.SetKeepAlivesEnabled(v)
+	if !v {
+		s.closeWaiting(false)
 	}
 }
 
@@ -573,8 +589,9 @@ func (c *frontConn) step() int {
 		}
 		c.connState(http.StateIdle)
 		// Shutdown sets shut, then closes idle connections: checking
-		// after becoming idle means one of the two sees the other.
-		if !c.setState(stIdle) || c.s.shut.Load() {
+		// after becoming idle means one of the two sees the other (and
+		// likewise for SetKeepAlivesEnabled).
+		if !c.setState(stIdle) || c.s.shut.Load() || c.s.noKeepAlive.Load() {
 			return stepEnd
 		}
 		c.waitFirst = c.br.Buffered() == 0

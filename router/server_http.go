@@ -166,7 +166,7 @@ func (r *frontResponse) WriteHeader(code int) {
 	if code == http.StatusSwitchingProtocols {
 		r.close = true // nothing after it is HTTP
 	}
-	if r.c.s.shut.Load() || headerHasToken(h, "Connection", "close") {
+	if r.c.s.shut.Load() || r.c.s.noKeepAlive.Load() || headerHasToken(h, "Connection", "close") {
 		r.close = true
 	}
 	switch cl := h["Content-Length"]; {

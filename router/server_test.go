@@ -1763,3 +1763,38 @@ func TestServerWritesABodyLargerThanTheSocketHolds(t *testing.T) {
 	require.Equal(t, size, len(got))
 	require.True(t, got == string(body), "the body arrives whole and in order")
 }
+
+func TestServerSetKeepAlivesEnabled(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { srvWriteLen(w, "ok") })
+	l := srvServe(t, h)
+	get := "GET / HTTP/1.1\r\nHost: example.com\r\n\r\n"
+	post := "POST / HTTP/1.1\r\nHost: example.com\r\nContent-Length: 2\r\n\r\nhi"
+
+	idle, idleBr := srvDial(t, l.addr)
+	srvSend(t, idle, get)
+	resp, _ := srvRead(t, idle, idleBr, http.MethodGet)
+	require.False(t, resp.Close)
+	srvWaitState(t, l.Server, stIdle)
+
+	l.SetKeepAlivesEnabled(false)
+	require.Empty(t, srvRequireClosed(t, idle, idleBr), "an idle connection is closed")
+	for name, raw := range map[string]string{"served": get, "handed off": post} {
+		conn, br := srvDial(t, l.addr)
+		srvSend(t, conn, raw)
+		resp, body := srvRead(t, conn, br, http.MethodGet)
+		require.Equal(t, "ok", body, name)
+		require.True(t, resp.Close, "%s: the response says Connection: close", name)
+		require.Empty(t, srvRequireClosed(t, conn, br), name)
+	}
+
+	l.SetKeepAlivesEnabled(true)
+	for name, raw := range map[string]string{"served": get, "handed off": post} {
+		conn, br := srvDial(t, l.addr)
+		for range 2 {
+			srvSend(t, conn, raw)
+			resp, body := srvRead(t, conn, br, http.MethodGet)
+			require.Equal(t, "ok", body, name)
+			require.False(t, resp.Close, name)
+		}
+	}
+}
