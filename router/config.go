@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -164,6 +165,13 @@ type Config struct {
 	// unchanged, since it lives in the cookie, and the refusal is counted.
 	// Default 100,000.
 	MaxSessions int
+	// TrustedProxies are the peers (load balancers, CDNs) whose forwarding
+	// headers the router believes. From a peer in one of these prefixes the
+	// backend gets the incoming X-Forwarded-For with the peer appended, and
+	// the incoming X-Forwarded-Host and X-Forwarded-Proto when set (a Proto
+	// of https also makes the cookie Secure). From any other peer the three
+	// are replaced with what the router saw. Default: none.
+	TrustedProxies []netip.Prefix
 	// Admin secures AdminHandler.
 	Admin AdminConfig
 	// Transport overrides the transport to backends (for tests); the
@@ -262,6 +270,15 @@ func (c Config) validated() (Config, []*backendSpec, error) {
 	if c.MinUploadRate == 0 {
 		c.MinUploadRate = DefaultMinUploadRate
 	}
+	trusted := make([]netip.Prefix, 0, len(c.TrustedProxies))
+	for _, p := range c.TrustedProxies {
+		if !p.IsValid() {
+			bad("trusted proxy prefix %v is not valid", p)
+			continue
+		}
+		trusted = append(trusted, p.Masked())
+	}
+	c.TrustedProxies = trusted
 	if t := c.Admin.Token; t != "" && len(t) < MinAdminTokenLen {
 		bad("admin token is %d bytes, want at least %d", len(t), MinAdminTokenLen)
 	}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -415,6 +416,58 @@ func TestForwardedHeadersAndCookieStripping(t *testing.T) {
 	assert.Equal(t, strings.TrimPrefix(p.srv.URL, "http://"), seen["xhost"])
 	assert.Contains(t, seen["cookie"], "theme=dark")
 	assert.NotContains(t, seen["cookie"], DefaultCookieName+"=", "the backend never sees the router's cookie")
+}
+
+func TestTrustedProxiesForwardedHeaders(t *testing.T) {
+	for _, tc := range []struct {
+		name              string
+		trusted           string
+		xff, xhost, proto string
+		secureCookie      bool
+	}{
+		{"trusted peer", "127.0.0.0/8", "203.0.113.7, 10.1.1.1, 127.0.0.1", "app.example", "https", true},
+		{"other peer", "10.0.0.0/8", "127.0.0.1", "", "http", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := startBackend(t, "a")
+			cfg := testConfig(b)
+			cfg.TrustedProxies = []netip.Prefix{netip.MustParsePrefix(tc.trusted)}
+			p := startRouter(t, cfg)
+			xhost := tc.xhost
+			if xhost == "" {
+				xhost = strings.TrimPrefix(p.srv.URL, "http://") // what the router saw
+			}
+			// GET takes the fast path; POST, with a body, ReverseProxy.
+			for _, method := range []string{http.MethodGet, http.MethodPost} {
+				var body io.Reader
+				if method == http.MethodPost {
+					body = strings.NewReader("body")
+				}
+				req, _ := http.NewRequest(method, p.srv.URL+"/headers", body)
+				req.Header["X-Forwarded-For"] = []string{"203.0.113.7", "10.1.1.1"}
+				req.Header.Set("X-Forwarded-Host", "app.example")
+				req.Header.Set("X-Forwarded-Proto", "HTTPS")
+				resp, err := newClient(t).hc.Do(req)
+				require.NoError(t, err)
+				var seen map[string]string
+				require.NoError(t, json.NewDecoder(resp.Body).Decode(&seen))
+				resp.Body.Close()
+				assert.Equal(t, tc.xff, seen["xff"], method)
+				assert.Equal(t, xhost, seen["xhost"], method)
+				assert.Equal(t, tc.proto, seen["proto"], method)
+				require.Len(t, resp.Cookies(), 1, method)
+				assert.Equal(t, tc.secureCookie, resp.Cookies()[0].Secure, "%s: the cookie is Secure behind a trusted TLS proxy", method)
+			}
+		})
+	}
+}
+
+func TestTrustedProxiesMustBeValid(t *testing.T) {
+	cfg := testConfig(startBackend(t, "a"))
+	cfg.TrustedProxies = []netip.Prefix{{}}
+	_, err := New(cfg)
+	require.ErrorIs(t, err, ErrInvalidConfig)
+	require.ErrorContains(t, err, "trusted proxy")
 }
 
 func TestRequestAndResponseBodiesStream(t *testing.T) {

@@ -26,7 +26,7 @@ import (
 // map built for the backend request. Everything else (bodies, upgrades, https backends, a Transport
 // set in Config) goes through httputil.ReverseProxy as before. The fast
 // path does what that proxy does with the router's Rewrite: the same
-// hop-by-hop headers removed, X-Forwarded-For/-Host/-Proto replaced, the
+// hop-by-hop headers removed, X-Forwarded-For/-Host/-Proto set (see forwarded), the
 // router's cookie stripped, 1xx responses passed on, streaming responses
 // (unknown length, or server-sent events) flushed as they come, trailers
 // passed on, and a client that leaves cancels the backend request (its
@@ -555,15 +555,14 @@ func (x *exchange) writeRequest(w *bufio.Writer) error {
 		w.WriteString("Te: trailers\r\n")
 	}
 	x.writeCookies(w)
-	if ip, _, err := net.SplitHostPort(in.RemoteAddr); err == nil {
-		writeHeaderLine(w, "X-Forwarded-For", ip)
+	xff, host, proto := x.r.forwarded(in)
+	if xff != "" {
+		writeHeaderLine(w, "X-Forwarded-For", xff)
 	}
-	writeHeaderLine(w, "X-Forwarded-Host", in.Host)
-	if in.TLS != nil {
-		w.WriteString("X-Forwarded-Proto: https\r\n\r\n")
-	} else {
-		w.WriteString("X-Forwarded-Proto: http\r\n\r\n")
-	}
+	writeHeaderLine(w, "X-Forwarded-Host", host)
+	w.WriteString("X-Forwarded-Proto: ")
+	w.WriteString(proto)
+	w.WriteString("\r\n\r\n")
 	return nil
 }
 

@@ -363,7 +363,7 @@ func (r *Router) cookie(value string, req *http.Request) string {
 		MaxAge:   int(r.cfg.Cookie.MaxAge / time.Second),
 		HttpOnly: true,
 		SameSite: http.SameSiteLaxMode,
-		Secure:   r.cfg.Cookie.Secure || req.TLS != nil,
+		Secure:   r.cfg.Cookie.Secure || r.viaHTTPS(req),
 	}
 	return c.String()
 }
@@ -465,7 +465,14 @@ func (x *exchange) serve() {
 
 func (x *exchange) rewrite(pr *httputil.ProxyRequest) {
 	pr.SetURL(x.b.url)
-	pr.SetXForwarded()
+	// As pr.SetXForwarded, but believing a trusted proxy's values.
+	xff, host, proto := x.r.forwarded(pr.In)
+	h := pr.Out.Header
+	if xff != "" {
+		h.Set("X-Forwarded-For", xff)
+	}
+	h.Set("X-Forwarded-Host", host)
+	h.Set("X-Forwarded-Proto", proto)
 	removeCookie(pr.Out.Header, x.r.cfg.Cookie.Name) // the backend never sees the router's cookie
 }
 

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -54,6 +55,7 @@ type fileConfig struct {
 
 	AdminTokenFile        string   `json:"admin_token_file"`
 	AdminHosts            []string `json:"admin_hosts"`
+	TrustedProxies        []string `json:"trusted_proxies"`
 	ResponseHeaderTimeout duration `json:"response_header_timeout"`
 	ReadHeaderTimeout     duration `json:"read_header_timeout"`
 	IdleTimeout           duration `json:"idle_timeout"`
@@ -169,6 +171,7 @@ type options struct {
 
 	adminTokenFile   string
 	adminHosts       hostList
+	trustedProxies   hostList
 	responseHeaderTO time.Duration
 	readHeaderTO     time.Duration
 	idleTO           time.Duration
@@ -197,6 +200,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.StringVar(&o.admin, "admin", "127.0.0.1:9090", "address of the admin listener (/healthz, /metrics, /backends, the live page on /ui/); empty disables it. Keep it private; see -admin-token-file")
 	fs.StringVar(&o.adminTokenFile, "admin-token-file", "", "file holding the admin API's bearer token (at least 16 bytes); every admin request but GET /healthz must then send \"Authorization: Bearer <token>\"")
 	fs.Var(&o.adminHosts, "admin-hosts", "comma-separated `names` (or name:port) the admin API may be reached by besides loopback names and the -admin host; requests with any other Host header are refused (DNS rebinding)")
+	fs.Var(&o.trustedProxies, "trusted-proxies", "comma-separated `CIDRs` or IPs of the proxies in front of the router (load balancers, CDNs) whose X-Forwarded-For, -Host and -Proto it passes on, appending the peer to X-Forwarded-For; from any other peer the three are replaced. An X-Forwarded-Proto of https from them makes the cookie Secure")
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "serve TLS with this certificate file (cookies are then Secure)")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "private key file for -tls-cert")
 	fs.StringVar(&o.keysFile, "keys-file", "", fmt.Sprintf("file with the cookie HMAC keys, one per line, each at least %d bytes; the first signs, all verify (rotation). Required", router.MinKeyLen))
@@ -297,6 +301,9 @@ func (o *options) merge(fc *fileConfig, set map[string]bool) {
 	if !set["admin-hosts"] && len(fc.AdminHosts) > 0 {
 		o.adminHosts = fc.AdminHosts
 	}
+	if !set["trusted-proxies"] && len(fc.TrustedProxies) > 0 {
+		o.trustedProxies = fc.TrustedProxies
+	}
 	dur("response-header-timeout", &o.responseHeaderTO, fc.ResponseHeaderTimeout)
 	dur("read-header-timeout", &o.readHeaderTO, fc.ReadHeaderTimeout)
 	dur("idle-timeout", &o.idleTO, fc.IdleTimeout)
@@ -344,6 +351,10 @@ func (o *options) routerConfig() (router.Config, error) {
 	if o.gcHeapFloorMiB < 0 {
 		errs = append(errs, fmt.Errorf("-gc-heap-floor-mib must be 0 or more, got %d", o.gcHeapFloorMiB))
 	}
+	trusted, err := parsePrefixes(o.trustedProxies)
+	if err != nil {
+		errs = append(errs, err)
+	}
 	if len(errs) > 0 {
 		return router.Config{}, errors.Join(errs...)
 	}
@@ -362,8 +373,25 @@ func (o *options) routerConfig() (router.Config, error) {
 		MaxUpgradesPerBackend: o.maxUpgrades,
 		UpgradeIdleTimeout:    o.upgradeIdleTO,
 		MaxSessions:           o.maxSessions,
+		TrustedProxies:        trusted,
 		Admin:                 router.AdminConfig{Token: token, Hosts: o.adminHostNames()},
 	}, nil
+}
+
+// parsePrefixes reads -trusted-proxies: CIDRs, or IPs meaning just
+// themselves.
+func parsePrefixes(list []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, v := range list {
+		if p, err := netip.ParsePrefix(v); err == nil {
+			out = append(out, p)
+		} else if a, err := netip.ParseAddr(v); err == nil {
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+		} else {
+			return nil, fmt.Errorf("-trusted-proxies: %q is neither a CIDR nor an IP", v)
+		}
+	}
+	return out, nil
 }
 
 // adminHostNames are the Host values the admin API accepts besides loopback

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"syscall"
 	"testing"
@@ -178,7 +179,8 @@ func TestNewSettingsFromTheFile(t *testing.T) {
 	cfg := writeFile(t, dir, "c.json", `{"keys_file": "k", "admin": "10.0.0.1:9090", "admin_token_file": "tok",
 		"admin_hosts": ["ops.internal"], "response_header_timeout": "7s", "read_header_timeout": "3s",
 		"idle_timeout": "20s", "body_read_timeout": "4s", "min_upload_rate": -1, "max_upgrades_per_backend": 9,
-		"upgrade_idle_timeout": "1m", "max_sessions": 500, "shutdown_grace": "5s"}`)
+		"upgrade_idle_timeout": "1m", "max_sessions": 500, "shutdown_grace": "5s",
+		"trusted_proxies": ["10.0.0.0/8", "192.0.2.1", "2001:db8::/32"]}`)
 	o, err := parseOptions([]string{"-config", cfg, "-idle-timeout", "21s"})
 	require.NoError(t, err)
 	require.Equal(t, "tok", o.adminTokenFile)
@@ -192,6 +194,10 @@ func TestNewSettingsFromTheFile(t *testing.T) {
 	require.Equal(t, 500, o.maxSessions)
 	require.Equal(t, 5*time.Second, o.shutdownGrace)
 	require.Equal(t, []string{"ops.internal", "10.0.0.1:9090"}, o.adminHostNames())
+	trusted, err := parsePrefixes(o.trustedProxies)
+	require.NoError(t, err)
+	require.Equal(t, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.1/32"),
+		netip.MustParsePrefix("2001:db8::/32")}, trusted, "an IP alone is a prefix of its full length")
 	o.admin = "0.0.0.0:9090"
 	require.Equal(t, []string{"ops.internal"}, o.adminHostNames(), "a wildcard address names no host")
 }

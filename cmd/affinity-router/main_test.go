@@ -68,6 +68,7 @@ func TestBadConfigIsAClearError(t *testing.T) {
 		{[]string{"-keys-file", keys, "-backend", "http://127.0.0.1:1", "-log-level", "loud"}, "bad -log-level"},
 		{[]string{"-keys-file", keys, "-backend", "http://127.0.0.1:1", "stray"}, "unexpected arguments"},
 		{[]string{"-keys-file", keys, "-backend", "http://127.0.0.1:1", "-health-rise", "-1"}, "negative health rise"},
+		{[]string{"-keys-file", keys, "-backend", "http://127.0.0.1:1", "-trusted-proxies", "10.0.0.0/8,lb.internal"}, `"lb.internal" is neither a CIDR nor an IP`},
 	}
 	for _, c := range cases {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {

@@ -1,0 +1,65 @@
+package router
+
+import (
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+)
+
+// forwarded returns the X-Forwarded-For, -Host and -Proto values of in's
+// backend request (xff is empty when in's RemoteAddr has no IP). From a
+// peer in TrustedProxies the incoming values are kept, the peer appended
+// to X-Forwarded-For; from any other peer they are replaced.
+func (r *Router) forwarded(in *http.Request) (xff, host, proto string) {
+	ip, _, err := net.SplitHostPort(in.RemoteAddr)
+	if err != nil {
+		ip = ""
+	}
+	host, proto = in.Host, "http"
+	if in.TLS != nil {
+		proto = "https"
+	}
+	if len(r.cfg.TrustedProxies) == 0 || !r.trustedPeer(ip) {
+		return ip, host, proto
+	}
+	xff = ip
+	if prior := in.Header["X-Forwarded-For"]; len(prior) > 0 {
+		xff = strings.Join(append(prior[:len(prior):len(prior)], ip), ", ")
+	}
+	if v := in.Header.Get("X-Forwarded-Host"); v != "" {
+		host = v
+	}
+	switch v := in.Header.Get("X-Forwarded-Proto"); {
+	case strings.EqualFold(v, "https"):
+		proto = "https"
+	case strings.EqualFold(v, "http"):
+		proto = "http"
+	}
+	return xff, host, proto
+}
+
+// trustedPeer reports whether ip is in one of TrustedProxies.
+func (r *Router) trustedPeer(ip string) bool {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return false
+	}
+	a = a.Unmap()
+	for _, p := range r.cfg.TrustedProxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// viaHTTPS reports whether in's client reached the router, or a trusted
+// proxy in front of it, over TLS.
+func (r *Router) viaHTTPS(in *http.Request) bool {
+	if in.TLS != nil {
+		return true
+	}
+	_, _, proto := r.forwarded(in)
+	return proto == "https"
+}
