@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -15,45 +14,15 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/affinity-go/affinity/admin"
+	"github.com/affinity-go/affinity/internal/browsertest"
 )
-
-// chromium finds a headless-capable Chromium, or skips: .ci/run installs
-// Debian's chromium, so CI runs this test.
-func chromium(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	t.Skip("no chromium on PATH (apt-get install chromium); the page's browser test is skipped")
-	return ""
-}
-
-// browse runs Chromium headless on url with extra flags and returns its
-// standard output. Each run gets a fresh profile and no network but
-// loopback: without the networking flags Chromium reaches out and stalls.
-func browse(t *testing.T, bin, url string, extra ...string) []byte {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	args := append([]string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-		"--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-		"--user-data-dir=" + t.TempDir()}, extra...)
-	cmd := exec.CommandContext(ctx, bin, append(args, url)...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	require.NoError(t, err, "chromium: %s", stderr.String())
-	return out
-}
 
 // TestPageInABrowser loads the page in headless Chromium, makes a worker
 // panic, and checks that the page, rendered by its own script, shows the
 // taint, the restart and the new incarnation. The screenshot is kept with
 // `go test -artifacts` (see testing.T.ArtifactDir).
 func TestPageInABrowser(t *testing.T) {
-	bin := chromium(t)
+	bin := browsertest.Chromium(t)
 	rt := startRuntime(t)
 	h, err := admin.New(admin.Config{Runtime: rt, Title: "browser test", Interval: 100 * time.Millisecond})
 	require.NoError(t, err)
@@ -65,7 +34,7 @@ func TestPageInABrowser(t *testing.T) {
 	}
 	// The page renders the state it loads with it, so the DOM is complete
 	// once it has loaded; the timeout stops the event stream that follows.
-	dump := func() string { return string(browse(t, bin, srv.URL+"/", "--timeout=5000", "--dump-dom")) }
+	dump := func() string { return string(browsertest.Browse(t, bin, srv.URL+"/", "--timeout=5000", "--dump-dom")) }
 
 	before := dump()
 	assert.Contains(t, before, `data-pool="models"`, "the pool is rendered")
@@ -80,7 +49,7 @@ func TestPageInABrowser(t *testing.T) {
 	assert.Contains(t, after, "panic: model corrupted", "the taint's reason")
 
 	shot := filepath.Join(t.ArtifactDir(), "admin-page.png")
-	browse(t, bin, srv.URL+"/", "--timeout=5000", "--window-size=1280,900", "--screenshot="+shot)
+	browsertest.Browse(t, bin, srv.URL+"/", "--timeout=5000", "--window-size=1280,900", "--screenshot="+shot)
 	png, err := os.ReadFile(shot)
 	require.NoError(t, err)
 	assert.True(t, bytes.HasPrefix(png, []byte("\x89PNG")), "a PNG screenshot")

@@ -27,9 +27,11 @@ import (
 //	DELETE /backends/{name}  remove a backend
 //	GET    /ui/              the live page: backends, and the runtime's workers
 //
-// The live page is served under the same checks: with a token set, a
-// browser must send the Authorization header (through a proxy that adds
-// it, say); without one it is for loopback or Admin.Hosts only.
+//	POST   /ui/login         with a token set: the live page's cookie
+//
+// The live page is served under the same checks. With a token set, a
+// browser gets a login form at /ui/, which trades the token for a cookie
+// that opens the live page (GET and HEAD under /ui/) and nothing else.
 func (r *Router) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -74,6 +76,9 @@ func (r *Router) AdminHandler() http.Handler {
 	// Not under the timeout: the page's event stream lasts as long as the page.
 	if page, err := admin.New(admin.Config{Runtime: r.rt, Title: "affinity-router", Backends: r.pageBackends}); err == nil {
 		outer.Handle("GET /ui/", http.StripPrefix("/ui", page))
+		if r.cfg.Admin.Token != "" {
+			outer.Handle("POST /ui/login", serveLogin(r.cfg.Admin.Token))
+		}
 	} else {
 		r.log.Error().Err(err).Msg("live page unavailable")
 	}
@@ -110,9 +115,10 @@ func (r *Router) pageBackends() []admin.Backend {
 // the Host check defeats rebinding; the Origin check refuses what a
 // browser marks as cross-origin; the token, when set, refuses everyone else.
 type adminGuard struct {
-	next  http.Handler
-	token *[sha256.Size]byte // nil: no token
-	hosts map[string]bool    // lower-case "name" or "name:port"
+	next     http.Handler
+	token    *[sha256.Size]byte // nil: no token
+	uiCookie string             // the live page's cookie for the token ("": no token)
+	hosts    map[string]bool    // lower-case "name" or "name:port"
 }
 
 func newAdminGuard(cfg AdminConfig, next http.Handler) *adminGuard {
@@ -120,6 +126,7 @@ func newAdminGuard(cfg AdminConfig, next http.Handler) *adminGuard {
 	if cfg.Token != "" {
 		sum := sha256.Sum256([]byte(cfg.Token))
 		g.token = &sum
+		g.uiCookie = uiCookieValue(cfg.Token)
 	}
 	for _, h := range cfg.Hosts {
 		g.hosts[strings.ToLower(h)] = true
@@ -136,13 +143,14 @@ func (g *adminGuard) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, "admin API: cross-origin requests are refused", http.StatusForbidden)
 		return
 	}
-	if g.token != nil && !(req.Method == http.MethodGet && req.URL.Path == "/healthz") {
-		sum := sha256.Sum256([]byte(bearer(req)))
-		if subtle.ConstantTimeCompare(sum[:], g.token[:]) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="affinity-router admin"`)
-			http.Error(w, "admin API: missing or wrong bearer token", http.StatusUnauthorized)
+	if g.token != nil && !g.authorized(req) {
+		if req.Method == http.MethodGet && req.URL.Path == "/ui/" {
+			writeLoginPage(w)
 			return
 		}
+		w.Header().Set("WWW-Authenticate", `Bearer realm="affinity-router admin"`)
+		http.Error(w, "admin API: missing or wrong bearer token", http.StatusUnauthorized)
+		return
 	}
 	switch req.Method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions:
@@ -153,6 +161,16 @@ func (g *adminGuard) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		}
 	}
 	g.next.ServeHTTP(w, req)
+}
+
+// authorized reports whether req may pass with a token set: GET /healthz,
+// the right bearer token, or a read of the live page with its cookie.
+func (g *adminGuard) authorized(req *http.Request) bool {
+	if req.Method == http.MethodGet && req.URL.Path == "/healthz" {
+		return true
+	}
+	sum := sha256.Sum256([]byte(bearer(req)))
+	return subtle.ConstantTimeCompare(sum[:], g.token[:]) == 1 || g.pageCookieOK(req)
 }
 
 // hostAllowed accepts loopback names on any port and the configured hosts.

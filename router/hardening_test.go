@@ -432,3 +432,59 @@ func TestFrameTrackerFindsBoundaries(t *testing.T) {
 	f.feed(frame(10, false)[:5])
 	require.False(t, f.atBoundary(), "mid-frame")
 }
+
+// With a token set, a browser logs in to the live page once: the form
+// trades the token for a cookie that opens the page's reads and nothing
+// else.
+func TestAdminLivePageLogin(t *testing.T) {
+	cfg := testConfig(startBackend(t, "a"))
+	cfg.Admin.Token = "s3cret-token-0123456789"
+	p := startRouter(t, cfg)
+	admin := httptest.NewServer(p.AdminHandler())
+	defer admin.Close()
+	do := func(method, path, token string, cookie *http.Cookie, contentType string) *http.Response {
+		req, _ := http.NewRequest(method, admin.URL+path, strings.NewReader("{}"))
+		if contentType != "" {
+			req.Header.Set("Content-Type", contentType)
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		if cookie != nil {
+			req.AddCookie(cookie)
+		}
+		resp, err := admin.Client().Do(req)
+		require.NoError(t, err)
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp
+	}
+
+	page := do("GET", "/ui/", "", nil, "")
+	require.Equal(t, http.StatusUnauthorized, page.StatusCode)
+	body, _ := io.ReadAll(page.Body)
+	require.Contains(t, string(body), `<form id="login">`, "the page asks for the token")
+	require.Equal(t, http.StatusUnauthorized, do("GET", "/ui/state", "", nil, "").StatusCode)
+
+	require.Equal(t, http.StatusUnauthorized, do("POST", "/ui/login", "wrong-token-0123456789", nil, "application/json").StatusCode)
+	require.Equal(t, http.StatusUnsupportedMediaType, do("POST", "/ui/login", cfg.Admin.Token, nil, "text/plain").StatusCode,
+		"a cross-site form cannot log a browser in")
+	login := do("POST", "/ui/login", cfg.Admin.Token, nil, "application/json")
+	require.Equal(t, http.StatusNoContent, login.StatusCode)
+	require.Len(t, login.Cookies(), 1)
+	c := login.Cookies()[0]
+	require.Equal(t, "/ui/", c.Path)
+	require.True(t, c.HttpOnly)
+	require.Equal(t, http.SameSiteStrictMode, c.SameSite)
+
+	require.Equal(t, http.StatusOK, do("GET", "/ui/", "", c, "").StatusCode)
+	state := do("GET", "/ui/state", "", c, "")
+	require.Equal(t, http.StatusOK, state.StatusCode)
+	require.Contains(t, state.Header.Get("Content-Type"), "json")
+	for _, r := range []struct{ method, path string }{{"GET", "/backends"}, {"GET", "/metrics"}, {"POST", "/backends"}, {"POST", "/ui/login"}} {
+		require.Equal(t, http.StatusUnauthorized, do(r.method, r.path, "", c, "application/json").StatusCode,
+			"the cookie opens the live page only: %s %s", r.method, r.path)
+	}
+	forged := *c
+	forged.Value = uiCookieValue("another-token-0123456789")
+	require.Equal(t, http.StatusUnauthorized, do("GET", "/ui/state", "", &forged, "").StatusCode, "a cookie of another token")
+}
