@@ -68,9 +68,14 @@ func newConnPool(u *url.URL, dialer *net.Dialer, max int) *connPool {
 	return &connPool{addr: addr, dialer: dialer, max: max}
 }
 
+// backendConnIDs numbers backend connections. A client connection keeps the
+// number of its last one, not a pointer, so a closed one can be collected.
+var backendConnIDs atomic.Uint64
+
 // backendConn is one connection to a backend, owned by one request at a
 // time.
 type backendConn struct {
+	id       uint64 // unique in the process, never 0: a client's preference (see connPool.get)
 	conn     net.Conn
 	raw      syscall.RawConn // nil: conn has no descriptor to use
 	br       *bufio.Reader
@@ -211,10 +216,32 @@ func (c *backendConn) awaitHeaders(now time.Time, timeout time.Duration) {
 }
 
 // get returns an idle connection (reused true) or dials a new one; now is
-// the time.
-func (p *connPool) get(ctx context.Context, now time.Time) (c *backendConn, reused bool, err error) {
+// the time. It takes prefer when that is idle here, else the connection
+// idle the shortest time.
+//
+// prefer is the connection the client's previous request used. Keeping a
+// client connection on one backend connection, as HAProxy does, spares the
+// backend a request on a connection it has only just answered on: a Go
+// net/http backend is then still ending that request's goroutines, and
+// taking the most recent connection for every request measurably widened
+// the latency spread behind the router (bench/router/README.md).
+func (p *connPool) get(ctx context.Context, now time.Time, prefer uint64) (c *backendConn, reused bool, err error) {
 	var stale []*backendConn
 	p.mu.Lock()
+	for i := len(p.idle) - 1; prefer != 0 && i >= 0; i-- {
+		if c = p.idle[i]; c.id == prefer {
+			copy(p.idle[i:], p.idle[i+1:]) // the rest stay oldest first, for prune
+			p.idle[len(p.idle)-1] = nil
+			p.idle = p.idle[:len(p.idle)-1]
+			if now.Sub(c.idleAt) < idleConnTimeout {
+				p.mu.Unlock()
+				return c, true, nil
+			}
+			stale = append(stale, c)
+			break
+		}
+	}
+	c = nil
 	for len(p.idle) > 0 {
 		last := len(p.idle) - 1
 		c = p.idle[last]
@@ -241,7 +268,7 @@ func (p *connPool) get(ctx context.Context, now time.Time) (c *backendConn, reus
 }
 
 func newBackendConn(conn net.Conn) *backendConn {
-	c := &backendConn{conn: conn, raw: rawConnOf(conn)}
+	c := &backendConn{conn: conn, raw: rawConnOf(conn), id: backendConnIDs.Add(1)}
 	c.sendRead = c.sendReadStep
 	c.br = bufio.NewReaderSize(c, 4096)
 	c.bw = bufio.NewWriterSize(c, 4096)
@@ -304,9 +331,14 @@ func (p *connPool) close() {
 func (x *exchange) serveFast() {
 	pool := x.b.pool
 	ctx := x.in.Context()
+	var prefer uint64
+	if x.lastConn != nil {
+		prefer = x.lastConn.Load()
+	}
 	for try := 0; ; try++ {
 		now := time.Now()
-		c, reused, err := pool.get(ctx, now)
+		c, reused, err := pool.get(ctx, now, prefer)
+		prefer = 0
 		if err != nil {
 			x.proxyErr = err
 			return
@@ -323,6 +355,9 @@ func (x *exchange) serveFast() {
 			keep = false // leave may have aborted c: its deadlines are spent
 		}
 		if keep {
+			if x.lastConn != nil {
+				x.lastConn.Store(c.id)
+			}
 			pool.put(c, now)
 		} else {
 			_ = c.conn.Close()

@@ -300,6 +300,83 @@ func TestFastPathRefusesAnUnaskedProtocolSwitch(t *testing.T) {
 	assert.Equal(t, http.StatusBadGateway, code)
 }
 
+func TestConnPoolPrefersTheClientsLastConnection(t *testing.T) {
+	p := &connPool{max: 8}
+	now := time.Now()
+	var cs []*backendConn
+	var peers []net.Conn
+	for range 4 {
+		a, b := net.Pipe()
+		t.Cleanup(func() { _ = a.Close(); _ = b.Close() })
+		c := &backendConn{conn: a, id: backendConnIDs.Add(1)}
+		cs, peers = append(cs, c), append(peers, b)
+		p.put(c, now)
+	}
+	got, reused, err := p.get(context.Background(), now, cs[1].id)
+	require.NoError(t, err)
+	assert.True(t, reused)
+	assert.Same(t, cs[1], got, "the preferred connection, not the most recent")
+	assert.Equal(t, []*backendConn{cs[0], cs[2], cs[3]}, p.idle, "the others keep their order, oldest first")
+
+	got, _, err = p.get(context.Background(), now, cs[1].id) // taken: not idle any more
+	require.NoError(t, err)
+	assert.Same(t, cs[3], got, "without it, the most recent")
+
+	cs[0].idleAt = now.Add(-idleConnTimeout)
+	got, _, err = p.get(context.Background(), now, cs[0].id)
+	require.NoError(t, err)
+	assert.Same(t, cs[2], got, "a preferred connection idle too long is closed, not used")
+	assert.Empty(t, p.idle)
+	_, err = peers[0].Read(make([]byte, 1))
+	assert.ErrorIs(t, err, io.EOF, "the stale one was closed")
+}
+
+// A client connection's requests go on the backend connection its last one
+// used while that is idle, even when another client's connection is the
+// most recently freed.
+func TestClientConnectionKeepsItsBackendConnection(t *testing.T) {
+	b := startBackend(t, "a")
+	p := startRouter(t, testConfig(b))
+	clients := []*client{newClient(t), newClient(t)}
+	hold := func(c *client) (string, error) {
+		resp, err := c.hc.Get(p.srv.URL + "/hold")
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		return string(body), err
+	}
+	// Both requests in flight at once: two backend connections.
+	first := make([]chan string, len(clients))
+	for i, c := range clients {
+		first[i] = make(chan string, 1)
+		go func() {
+			conn, err := hold(c)
+			if err != nil {
+				conn = "error: " + err.Error()
+			}
+			first[i] <- conn
+		}()
+	}
+	<-b.arrived
+	<-b.arrived
+	close(b.release)
+	own := []string{<-first[0], <-first[1]}
+	require.NotEqual(t, own[0], own[1])
+	for _, conn := range own {
+		require.NotContains(t, conn, "error")
+	}
+	for range 3 {
+		for i, c := range clients { // each finds the other's connection freed last
+			conn, err := hold(c)
+			require.NoError(t, err)
+			<-b.arrived
+			require.Equal(t, own[i], conn, "client %d's backend connection", i)
+		}
+	}
+}
+
 func TestConnPoolBoundsAndCloses(t *testing.T) {
 	p := &connPool{max: 1}
 	pipe := func() (*backendConn, net.Conn) {
@@ -316,7 +393,7 @@ func TestConnPoolBoundsAndCloses(t *testing.T) {
 	p.put(c1, time.Now())
 	p.put(c2, time.Now()) // over max: closed
 	assert.True(t, closed(peer2))
-	got, reused, err := p.get(context.Background(), time.Now())
+	got, reused, err := p.get(context.Background(), time.Now(), 0)
 	require.NoError(t, err)
 	assert.True(t, reused)
 	assert.Same(t, c1, got)

@@ -192,6 +192,9 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		r.countOutcome(d)
 		x := &exchange{r: r, b: d.target, w: w, in: req, body: body,
 			fast: !upgrade && d.target.pool != nil && fastEligible(req)}
+		if fc != nil {
+			x.lastConn = &fc.lastConn
+		}
 		if d.setCookie {
 			x.cookie = r.cookie(sg.encode(&d.tk), req)
 		}
@@ -388,7 +391,11 @@ type exchange struct {
 	fast   bool        // served by serveFast, not httputil.ReverseProxy
 
 	conn atomic.Pointer[backendConn] // the fast path's backend connection, while in use
-	gone atomic.Bool                 // the client left (set by leave)
+	// lastConn is where the client connection keeps the id of the backend
+	// connection its last fast-path request used (nil behind net/http's
+	// server).
+	lastConn *atomic.Uint64
+	gone     atomic.Bool // the client left (set by leave)
 
 	state atomic.Uint32
 	// running counts the worker actor's run (added before the state can

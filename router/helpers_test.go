@@ -41,11 +41,13 @@ type testBackend struct {
 	arrived   chan struct{} // /slow: signalled when a request arrives
 	cancelled chan struct{} // /slow: signalled when the request's context ends
 	sseNext   chan struct{} // /sse: one receive per event after the first
+	release   chan struct{} // /hold: answers once it is closed
 }
 
 func startBackend(t *testing.T, name string) *testBackend {
 	t.Helper()
-	b := &testBackend{t: t, name: name, arrived: make(chan struct{}, 16), cancelled: make(chan struct{}, 16), sseNext: make(chan struct{})}
+	b := &testBackend{t: t, name: name, arrived: make(chan struct{}, 16), cancelled: make(chan struct{}, 16), sseNext: make(chan struct{}),
+		release: make(chan struct{})}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	b.addr = ln.Addr().String()
@@ -124,6 +126,13 @@ func (b *testBackend) handler() http.Handler {
 		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
 			_ = conn.Close()
 		}
+	})
+	mux.HandleFunc("/hold", func(w http.ResponseWriter, r *http.Request) {
+		// Signals its arrival, waits for release, and names the
+		// connection it came on (the router's end of it).
+		b.arrived <- struct{}{}
+		<-b.release
+		_, _ = io.WriteString(w, r.RemoteAddr)
 	})
 	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Backend", b.name)

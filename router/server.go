@@ -382,6 +382,9 @@ type frontConn struct {
 	tmpl   http.Request
 	res    frontResponse
 	base   context.Context // its requests' contexts derive from it
+	// lastConn: the id of the backend connection the fast path used last
+	// for this client, taken again while it is idle (see connPool.get).
+	lastConn atomic.Uint64
 
 	// Reading and writing through the descriptor (see serve, frontReader
 	// and frontWriter).
