@@ -483,7 +483,7 @@ wait_quiet() { # label: waits up to QUIET_WAIT s for other work on the machine t
 }
 
 measure() { # target round
-	local t=$1 out=$tmp/wrk-$1-$2.txt c0 c1 o0 o1 w0 w1 rps n p99 cpu cpus eff other try
+	local t=$1 out=$tmp/wrk-$1-$2.txt c0 c1 o0 o1 w0 w1 rps n p99 shape cpu cpus eff other try
 	for ((try = 0; ; try++)); do
 		wait_quiet "$t round $2"
 		wrk_once "$t" "$WARMUP" "$tmp/warmup.txt"
@@ -519,9 +519,12 @@ measure() { # target round
 	cpus=$(awk -v d="$((c1 - c0))" -v hz="$tick" 'BEGIN { printf "%.2f\n", d / hz }')
 	cpu=$(awk -v c="$cpus" -v ns="$((w1 - w0))" 'BEGIN { printf "%.0f\n", c / (ns / 1e9) * 100 }')
 	eff=$(awk -v n="$n" -v c="$cpus" 'BEGIN { printf "%.0f\n", (c > 0 ? n / c : 0) }')
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$2" "$t" "$rps" "$p99" "$cpu" "$eff" "$other" "$cpus" >>"$results"
-	printf '  round %d  %-12s %10.0f req/s  p99 %8.2f ms  cpu %6.2f s (%3s%%)  %8s req/cpu-s  (others: %s%%)\n' \
-		"$2" "$t" "$rps" "$p99" "$cpus" "$cpu" "$eff" "$other"
+	# p99 over the mean latency, which wrk's closed loop fixes at CONNS
+	# over the throughput: the tail's shape, free of the machine's drift.
+	shape=$(awk -v p="$p99" -v r="$rps" -v c="$CONNS" 'BEGIN { printf "%.2f\n", (r > 0 ? p / (c * 1000 / r) : 0) }')
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$2" "$t" "$rps" "$p99" "$cpu" "$eff" "$other" "$cpus" "$shape" >>"$results"
+	printf '  round %d  %-12s %10.0f req/s  p99 %8.2f ms (%s x mean)  cpu %6.2f s (%3s%%)  %8s req/cpu-s  (others: %s%%)\n' \
+		"$2" "$t" "$rps" "$p99" "$shape" "$cpus" "$cpu" "$eff" "$other"
 }
 
 version() { # command...: the first line it prints, or "-"
@@ -562,11 +565,12 @@ spread() { # column target: "min-max" of that column over the rounds
 		END { if (n > 1) printf "%.0f-%.0f\n", lo, hi; else print "-" }' "$results"
 }
 
-declare -A rps p99 cpu cpus eff effspread
+declare -A rps p99 p99mean cpu cpus eff effspread
 for t in $ALL_TARGETS; do
 	has "$t" || continue
 	rps[$t]=$(median 3 "$t")
 	p99[$t]=$(median 4 "$t")
+	p99mean[$t]=$(median 9 "$t")
 	cpu[$t]=$(median 5 "$t")
 	eff[$t]=$(median 6 "$t")
 	cpus[$t]=$(median 8 "$t")
@@ -587,13 +591,13 @@ if ((ROUNDS > 1)); then
 else
 	echo "== result"
 fi
-printf '%-12s %11s %9s %6s %5s %10s %13s %11s %9s\n' target requests/s p99 cpu-s cpu% req/cpu-s range vs-haproxy vs-caddy
+printf '%-12s %11s %9s %8s %6s %5s %10s %13s %11s %9s\n' target requests/s p99 p99/mean cpu-s cpu% req/cpu-s range vs-haproxy vs-caddy
 for t in $ALL_TARGETS; do
 	has "$t" || continue
-	printf '%-12s %11.0f %7.2fms %6.2f %4.0f%% %10.0f %13s %11s %9s\n' "$t" "${rps[$t]}" "${p99[$t]}" "${cpus[$t]}" "${cpu[$t]}" \
+	printf '%-12s %11.0f %7.2fms %8.2f %6.2f %4.0f%% %10.0f %13s %11s %9s\n' "$t" "${rps[$t]}" "${p99[$t]}" "${p99mean[$t]}" "${cpus[$t]}" "${cpu[$t]}" \
 		"${eff[$t]}" "${effspread[$t]}" "$(ratio "${eff[$t]}" "${eff[haproxy]:-}")" "$(ratio "${eff[$t]}" "${eff[caddy]:-}")"
 done
-echo "(vs-haproxy and vs-caddy compare requests per CPU-second)"
+echo "(vs-haproxy and vs-caddy compare requests per CPU-second; p99/mean is p99 over wrk's mean latency, $CONNS connections / requests/s)"
 
 has affinity || exit 0
 echo
@@ -615,6 +619,7 @@ if has haproxy; then
 		"$(awk -v a="${eff[affinity]}" -v b="${eff[haproxy]}" -v w="$TARGET_RATIO" 'BEGIN { print (a >= w * b) ? 1 : 0 }')"
 	verdict "affinity p99 vs haproxy's (target: no worse)" "${p99[affinity]} ms vs ${p99[haproxy]} ms" \
 		"$(awk -v a="${p99[affinity]}" -v b="${p99[haproxy]}" 'BEGIN { print (a <= b) ? 1 : 0 }')"
+	echo "affinity p99/mean vs haproxy's (no target; steadier than p99 across the machine's drift): ${p99mean[affinity]} vs ${p99mean[haproxy]}"
 fi
 if has caddy; then
 	r=$(ratio "${eff[affinity]}" "${eff[caddy]}")
