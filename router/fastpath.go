@@ -176,6 +176,12 @@ func (c *backendConn) sendReadStep(fd uintptr) bool {
 	return !wouldBlock(c.ioErr)
 }
 
+// preferMaxIdle bounds how long a client's last backend connection may have
+// been idle for get to prefer it. A backend may close connections idle for
+// a few seconds (Node's default keep-alive timeout is 5 s); the most
+// recently freed connection is then the safer one.
+const preferMaxIdle = time.Second
+
 // holdMaxIdle: see flushHeld.
 const holdMaxIdle = time.Second
 
@@ -216,8 +222,9 @@ func (c *backendConn) awaitHeaders(now time.Time, timeout time.Duration) {
 }
 
 // get returns an idle connection (reused true) or dials a new one; now is
-// the time. It takes prefer when that is idle here, else the connection
-// idle the shortest time.
+// the time. It takes the connection numbered prefer when that has been idle
+// here for less than preferMaxIdle, else the connection idle the shortest
+// time.
 //
 // prefer is the connection the client's previous request used. Keeping a
 // client connection on one backend connection, as HAProxy does, spares the
@@ -230,14 +237,13 @@ func (p *connPool) get(ctx context.Context, now time.Time, prefer uint64) (c *ba
 	p.mu.Lock()
 	for i := len(p.idle) - 1; prefer != 0 && i >= 0; i-- {
 		if c = p.idle[i]; c.id == prefer {
-			copy(p.idle[i:], p.idle[i+1:]) // the rest stay oldest first, for prune
-			p.idle[len(p.idle)-1] = nil
-			p.idle = p.idle[:len(p.idle)-1]
-			if now.Sub(c.idleAt) < idleConnTimeout {
+			if now.Sub(c.idleAt) < preferMaxIdle {
+				copy(p.idle[i:], p.idle[i+1:]) // the rest stay oldest first, for prune
+				p.idle[len(p.idle)-1] = nil
+				p.idle = p.idle[:len(p.idle)-1]
 				p.mu.Unlock()
 				return c, true, nil
 			}
-			stale = append(stale, c)
 			break
 		}
 	}
