@@ -26,7 +26,6 @@ import (
 //	POST   /backends         add {"name": "...", "url": "..."}
 //	DELETE /backends/{name}  remove a backend
 //	GET    /ui/              the live page: backends, and the runtime's workers
-//
 //	POST   /ui/login         with a token set: the live page's cookie
 //
 // The live page is served under the same checks. With a token set, a

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -118,11 +119,11 @@ func (c *backendConn) Write(p []byte) (int, error) {
 }
 
 // flushHeld flushes bw, holding its bytes for the next Read when c can
-// send them there (see sendThenRead) and was idle less than holdMaxIdle.
+// send them there (see sendThenRead) and was idle less than surelyOpenIdle.
 // A connection idle for longer may have been closed by its backend, which
 // a read that tries first sees at once.
 func (c *backendConn) flushHeld(now time.Time) error {
-	c.hold = c.raw != nil && now.Sub(c.idleAt) < holdMaxIdle
+	c.hold = c.raw != nil && now.Sub(c.idleAt) < surelyOpenIdle
 	err := c.bw.Flush()
 	c.hold = false
 	return err
@@ -176,14 +177,12 @@ func (c *backendConn) sendReadStep(fd uintptr) bool {
 	return !wouldBlock(c.ioErr)
 }
 
-// preferMaxIdle bounds how long a client's last backend connection may have
-// been idle for get to prefer it. A backend may close connections idle for
-// a few seconds (Node's default keep-alive timeout is 5 s); the most
-// recently freed connection is then the safer one.
-const preferMaxIdle = time.Second
-
-// holdMaxIdle: see flushHeld.
-const holdMaxIdle = time.Second
+// surelyOpenIdle is how long a backend connection may have been idle and
+// still be taken as open: a backend may close connections idle for a few
+// seconds (Node's default keep-alive timeout is 5 s). Past it, flushHeld
+// lets the read try first, and get prefers the most recently freed
+// connection to a client's last one.
+const surelyOpenIdle = time.Second
 
 // abort unblocks the request using c: its client left.
 func (c *backendConn) abort() {
@@ -223,7 +222,7 @@ func (c *backendConn) awaitHeaders(now time.Time, timeout time.Duration) {
 
 // get returns an idle connection (reused true) or dials a new one; now is
 // the time. It takes the connection numbered prefer when that has been idle
-// here for less than preferMaxIdle, else the connection idle the shortest
+// here for less than surelyOpenIdle, else the connection idle the shortest
 // time.
 //
 // prefer is the connection the client's previous request used. Keeping a
@@ -235,19 +234,15 @@ func (c *backendConn) awaitHeaders(now time.Time, timeout time.Duration) {
 func (p *connPool) get(ctx context.Context, now time.Time, prefer uint64) (c *backendConn, reused bool, err error) {
 	var stale []*backendConn
 	p.mu.Lock()
-	for i := len(p.idle) - 1; prefer != 0 && i >= 0; i-- {
-		if c = p.idle[i]; c.id == prefer {
-			if now.Sub(c.idleAt) < preferMaxIdle {
-				copy(p.idle[i:], p.idle[i+1:]) // the rest stay oldest first, for prune
-				p.idle[len(p.idle)-1] = nil
-				p.idle = p.idle[:len(p.idle)-1]
-				p.mu.Unlock()
-				return c, true, nil
-			}
-			break
+	if prefer != 0 {
+		i := slices.IndexFunc(p.idle, func(c *backendConn) bool { return c.id == prefer })
+		if i >= 0 && now.Sub(p.idle[i].idleAt) < surelyOpenIdle {
+			c = p.idle[i]
+			p.idle = slices.Delete(p.idle, i, i+1) // the rest stay oldest first, for prune
+			p.mu.Unlock()
+			return c, true, nil
 		}
 	}
-	c = nil
 	for len(p.idle) > 0 {
 		last := len(p.idle) - 1
 		c = p.idle[last]

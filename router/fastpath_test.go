@@ -321,7 +321,7 @@ func TestConnPoolPrefersTheClientsLastConnection(t *testing.T) {
 	require.NoError(t, err)
 	assert.Same(t, cs[3], got, "without it, the most recent")
 
-	cs[0].idleAt = now.Add(-preferMaxIdle)
+	cs[0].idleAt = now.Add(-surelyOpenIdle)
 	got, _, err = p.get(context.Background(), now, cs[0].id)
 	require.NoError(t, err)
 	assert.Same(t, cs[2], got, "a preferred connection idle for long is left for the most recent")

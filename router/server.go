@@ -276,7 +276,6 @@ func (s *Server) closeListeners() {
 	_ = s.handoff.Close()
 }
 
-// closeIdle closes the connections waiting for a request.
 // closeWaiting closes the connections waiting for their next request, and
 // with fresh those waiting for their first.
 func (s *Server) closeWaiting(fresh bool) {

@@ -116,12 +116,12 @@ func readToken(path string) (string, error) {
 	return tok, nil
 }
 
-// hostList is the comma-separated -admin-hosts flag.
-type hostList []string
+// commaList is a comma-separated list flag: -admin-hosts, -trusted-proxies.
+type commaList []string
 
-func (l *hostList) String() string { return strings.Join(*l, ",") }
+func (l *commaList) String() string { return strings.Join(*l, ",") }
 
-func (l *hostList) Set(v string) error {
+func (l *commaList) Set(v string) error {
 	for _, h := range strings.Split(v, ",") {
 		if h = strings.TrimSpace(h); h != "" {
 			*l = append(*l, h)
@@ -170,8 +170,8 @@ type options struct {
 	logLevel   string
 
 	adminTokenFile   string
-	adminHosts       hostList
-	trustedProxies   hostList
+	adminHosts       commaList
+	trustedProxies   commaList
 	responseHeaderTO time.Duration
 	readHeaderTO     time.Duration
 	idleTO           time.Duration
