@@ -172,6 +172,11 @@ type Config struct {
 	// of https also makes the cookie Secure). From any other peer the three
 	// are replaced with what the router saw. Default: none.
 	TrustedProxies []netip.Prefix
+	// PreserveHost sends the backend the client's Host header instead of
+	// the backend URL's host, for backends that serve several sites or
+	// build absolute URLs from Host (X-Forwarded-Host carries it either
+	// way). Health checks still use the URL's host.
+	PreserveHost bool
 	// Admin secures AdminHandler.
 	Admin AdminConfig
 	// Transport overrides the transport to backends (for tests); the

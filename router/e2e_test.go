@@ -462,6 +462,37 @@ func TestTrustedProxiesForwardedHeaders(t *testing.T) {
 	}
 }
 
+func TestPreserveHost(t *testing.T) {
+	for _, preserve := range []bool{false, true} {
+		t.Run(fmt.Sprint("preserve=", preserve), func(t *testing.T) {
+			b := startBackend(t, "a")
+			cfg := testConfig(b)
+			cfg.PreserveHost = preserve
+			p := startRouter(t, cfg)
+			want := b.addr
+			if preserve {
+				want = "app.example:8080"
+			}
+			// GET takes the fast path; POST, with a body, ReverseProxy.
+			for _, method := range []string{http.MethodGet, http.MethodPost} {
+				var body io.Reader
+				if method == http.MethodPost {
+					body = strings.NewReader("body")
+				}
+				req, _ := http.NewRequest(method, p.srv.URL+"/headers", body)
+				req.Host = "app.example:8080"
+				resp, err := newClient(t).hc.Do(req)
+				require.NoError(t, err)
+				var seen map[string]string
+				require.NoError(t, json.NewDecoder(resp.Body).Decode(&seen))
+				resp.Body.Close()
+				assert.Equal(t, want, seen["host"], method)
+				assert.Equal(t, "app.example:8080", seen["xhost"], method)
+			}
+		})
+	}
+}
+
 func TestTrustedProxiesMustBeValid(t *testing.T) {
 	cfg := testConfig(startBackend(t, "a"))
 	cfg.TrustedProxies = []netip.Prefix{{}}

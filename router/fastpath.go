@@ -546,7 +546,7 @@ func removeHopByHop(h http.Header) {
 
 // skipRequestHeader lists the client's headers the backend request never
 // carries as they are: hop-by-hop ones, the framing (a fast-path request
-// has no body), Host (written from the backend URL), the forwarding headers
+// has no body), Host (written apart: see Router.backendHost), the forwarding headers
 // (replaced), and Cookie (written without the router's cookie).
 var skipRequestHeader = map[string]bool{
 	"Connection": true, "Proxy-Connection": true, "Keep-Alive": true, "Proxy-Authenticate": true,
@@ -565,7 +565,7 @@ func (x *exchange) writeRequest(w *bufio.Writer) error {
 	w.WriteByte(' ')
 	w.WriteString(backendURI(u, in.URL))
 	w.WriteString(" HTTP/1.1\r\nHost: ")
-	w.WriteString(u.Host)
+	w.WriteString(x.r.backendHost(in, u))
 	w.WriteString("\r\n")
 
 	var connTokens []string

@@ -4,8 +4,18 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strings"
 )
+
+// backendHost is the Host of in's backend request to u: the backend's own,
+// or with PreserveHost the client's.
+func (r *Router) backendHost(in *http.Request, u *url.URL) string {
+	if r.cfg.PreserveHost && in.Host != "" {
+		return in.Host
+	}
+	return u.Host
+}
 
 // forwarded returns the X-Forwarded-For, -Host and -Proto values of in's
 // backend request (xff is empty when in's RemoteAddr has no IP). From a

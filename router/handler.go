@@ -472,6 +472,9 @@ func (x *exchange) serve() {
 
 func (x *exchange) rewrite(pr *httputil.ProxyRequest) {
 	pr.SetURL(x.b.url)
+	if x.r.cfg.PreserveHost {
+		pr.Out.Host = pr.In.Host
+	}
 	// As pr.SetXForwarded, but believing a trusted proxy's values.
 	xff, host, proto := x.r.forwarded(pr.In)
 	h := pr.Out.Header

@@ -56,6 +56,7 @@ type fileConfig struct {
 	AdminTokenFile        string   `json:"admin_token_file"`
 	AdminHosts            []string `json:"admin_hosts"`
 	TrustedProxies        []string `json:"trusted_proxies"`
+	PreserveHost          bool     `json:"preserve_host"`
 	ResponseHeaderTimeout duration `json:"response_header_timeout"`
 	ReadHeaderTimeout     duration `json:"read_header_timeout"`
 	IdleTimeout           duration `json:"idle_timeout"`
@@ -182,6 +183,7 @@ type options struct {
 	maxSessions      int
 	shutdownGrace    time.Duration
 	gcHeapFloorMiB   int
+	preserveHost     bool
 }
 
 // Defaults of the HTTP server settings, which the router package leaves to
@@ -201,6 +203,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.StringVar(&o.adminTokenFile, "admin-token-file", "", "file holding the admin API's bearer token (at least 16 bytes); every admin request but GET /healthz must then send \"Authorization: Bearer <token>\"")
 	fs.Var(&o.adminHosts, "admin-hosts", "comma-separated `names` (or name:port) the admin API may be reached by besides loopback names and the -admin host; requests with any other Host header are refused (DNS rebinding)")
 	fs.Var(&o.trustedProxies, "trusted-proxies", "comma-separated `CIDRs` or IPs of the proxies in front of the router (load balancers, CDNs) whose X-Forwarded-For, -Host and -Proto it passes on, appending the peer to X-Forwarded-For; from any other peer the three are replaced. An X-Forwarded-Proto of https from them makes the cookie Secure")
+	fs.BoolVar(&o.preserveHost, "preserve-host", false, "send backends the client's Host header instead of the backend URL's host (X-Forwarded-Host carries it either way)")
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "serve TLS with this certificate file (cookies are then Secure)")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "private key file for -tls-cert")
 	fs.StringVar(&o.keysFile, "keys-file", "", fmt.Sprintf("file with the cookie HMAC keys, one per line, each at least %d bytes; the first signs, all verify (rotation). Required", router.MinKeyLen))
@@ -304,6 +307,9 @@ func (o *options) merge(fc *fileConfig, set map[string]bool) {
 	if !set["trusted-proxies"] && len(fc.TrustedProxies) > 0 {
 		o.trustedProxies = fc.TrustedProxies
 	}
+	if !set["preserve-host"] && fc.PreserveHost {
+		o.preserveHost = true
+	}
 	dur("response-header-timeout", &o.responseHeaderTO, fc.ResponseHeaderTimeout)
 	dur("read-header-timeout", &o.readHeaderTO, fc.ReadHeaderTimeout)
 	dur("idle-timeout", &o.idleTO, fc.IdleTimeout)
@@ -374,6 +380,7 @@ func (o *options) routerConfig() (router.Config, error) {
 		UpgradeIdleTimeout:    o.upgradeIdleTO,
 		MaxSessions:           o.maxSessions,
 		TrustedProxies:        trusted,
+		PreserveHost:          o.preserveHost,
 		Admin:                 router.AdminConfig{Token: token, Hosts: o.adminHostNames()},
 	}, nil
 }
