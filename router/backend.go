@@ -56,47 +56,63 @@ type slot struct {
 	b   *backend      // guarded by Router.mu
 }
 
-// table is an immutable snapshot of the backends, swapped on every change,
-// so the request path reads it without locks.
+// table is an immutable snapshot of the backends and their weights,
+// swapped on every change, so the request path reads it without locks.
 type table struct {
 	backends []*backend // sorted by name: ties in score break the same way everywhere
+	weights  []int      // weights[i] is backends[i]'s
+	uniform  bool       // every weight is the same: plain scores rank alike
 	byName   map[string]*backend
 }
 
-func newTable(bs []*backend) *table {
-	t := &table{backends: bs, byName: make(map[string]*backend, len(bs))}
+// newTable builds a table of bs, with the weight of each name (1 if absent).
+func newTable(bs []*backend, weight map[string]int) *table {
+	t := &table{backends: bs, weights: make([]int, len(bs)), uniform: true, byName: make(map[string]*backend, len(bs))}
 	sort.Slice(t.backends, func(i, j int) bool { return t.backends[i].name < t.backends[j].name })
-	for _, b := range bs {
+	for i, b := range t.backends {
 		t.byName[b.name] = b
+		t.weights[i] = max(weight[b.name], 1)
+		t.uniform = t.uniform && t.weights[i] == t.weights[0]
 	}
 	return t
 }
 
-// home returns the backend with the highest score for session key k,
-// healthy or not: the session's home.
-func (t *table) home(k uint64) *backend {
-	var best *backend
-	var bestScore uint64
-	for _, b := range t.backends {
-		if s := score(k, b.key); best == nil || s > bestScore {
-			best, bestScore = b, s
+// weightOf returns the weight of the backend named name (0: none).
+func (t *table) weightOf(name string) int {
+	for i, b := range t.backends {
+		if b.name == name {
+			return t.weights[i]
 		}
 	}
-	return best
+	return 0
 }
+
+// home returns the backend with the highest score for session key k,
+// healthy or not: the session's home.
+func (t *table) home(k uint64) *backend { return t.best(k, false) }
 
 // bestUp returns the healthy backend with the highest score for k, or nil.
 // For a session whose home is down this is its next choice in rendezvous
 // order, so the sessions of a down backend spread evenly over the others.
-func (t *table) bestUp(k uint64) *backend {
+func (t *table) bestUp(k uint64) *backend { return t.best(k, true) }
+
+func (t *table) best(k uint64, upOnly bool) *backend {
 	var best *backend
 	var bestScore uint64
-	for _, b := range t.backends {
-		if !b.up.Load() {
+	var bestWeighted float64
+	for i, b := range t.backends {
+		if upOnly && !b.up.Load() {
 			continue
 		}
-		if s := score(k, b.key); best == nil || s > bestScore {
-			best, bestScore = b, s
+		s := score(k, b.key)
+		if t.uniform {
+			if best == nil || s > bestScore {
+				best, bestScore = b, s
+			}
+			continue
+		}
+		if w := weighted(s, t.weights[i]); best == nil || w > bestWeighted {
+			best, bestWeighted = b, w
 		}
 	}
 	return best

@@ -58,7 +58,14 @@ type Backend struct {
 	Name string `json:"name,omitempty"`
 	// URL is the backend's base URL, http or https (e.g. http://10.0.0.5:8080).
 	URL string `json:"url"`
+	// Weight is the backend's share of sessions relative to the others':
+	// one of weight 2 is home to twice as many as one of weight 1. 0 means
+	// 1; at most MaxWeight. Routers that must agree need the same weights.
+	Weight int `json:"weight,omitempty"`
 }
+
+// MaxWeight is the largest backend weight.
+const MaxWeight = 1000
 
 // CookieConfig configures the affinity cookie.
 type CookieConfig struct {
@@ -331,8 +338,9 @@ func validateKeys(keys [][]byte) error {
 
 // backendSpec is a validated Backend.
 type backendSpec struct {
-	name string
-	url  *url.URL
+	name   string
+	url    *url.URL
+	weight int
 }
 
 // parseBackends validates a backend list: each entry, and unique names.
@@ -381,7 +389,14 @@ func parseBackend(b Backend) (*backendSpec, error) {
 			return nil, fmt.Errorf("name %q contains spaces or control characters", name)
 		}
 	}
-	return &backendSpec{name: name, url: u}, nil
+	w := b.Weight
+	if w == 0 {
+		w = 1
+	}
+	if w < 0 || w > MaxWeight {
+		return nil, fmt.Errorf("backend %q: weight %d out of range 1..%d", name, b.Weight, MaxWeight)
+	}
+	return &backendSpec{name: name, url: u, weight: w}, nil
 }
 
 func validCookieName(s string) bool {

@@ -247,6 +247,33 @@ func TestScaleUpMovesFairShare(t *testing.T) {
 	}
 }
 
+// Weights end to end: a heavier backend is home to its share of new
+// sessions, and a new weight moves sessions only to or from its backend.
+func TestBackendWeights(t *testing.T) {
+	const sessions = 4_000
+	a, b := startBackend(t, "a"), startBackend(t, "b")
+	cfg := testConfig(a, b)
+	cfg.Backends[1].Weight = 3
+	p := startRouter(t, cfg)
+	cookies, before := collectSessions(t, p.srv.URL, sessions)
+	count := map[string]int{}
+	for _, name := range before {
+		count[name]++
+	}
+	require.InDelta(t, 0.75, float64(count["b"])/sessions, 0.05, "b, of weight 3 against 1, is home to about 3/4: %v", count)
+
+	require.NoError(t, p.SetBackends(context.Background(), []Backend{{Name: "a", URL: a.url()}, {Name: "b", URL: b.url()}}))
+	after := routeAll(t, p.srv.URL, cookies)
+	moved := 0
+	for i := range cookies {
+		if after[i] != before[i] {
+			moved++
+			require.Equal(t, "b", before[i], "only sessions of the backend that lost weight move")
+		}
+	}
+	require.InDelta(t, 0.25, float64(moved)/sessions, 0.05, "b gives up a third of its sessions to end even")
+}
+
 func TestScaleDownMovesOnlyRemovedSessions(t *testing.T) {
 	const sessions = 2000
 	bs := []*testBackend{startBackend(t, "a"), startBackend(t, "b"), startBackend(t, "c"), startBackend(t, "d")}

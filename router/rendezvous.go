@@ -1,6 +1,9 @@
 package router
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"math"
+)
 
 // Rendezvous (highest random weight) hashing: a session's home is the
 // backend with the highest score(session, backend). Adding a backend moves
@@ -8,6 +11,13 @@ import "encoding/binary"
 // removing one moves only the sessions it won, spread evenly over the rest.
 // Scores depend only on the session id, its epoch and backend names, so
 // every router computes the same home for a cookie.
+//
+// With weights, a backend's score is w / -ln(u), u its plain score mapped
+// into (0, 1) (Schindelhauer and Schomaker's weighted rendezvous hashing):
+// each backend wins a share of sessions proportional to its weight, and a
+// change of one backend's weight moves sessions only to or from it. With
+// equal weights this ranks backends as the plain score does, so giving
+// every backend the same weight moves no session.
 
 // sessionKey hashes a session id and epoch (FNV-1a, 64 bit).
 func sessionKey(sid [16]byte, epoch uint8) uint64 {
@@ -32,6 +42,12 @@ func nameKey(name string) uint64 {
 
 // score is the weight of a backend for a session.
 func score(session, name uint64) uint64 { return mix64(session ^ name) }
+
+// weighted is plain score s under weight w.
+func weighted(s uint64, w int) float64 {
+	u := (float64(s>>11) + 0.5) / (1 << 53) // in (0, 1), exact in a float64
+	return float64(w) / -math.Log(u)
+}
 
 const (
 	fnvOffset uint64 = 14695981039346656037

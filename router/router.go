@@ -114,10 +114,12 @@ func New(cfg Config) (*Router, error) {
 		return nil, fmt.Errorf("affinity router: starting runtime: %w", err)
 	}
 	bs := make([]*backend, len(specs))
+	weights := make(map[string]int, len(specs))
 	for i, s := range specs {
 		bs[i] = r.newBackend(s, r.slotFor(i))
+		weights[s.name] = s.weight
 	}
-	r.tbl.Store(newTable(bs))
+	r.tbl.Store(newTable(bs, weights))
 
 	ctx, cancel := context.WithCancel(context.Background())
 	r.stopHealth, r.healthDone = cancel, make(chan struct{})
@@ -217,8 +219,9 @@ func (r *Router) SetKeys(keys [][]byte) error {
 	return nil
 }
 
-// AddBackend adds a backend. It takes its share of sessions, about 1/(N+1),
-// at once.
+// AddBackend adds a backend. It takes its share of sessions at once: about
+// 1/(N+1) of them when every weight is equal, its weight over the new
+// total otherwise.
 func (r *Router) AddBackend(ctx context.Context, b Backend) error {
 	s, err := parseBackend(b)
 	if err != nil {
@@ -229,7 +232,7 @@ func (r *Router) AddBackend(ctx context.Context, b Backend) error {
 	if _, ok := r.tbl.Load().byName[s.name]; ok {
 		return fmt.Errorf("%w: %q", ErrBackendExists, s.name)
 	}
-	return r.apply(ctx, []*backendSpec{s}, nil)
+	return r.apply(ctx, []*backendSpec{s}, nil, nil)
 }
 
 // RemoveBackend removes a backend: only its sessions move. Requests already
@@ -241,13 +244,14 @@ func (r *Router) RemoveBackend(ctx context.Context, name string) error {
 	if _, ok := t.byName[name]; !ok {
 		return fmt.Errorf("%w: %q", ErrUnknownBackend, name)
 	}
-	return r.apply(ctx, nil, []string{name})
+	return r.apply(ctx, nil, []string{name}, nil)
 }
 
 // SetBackends makes the backend list equal to bs: new names are added,
 // missing ones removed, and a name whose URL changed is replaced (its
-// sessions stay, since hashing uses names). Unchanged backends keep their
-// health state.
+// sessions stay, since hashing uses names). A backend whose weight alone
+// changed keeps its health state, as unchanged ones do; only sessions
+// between it and the others move.
 func (r *Router) SetBackends(ctx context.Context, bs []Backend) error {
 	if len(bs) == 0 {
 		return fmt.Errorf("%w: no backends", ErrInvalidConfig)
@@ -265,25 +269,29 @@ func (r *Router) SetBackends(ctx context.Context, bs []Backend) error {
 	t := r.tbl.Load()
 	var add []*backendSpec
 	var remove []string
+	reweight := map[string]int{}
 	for _, b := range t.backends {
 		if s, ok := want[b.name]; !ok || s.url.String() != b.url.String() {
 			remove = append(remove, b.name)
 		}
 	}
 	for name, s := range want {
-		if b, ok := t.byName[name]; !ok || s.url.String() != b.url.String() {
+		switch b, ok := t.byName[name]; {
+		case !ok || s.url.String() != b.url.String():
 			add = append(add, s)
+		case s.weight != t.weightOf(name):
+			reweight[name] = s.weight
 		}
 	}
-	if len(add) == 0 && len(remove) == 0 {
+	if len(add) == 0 && len(remove) == 0 && len(reweight) == 0 {
 		return nil
 	}
-	return r.apply(ctx, add, remove)
+	return r.apply(ctx, add, remove, reweight)
 }
 
-// apply removes then adds backends and publishes one new table. Caller
-// holds mu.
-func (r *Router) apply(ctx context.Context, add []*backendSpec, remove []string) error {
+// apply removes then adds backends, sets the weights in reweight, and
+// publishes one new table. Caller holds mu.
+func (r *Router) apply(ctx context.Context, add []*backendSpec, remove []string, reweight map[string]int) error {
 	if r.closed.Load() {
 		return ErrClosed
 	}
@@ -307,7 +315,8 @@ func (r *Router) apply(ctx context.Context, add []*backendSpec, remove []string)
 		}
 	}
 	next := make([]*backend, 0, len(old.backends)+len(add))
-	for _, b := range old.backends {
+	weights := make(map[string]int, len(old.backends)+len(add))
+	for i, b := range old.backends {
 		if gone[b.name] {
 			b.slot.b = nil
 			b.closeIdle()
@@ -315,12 +324,18 @@ func (r *Router) apply(ctx context.Context, add []*backendSpec, remove []string)
 			continue
 		}
 		next = append(next, b)
+		weights[b.name] = old.weights[i]
+		if w, ok := reweight[b.name]; ok {
+			weights[b.name] = w
+			r.log.Info().Str("backend", b.name).Int("weight", w).Msg("backend weight changed")
+		}
 	}
 	for i, s := range add {
 		next = append(next, r.newBackend(s, free[i]))
-		r.log.Info().Str("backend", s.name).Str("url", s.url.String()).Msg("backend added")
+		weights[s.name] = s.weight
+		r.log.Info().Str("backend", s.name).Str("url", s.url.String()).Int("weight", s.weight).Msg("backend added")
 	}
-	r.tbl.Store(newTable(next))
+	r.tbl.Store(newTable(next, weights))
 	return nil
 }
 
@@ -343,6 +358,7 @@ func (r *Router) freeSlots(gone map[string]bool) []*slot {
 type BackendStatus struct {
 	Name     string `json:"name"`
 	URL      string `json:"url"`
+	Weight   int    `json:"weight"`
 	Healthy  bool   `json:"healthy"`
 	Requests uint64 `json:"requests"`
 	Failures uint64 `json:"failures"`
@@ -357,7 +373,7 @@ func (r *Router) Backends() []BackendStatus {
 	t := r.tbl.Load()
 	out := make([]BackendStatus, len(t.backends))
 	for i, b := range t.backends {
-		out[i] = BackendStatus{Name: b.name, URL: b.url.String(), Healthy: b.up.Load(),
+		out[i] = BackendStatus{Name: b.name, URL: b.url.String(), Weight: t.weights[i], Healthy: b.up.Load(),
 			Requests: b.requests.Load(), Failures: b.failures.Load(), Fallbacks: b.fallbacks.Load(), Returns: b.returns.Load()}
 	}
 	return out

@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -31,6 +32,8 @@ func TestConfigValidation(t *testing.T) {
 		"query in URL":         func(c *Config) { c.Backends[0].URL = "http://h/?a=b" },
 		"duplicate name":       func(c *Config) { c.Backends = append(c.Backends, c.Backends[0]) },
 		"name with space":      func(c *Config) { c.Backends[0].Name = "a b" },
+		"negative weight":      func(c *Config) { c.Backends[0].Weight = -1 },
+		"weight over max":      func(c *Config) { c.Backends[0].Weight = MaxWeight + 1 },
 		"bad failover":         func(c *Config) { c.Failover = 9 },
 		"bad cookie name":      func(c *Config) { c.Cookie.Name = "a;b" },
 		"negative max age":     func(c *Config) { c.Cookie.MaxAge = -time.Second },
@@ -177,14 +180,68 @@ func TestRendezvousIsStable(t *testing.T) {
 	require.Equal(t, uint64(0x8785c22946a0d99a), score(sessionKey(sid, 0), nameKey("backend-1")))
 }
 
-func tableOf(names ...string) *table {
+func tableOf(names ...string) *table { return weightedTable(nil, names...) }
+
+// weightedTable builds a table of names with the weights given (1 if
+// absent).
+func weightedTable(weights map[string]int, names ...string) *table {
 	var bs []*backend
 	for i, n := range names {
 		b := &backend{name: n, key: nameKey(n), slot: &slot{id: i}}
 		b.up.Store(true)
 		bs = append(bs, b)
 	}
-	return newTable(bs)
+	return newTable(bs, weights)
+}
+
+func TestWeightedRendezvous(t *testing.T) {
+	const sessions = 100_000
+	names := []string{"a", "b", "c"}
+	keys := make([]uint64, sessions)
+	for i := range keys {
+		var sid [16]byte
+		binary.LittleEndian.PutUint64(sid[:], uint64(i))
+		keys[i] = sessionKey(sid, 0)
+	}
+	homes := func(tbl *table) (map[uint64]string, map[string]int) {
+		home, count := make(map[uint64]string, sessions), map[string]int{}
+		for _, k := range keys {
+			h := tbl.home(k).name
+			home[k] = h
+			count[h]++
+		}
+		return home, count
+	}
+	plain, _ := homes(tableOf(names...))
+	same, _ := homes(weightedTable(map[string]int{"a": 5, "b": 5, "c": 5}, names...))
+	require.Equal(t, plain, same, "equal weights, whatever their value, rank as no weights")
+
+	// a:b:c = 1:2:5 in a table that is not uniform, so the weighted
+	// scores are in use.
+	w1 := weightedTable(map[string]int{"a": 1, "b": 2, "c": 5}, names...)
+	require.False(t, w1.uniform)
+	before, count := homes(w1)
+	for name, w := range map[string]float64{"a": 1, "b": 2, "c": 5} {
+		require.InDelta(t, w/8, float64(count[name])/sessions, 0.01, "backend %s's share follows its weight", name)
+	}
+
+	// c's weight from 5 to 1: sessions only leave c, and the three end even.
+	after, count := homes(weightedTable(map[string]int{"a": 1, "b": 2, "c": 1}, names...))
+	for _, k := range keys {
+		if before[k] != after[k] {
+			require.Equal(t, "c", before[k], "only the reweighted backend's sessions move")
+		}
+	}
+	require.InDelta(t, 0.5, float64(count["b"])/sessions, 0.01)
+
+	// A new backend of weight 4 in a total of 8+4 takes a third, all moved to it.
+	added, count := homes(weightedTable(map[string]int{"a": 1, "b": 2, "c": 5, "d": 4}, "a", "b", "c", "d"))
+	for _, k := range keys {
+		if before[k] != added[k] {
+			require.Equal(t, "d", added[k])
+		}
+	}
+	require.InDelta(t, 1.0/3, float64(count["d"])/sessions, 0.01)
 }
 
 func TestRendezvousBalanceAndMinimalMoves(t *testing.T) {
@@ -437,6 +494,20 @@ func TestSetBackendsAndSlotReuse(t *testing.T) {
 	}
 	require.ErrorIs(t, p.RemoveBackend(ctx, "zzz"), ErrUnknownBackend)
 	require.ErrorIs(t, p.AddBackend(ctx, Backend{Name: "c", URL: bs[2].url()}), ErrBackendExists)
+
+	// A new weight alone: the same backend, its counters and health kept.
+	before := p.tbl.Load().byName["c"]
+	require.NoError(t, p.SetBackends(ctx, []Backend{{Name: "a", URL: bs[1].url()}, {Name: "c", URL: bs[2].url(), Weight: 3}}))
+	tbl := p.tbl.Load()
+	require.Same(t, before, tbl.byName["c"])
+	require.False(t, tbl.uniform)
+	weights := map[string]int{}
+	for _, b := range p.Backends() {
+		weights[b.Name] = b.Weight
+	}
+	require.Equal(t, map[string]int{"a": 1, "c": 3}, weights)
+	require.Equal(t, 2, p.rt.Stats().Pools[poolName].Size)
+	require.ErrorIs(t, p.SetBackends(ctx, []Backend{{Name: "a", URL: bs[1].url(), Weight: -2}}), ErrInvalidConfig)
 }
 
 func TestClosedRouter(t *testing.T) {

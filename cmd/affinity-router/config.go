@@ -2,13 +2,17 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
+	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -154,6 +158,51 @@ func (l *backendList) Set(v string) error {
 	return nil
 }
 
+// weightList is the repeatable -weight flag: "name=N", the name as -backend
+// gives it (the URL when it gives none).
+type weightList map[string]int
+
+func (l *weightList) String() string {
+	var s []string
+	for name, w := range *l {
+		s = append(s, name+"="+strconv.Itoa(w))
+	}
+	sort.Strings(s)
+	return strings.Join(s, ",")
+}
+
+func (l *weightList) Set(v string) error {
+	i := strings.LastIndex(v, "=")
+	if i <= 0 {
+		return fmt.Errorf("want name=weight, got %q", v)
+	}
+	w, err := strconv.Atoi(v[i+1:])
+	if err != nil {
+		return fmt.Errorf("weight of %q: %w", v[:i], err)
+	}
+	if *l == nil {
+		*l = weightList{}
+	}
+	(*l)[v[:i]] = w
+	return nil
+}
+
+// apply sets the weights on bs, which must name every weighted backend.
+func (l weightList) apply(bs []router.Backend) error {
+	left := maps.Clone(l)
+	for i := range bs {
+		name := cmp.Or(bs[i].Name, bs[i].URL)
+		if w, ok := l[name]; ok {
+			bs[i].Weight = w
+			delete(left, name)
+		}
+	}
+	if len(left) > 0 {
+		return fmt.Errorf("-weight names no -backend: %s", left.String())
+	}
+	return nil
+}
+
 // options is everything main needs, from flags and the config file.
 type options struct {
 	configFile string
@@ -163,6 +212,7 @@ type options struct {
 	tlsKey     string
 	keysFile   string
 	backends   backendList
+	weights    weightList
 	failover   string
 	cookie     router.CookieConfig
 	health     router.HealthConfig
@@ -184,6 +234,7 @@ type options struct {
 	shutdownGrace    time.Duration
 	gcHeapFloorMiB   int
 	preserveHost     bool
+	backendsFromFile bool // no -backend flag: the backends are the file's
 }
 
 // Defaults of the HTTP server settings, which the router package leaves to
@@ -208,6 +259,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.StringVar(&o.tlsKey, "tls-key", "", "private key file for -tls-cert")
 	fs.StringVar(&o.keysFile, "keys-file", "", fmt.Sprintf("file with the cookie HMAC keys, one per line, each at least %d bytes; the first signs, all verify (rotation). Required", router.MinKeyLen))
 	fs.Var(&o.backends, "backend", "backend `URL` or name=URL; repeat for each backend. The name (default: the URL) is what cookies hash on: routers that must agree need the same names")
+	fs.Var(&o.weights, "weight", fmt.Sprintf("`name=N`: a -backend's share of sessions relative to the others' (default 1, at most %d); repeat for each. Backends from the config file take \"weight\" in their entries", router.MaxWeight))
 	fs.StringVar(&o.failover, "failover", "temporary", "what a session does while its backend is down: temporary (serve elsewhere, return when healthy), sticky (move for good) or strict (503)")
 	fs.StringVar(&o.cookie.Name, "cookie-name", router.DefaultCookieName, "name of the affinity cookie")
 	fs.DurationVar(&o.cookie.MaxAge, "cookie-max-age", router.DefaultCookieMaxAge, "lifetime of the affinity cookie (Max-Age, also checked on read)")
@@ -285,6 +337,7 @@ func (o *options) merge(fc *fileConfig, set map[string]bool) {
 	str("keys-file", &o.keysFile, fc.KeysFile)
 	if !set["backend"] {
 		o.backends = fc.Backends
+		o.backendsFromFile = true
 	}
 	str("failover", &o.failover, fc.Failover)
 	str("cookie-name", &o.cookie.Name, fc.CookieName)
@@ -356,6 +409,13 @@ func (o *options) routerConfig() (router.Config, error) {
 	}
 	if o.gcHeapFloorMiB < 0 {
 		errs = append(errs, fmt.Errorf("-gc-heap-floor-mib must be 0 or more, got %d", o.gcHeapFloorMiB))
+	}
+	if len(o.weights) > 0 {
+		if o.backendsFromFile {
+			errs = append(errs, errors.New("-weight applies to -backend backends; give the config file's backends a \"weight\""))
+		} else if err := o.weights.apply(o.backends); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	trusted, err := parsePrefixes(o.trustedProxies)
 	if err != nil {

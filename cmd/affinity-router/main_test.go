@@ -51,6 +51,7 @@ func TestBadConfigIsAClearError(t *testing.T) {
 	empty := writeFile(t, dir, "empty", "# nothing\n\n")
 	unknown := writeFile(t, dir, "unknown.json", `{"listen": ":1", "colour": "blue"}`)
 	badDur := writeFile(t, dir, "dur.json", `{"health_interval": 5}`)
+	withBackends := writeFile(t, dir, "backends.json", `{"backends": [{"name": "a", "url": "http://127.0.0.1:1"}]}`)
 	cases := []struct {
 		args []string
 		want string
@@ -69,6 +70,10 @@ func TestBadConfigIsAClearError(t *testing.T) {
 		{[]string{"-keys-file", keys, "-backend", "http://127.0.0.1:1", "stray"}, "unexpected arguments"},
 		{[]string{"-keys-file", keys, "-backend", "http://127.0.0.1:1", "-health-rise", "-1"}, "negative health rise"},
 		{[]string{"-keys-file", keys, "-backend", "http://127.0.0.1:1", "-trusted-proxies", "10.0.0.0/8,lb.internal"}, `"lb.internal" is neither a CIDR nor an IP`},
+		{[]string{"-keys-file", keys, "-backend", "a=http://127.0.0.1:1", "-weight", "b=2"}, "-weight names no -backend: b=2"},
+		{[]string{"-keys-file", keys, "-backend", "a=http://127.0.0.1:1", "-weight", "a=0x"}, `weight of "a"`},
+		{[]string{"-keys-file", keys, "-backend", "a=http://127.0.0.1:1", "-weight", "a=-1"}, "weight -1 out of range"},
+		{[]string{"-config", withBackends, "-keys-file", keys, "-weight", "a=2"}, "give the config file's backends a \"weight\""},
 	}
 	for _, c := range cases {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
@@ -91,9 +96,21 @@ func TestFlagsWinOverTheFile(t *testing.T) {
 	require.Equal(t, "", o.admin, "the file can disable the admin listener")
 	require.Equal(t, []router.Backend{{Name: "a", URL: "http://127.0.0.1:2"}}, []router.Backend(o.backends))
 
-	o, err = parseOptions([]string{"-config", cfg, "-backend", "b=http://127.0.0.1:3", "-backend", "http://127.0.0.1:4"})
+	o, err = parseOptions([]string{"-config", cfg, "-backend", "b=http://127.0.0.1:3", "-backend", "http://127.0.0.1:4",
+		"-weight", "http://127.0.0.1:4=5"})
 	require.NoError(t, err)
 	require.Equal(t, []router.Backend{{Name: "b", URL: "http://127.0.0.1:3"}, {URL: "http://127.0.0.1:4"}}, []router.Backend(o.backends))
+	rc, err := o.routerConfig()
+	require.Error(t, err, "no keys file")
+	o.keysFile = writeFile(t, dir, "keys", strings.Repeat("k", 32)+"\n")
+	rc, err = o.routerConfig()
+	require.NoError(t, err)
+	require.Equal(t, []router.Backend{{Name: "b", URL: "http://127.0.0.1:3"}, {URL: "http://127.0.0.1:4", Weight: 5}}, rc.Backends,
+		"-weight names a backend by its URL when it has no name")
+
+	o, err = parseOptions([]string{"-config", writeFile(t, dir, "w.json", `{"backends": [{"name": "a", "url": "http://127.0.0.1:2", "weight": 4}]}`)})
+	require.NoError(t, err)
+	require.Equal(t, []router.Backend{{Name: "a", URL: "http://127.0.0.1:2", Weight: 4}}, []router.Backend(o.backends))
 }
 
 func TestRunProxiesAndReloadsOnSIGHUP(t *testing.T) {
