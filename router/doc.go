@@ -61,9 +61,9 @@
 // "Cache-Control: private", as HAProxy's "cookie ... nocache" does, so a
 // shared cache cannot give one client's cookie to others. Of several
 // cookies with the router's name, the one that verifies is used. Close
-// ends upgraded connections rather than waiting for them: a WebSocket
-// client first gets a close frame (1001, going away) when the stream is at
-// a frame boundary, then both TCP connections are closed.
+// ends upgraded connections rather than waiting for them: each end of a
+// WebSocket first gets a close frame (1001, going away) when its stream is
+// at a frame boundary, then both TCP connections are closed.
 //
 // # Serving it
 //

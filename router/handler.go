@@ -488,6 +488,9 @@ func (x *exchange) rewrite(pr *httputil.ProxyRequest) {
 
 func (x *exchange) modifyResponse(res *http.Response) error {
 	x.responded = true
+	if uw, ok := x.w.(*upgradeWriter); ok && res.StatusCode == http.StatusSwitchingProtocols {
+		uw.wrapBackend(res)
+	}
 	if x.cookie != "" {
 		res.Header.Add("Set-Cookie", x.cookie)
 		if res.StatusCode != http.StatusSwitchingProtocols {

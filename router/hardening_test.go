@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -221,6 +222,73 @@ func TestCloseEndsUpgradedConnections(t *testing.T) {
 	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
 }
 
+// Item 8, the backend's side: it gets a client's close frame, 1001, masked,
+// on Close and on the idle timeout, after the frames the client sent whole,
+// and none when the client had begun the closing handshake itself.
+func TestBackendSideOfAWebSocketGetsACloseFrame(t *testing.T) {
+	clientFrame := []byte{0x81, 0x85, 1, 2, 3, 4, 'h' ^ 1, 'e' ^ 2, 'l' ^ 3, 'l' ^ 4, 'o' ^ 1} // masked text "hello"
+	clientClose := []byte{0x88, 0x82, 9, 9, 9, 9, 0x03 ^ 9, 0xe8 ^ 9}                          // masked 1000
+	for _, tc := range []struct {
+		name   string
+		idle   bool   // end by the idle timeout, not Close
+		sent   []byte // what the client sends first
+		closes bool   // the backend should get the router's close frame
+	}{
+		{"close", false, clientFrame, true},
+		{"idle timeout", true, clientFrame, true},
+		{"client closed first", false, append(append([]byte{}, clientFrame...), clientClose...), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := startBackend(t, "a")
+			cfg := testConfig(b)
+			if tc.idle {
+				cfg.UpgradeIdleTimeout = 200 * time.Millisecond
+			}
+			r, err := New(cfg)
+			require.NoError(t, err)
+			srv := httptest.NewServer(r)
+			defer srv.Close()
+			defer r.Close(context.Background())
+			conn, br, resp := openWSPath(t, srv.URL, "/ws-hold", "")
+			require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+			_, err = conn.Write(tc.sent)
+			require.NoError(t, err)
+			// The backend counts what it got: wait for all of it, so that
+			// the close frame comes after the client's frames.
+			for want := strconv.Itoa(len(tc.sent)); ; {
+				hdr := make([]byte, 2)
+				_, err := io.ReadFull(br, hdr)
+				require.NoError(t, err)
+				count := make([]byte, hdr[1])
+				_, err = io.ReadFull(br, count)
+				require.NoError(t, err)
+				if string(count) == want {
+					break
+				}
+			}
+			if !tc.idle {
+				require.NoError(t, r.Close(context.Background()))
+			}
+			var got []byte
+			select {
+			case got = <-b.wsGot:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the backend's connection was not closed")
+			}
+			require.Equal(t, tc.sent, got[:min(len(got), len(tc.sent))], "the client's frames arrive whole, first")
+			rest := got[len(tc.sent):]
+			if !tc.closes {
+				require.Empty(t, rest, "no second close frame")
+				return
+			}
+			require.Len(t, rest, 8, "one masked close frame with a 2-byte status: %x", rest)
+			require.Equal(t, []byte{0x88, 0x82}, rest[:2])
+			m := rest[2:6]
+			require.Equal(t, []byte{0x03, 0xe9}, []byte{rest[6] ^ m[0], rest[7] ^ m[1]}, "status 1001, going away")
+		})
+	}
+}
+
 // Item 1: WebSockets have their own cap and do not hold request slots.
 func TestWebSocketsDoNotTakeRequestSlots(t *testing.T) {
 	b := startBackend(t, "a")
@@ -429,8 +497,16 @@ func TestFrameTrackerFindsBoundaries(t *testing.T) {
 		}
 	}
 	require.True(t, f.atBoundary())
+	require.False(t, f.closed, "binary frames only")
 	f.feed(frame(10, false)[:5])
 	require.False(t, f.atBoundary(), "mid-frame")
+
+	var c frameTracker
+	c.feed([]byte{0x88, 0x82, 1, 2})
+	require.False(t, c.closed, "a close frame's header, not yet whole")
+	c.feed([]byte{3, 4, 5, 6})
+	require.True(t, c.closed, "a close frame went by")
+	require.True(t, c.atBoundary())
 }
 
 // With a token set, a browser logs in to the live page once: the form

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/cookiejar"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -42,12 +43,13 @@ type testBackend struct {
 	cancelled chan struct{} // /slow: signalled when the request's context ends
 	sseNext   chan struct{} // /sse: one receive per event after the first
 	release   chan struct{} // /hold: answers once it is closed
+	wsGot     chan []byte   // /ws-hold: what the client side sent, once it closed
 }
 
 func startBackend(t *testing.T, name string) *testBackend {
 	t.Helper()
 	b := &testBackend{t: t, name: name, arrived: make(chan struct{}, 16), cancelled: make(chan struct{}, 16), sseNext: make(chan struct{}),
-		release: make(chan struct{})}
+		release: make(chan struct{}), wsGot: make(chan []byte, 4)}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	b.addr = ln.Addr().String()
@@ -155,6 +157,7 @@ func (b *testBackend) handler() http.Handler {
 			w.(http.Flusher).Flush()
 		}
 	})
+	mux.HandleFunc("/ws-hold", b.wsHold)
 	mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) {
 		if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
 			http.Error(w, "want websocket", http.StatusBadRequest)
@@ -176,6 +179,35 @@ func (b *testBackend) handler() http.Handler {
 		_ = brw.Flush()
 	})
 	return mux
+}
+
+// wsHold upgrades, then reads until the router closes the connection,
+// answering each read with a text frame of the byte count so far, and
+// reports every byte it got on wsGot.
+func (b *testBackend) wsHold(w http.ResponseWriter, r *http.Request) {
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
+		wsAccept(r.Header.Get("Sec-WebSocket-Key")))
+	if brw.Flush() != nil {
+		return
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var got []byte
+	buf := make([]byte, 512)
+	for {
+		n, err := brw.Read(buf)
+		got = append(got, buf[:n]...)
+		if err != nil {
+			b.wsGot <- got
+			return
+		}
+		count := strconv.Itoa(len(got))
+		_, _ = conn.Write(append([]byte{0x81, byte(len(count))}, count...))
+	}
 }
 
 func wsAccept(key string) string {
@@ -302,13 +334,19 @@ func readLine(t *testing.T, conn net.Conn, br *bufio.Reader) string {
 // ("" for none) and returns the connection once the upgrade answered.
 func openWS(t *testing.T, proxyURL, cookie string) (net.Conn, *bufio.Reader, *http.Response) {
 	t.Helper()
+	return openWSPath(t, proxyURL, "/ws", cookie)
+}
+
+// openWSPath is openWS on another path of the test backend.
+func openWSPath(t *testing.T, proxyURL, path, cookie string) (net.Conn, *bufio.Reader, *http.Response) {
+	t.Helper()
 	conn, err := net.Dial("tcp", strings.TrimPrefix(proxyURL, "http://"))
 	require.NoError(t, err)
 	t.Cleanup(func() { conn.Close() })
 	if cookie != "" {
 		cookie = "Cookie: " + cookie + "\r\n"
 	}
-	fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n%s\r\n", cookie)
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n%s\r\n", path, cookie)
 	br := bufio.NewReader(conn)
 	require.NoError(t, conn.SetReadDeadline(time.Now().Add(5*time.Second)))
 	resp, err := http.ReadResponse(br, nil)

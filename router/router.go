@@ -177,8 +177,8 @@ func (r *Router) newWorker(_ context.Context, info actors.WorkerInfo) (actors.Wo
 func sessionName(sid [16]byte) string { return base64.RawURLEncoding.EncodeToString(sid[:]) }
 
 // Close stops health checks, closes upgraded connections (they would not
-// end on their own: a WebSocket client gets a close frame, 1001 going away,
-// then both TCP connections are closed), lets running
+// end on their own: both ends of a WebSocket get a close frame, 1001 going
+// away, then both TCP connections are closed), lets running
 // requests finish (until ctx ends) and stops the runtime. Requests after
 // Close get 503. Idempotent.
 func (r *Router) Close(ctx context.Context) error {

@@ -3,10 +3,13 @@ package router
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -62,9 +65,14 @@ func (r *Router) runUpgrade(reqCtx context.Context, x *exchange) error {
 	defer cancel()
 	stop := context.AfterFunc(r.closing, cancel)
 	defer stop()
-	x.in = x.in.WithContext(ctx)
 	uw := &upgradeWriter{ResponseWriter: x.w, r: r, idle: r.cfg.UpgradeIdleTimeout,
 		websocket: strings.EqualFold(x.in.Header.Get("Upgrade"), "websocket")}
+	// The backend connection's own net.Conn, for a write deadline on the
+	// close frame: the transport hands ReverseProxy a bare io.ReadWriteCloser.
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		GotConn: func(info httptrace.GotConnInfo) { uw.backendConn.Store(&info.Conn) },
+	})
+	x.in = x.in.WithContext(ctx)
 	x.w = uw
 	x.serve()
 	if uw.conn != nil {
@@ -76,23 +84,39 @@ func (r *Router) runUpgrade(reqCtx context.Context, x *exchange) error {
 }
 
 // upgradeWriter hands ReverseProxy a client connection that closes itself
-// after the idle timeout and that Close can end cleanly.
+// after the idle timeout and that Close can end cleanly, and wraps its
+// backend connection likewise (see wrapBackend).
 type upgradeWriter struct {
 	http.ResponseWriter
-	r         *Router
-	idle      time.Duration
-	websocket bool
-	conn      *idleConn // once hijacked
+	r           *Router
+	idle        time.Duration
+	websocket   bool
+	backendConn atomic.Pointer[net.Conn] // the backend connection, once the transport has one
+	upstream    *upstreamConn            // the wrapped backend side, if any
+	conn        *idleConn                // once hijacked
 }
 
 func (w *upgradeWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// wrapBackend puts a WebSocket's backend side, the body of its 101
+// response, behind an upstreamConn, so that a close frame can be sent that
+// way too. ReverseProxy calls it (through ModifyResponse) before Hijack.
+func (w *upgradeWriter) wrapBackend(res *http.Response) {
+	rwc, ok := res.Body.(io.ReadWriteCloser)
+	nc := w.backendConn.Load()
+	if !w.websocket || !ok || nc == nil {
+		return
+	}
+	w.upstream = &upstreamConn{ReadWriteCloser: rwc, conn: *nc, out: wsOutbound{track: true}}
+	res.Body = w.upstream
+}
 
 func (w *upgradeWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
 	if err != nil {
 		return nil, nil, err
 	}
-	ic := &idleConn{Conn: conn, idle: w.idle, websocket: w.websocket}
+	ic := &idleConn{Conn: conn, idle: w.idle, out: wsOutbound{track: w.websocket}, upstream: w.upstream}
 	ic.touch()
 	w.conn = ic
 	w.r.upMu.Lock()
@@ -109,10 +133,8 @@ type idleConn struct {
 	idle time.Duration
 	last atomic.Int64 // unix nanoseconds of the last traffic
 
-	websocket bool
-	wmu       sync.Mutex   // writes to the client, and goingAway
-	frames    frameTracker // of the bytes written to the client, under wmu
-	gone      bool         // a close frame was sent: no more writes
+	out      wsOutbound    // writes to the client
+	upstream *upstreamConn // the backend side of a WebSocket, or nil
 }
 
 func (c *idleConn) touch() { c.last.Store(time.Now().UnixNano()) }
@@ -138,38 +160,89 @@ func (c *idleConn) Read(p []byte) (int, error) {
 }
 
 func (c *idleConn) Write(p []byte) (int, error) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if c.gone {
-		return 0, net.ErrClosed
-	}
-	// A client that stops reading must not pin the connection either.
-	_ = c.Conn.SetWriteDeadline(time.Now().Add(c.idle))
-	n, err := c.Conn.Write(p)
+	n, err := c.out.write(p, func(p []byte) (int, error) {
+		// A client that stops reading must not pin the connection either.
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.idle))
+		return c.Conn.Write(p)
+	})
 	if n > 0 {
 		c.touch()
-		if c.websocket {
-			c.frames.feed(p[:n])
-		}
 	}
 	return n, err
 }
 
-// goingAway sends a WebSocket client a close frame (1001, going away)
-// before Close tears the connection down, so the client sees a clean close
-// and not an abnormal one (1006). It is skipped when a write is under way
-// or stopped mid-frame: a frame cannot be injected there.
+// goingAway sends both ends of a WebSocket a close frame (1001, going
+// away) before Close tears the connections down, so each sees a clean
+// close and not an abnormal one (1006).
 func (c *idleConn) goingAway(deadline time.Time) {
-	if !c.websocket || !c.wmu.TryLock() {
+	c.out.inject(func() {
+		_ = c.Conn.SetWriteDeadline(deadline)
+		_, _ = c.Conn.Write(closeGoingAway[:])
+	})
+	if c.upstream != nil {
+		c.upstream.goingAway(deadline)
+	}
+}
+
+// upstreamConn is the backend side of an upgraded WebSocket: the
+// transport's connection, with its writes (the client's frames) followed.
+type upstreamConn struct {
+	io.ReadWriteCloser
+	conn net.Conn // the same connection, for the close frame's deadline
+	out  wsOutbound
+}
+
+func (u *upstreamConn) Write(p []byte) (int, error) { return u.out.write(p, u.ReadWriteCloser.Write) }
+
+// goingAway sends the backend a client's close frame, 1001, masked as a
+// client's frames must be (RFC 6455 section 5.3).
+func (u *upstreamConn) goingAway(deadline time.Time) {
+	u.out.inject(func() {
+		var m [4]byte
+		_, _ = rand.Read(m[:])
+		frame := [...]byte{0x88, 0x82, m[0], m[1], m[2], m[3], closeGoingAway[2] ^ m[0], closeGoingAway[3] ^ m[1]}
+		_ = u.conn.SetWriteDeadline(deadline)
+		_, _ = u.ReadWriteCloser.Write(frame[:])
+	})
+}
+
+// wsOutbound serializes the writes of one direction of an upgraded
+// connection and, for a WebSocket, follows its frames, so that a close
+// frame can be put between two of them.
+type wsOutbound struct {
+	mu     sync.Mutex
+	track  bool         // a WebSocket: follow frames
+	frames frameTracker // of the bytes written, under mu
+	gone   bool         // a close frame was injected: no more writes
+}
+
+// write passes p to send unless a close frame was injected.
+func (o *wsOutbound) write(p []byte, send func([]byte) (int, error)) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.gone {
+		return 0, net.ErrClosed
+	}
+	n, err := send(p)
+	if o.track && n > 0 {
+		o.frames.feed(p[:n])
+	}
+	return n, err
+}
+
+// inject runs send, which writes a close frame, unless this is no
+// WebSocket, a write is under way or stopped mid-frame (a frame cannot be
+// put there), or a close frame went that way already.
+func (o *wsOutbound) inject(send func()) {
+	if !o.track || !o.mu.TryLock() {
 		return
 	}
-	defer c.wmu.Unlock()
-	if c.gone || !c.frames.atBoundary() {
+	defer o.mu.Unlock()
+	if o.gone || o.frames.closed || !o.frames.atBoundary() {
 		return
 	}
-	c.gone = true
-	_ = c.Conn.SetWriteDeadline(deadline)
-	_, _ = c.Conn.Write(closeGoingAway[:])
+	o.gone = true
+	send()
 }
 
 // closeGoingAway is a server's WebSocket close frame with status 1001.
@@ -178,10 +251,11 @@ var closeGoingAway = [...]byte{0x88, 0x02, 0x03, 0xe9}
 // frameTracker follows WebSocket frame boundaries in a byte stream (RFC
 // 6455 section 5.2), to know where a control frame may be injected.
 type frameTracker struct {
-	hdr  [14]byte
-	hdrN int    // header bytes of the current frame seen
-	need int    // its header length, once the first two bytes are known
-	left uint64 // its payload bytes still to come
+	hdr    [14]byte
+	hdrN   int    // header bytes of the current frame seen
+	need   int    // its header length, once the first two bytes are known
+	left   uint64 // its payload bytes still to come
+	closed bool   // a close frame went by: the closing handshake has begun
 }
 
 func (f *frameTracker) feed(p []byte) {
@@ -208,6 +282,7 @@ func (f *frameTracker) feed(p []byte) {
 			}
 		}
 		if f.hdrN >= 2 && f.hdrN == f.need {
+			f.closed = f.closed || f.hdr[0]&0x0f == 0x8
 			switch n := uint64(f.hdr[1] & 0x7f); n {
 			case 126:
 				f.left = uint64(binary.BigEndian.Uint16(f.hdr[2:4]))
