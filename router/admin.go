@@ -23,7 +23,8 @@ import (
 //	GET    /healthz          200 if some backend is healthy, else 503
 //	GET    /metrics          Prometheus text metrics
 //	GET    /backends         the backends as JSON
-//	POST   /backends         add {"name": "...", "url": "..."}
+//	POST   /backends         add {"name": "...", "url": "...", "weight": N}
+//	PATCH  /backends/{name}  change its weight: {"weight": N}
 //	DELETE /backends/{name}  remove a backend
 //	GET    /ui/              the live page: backends, and the runtime's workers
 //	POST   /ui/login         with a token set: the live page's cookie
@@ -62,6 +63,22 @@ func (r *Router) AdminHandler() http.Handler {
 			return
 		}
 		writeJSON(w, http.StatusCreated, b)
+	})
+	mux.HandleFunc("PATCH /backends/{name...}", func(w http.ResponseWriter, req *http.Request) {
+		var change struct {
+			Weight int `json:"weight"`
+		}
+		dec := json.NewDecoder(http.MaxBytesReader(w, req.Body, 64<<10))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&change); err != nil {
+			http.Error(w, "bad request body: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		if err := r.SetWeight(req.Context(), req.PathValue("name"), change.Weight); err != nil {
+			adminError(w, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
 	})
 	mux.HandleFunc("DELETE /backends/{name...}", func(w http.ResponseWriter, req *http.Request) {
 		if err := r.RemoveBackend(req.Context(), req.PathValue("name")); err != nil {

@@ -389,14 +389,23 @@ func parseBackend(b Backend) (*backendSpec, error) {
 			return nil, fmt.Errorf("name %q contains spaces or control characters", name)
 		}
 	}
-	w := b.Weight
-	if w == 0 {
-		w = 1
-	}
-	if w < 0 || w > MaxWeight {
-		return nil, fmt.Errorf("backend %q: weight %d out of range 1..%d", name, b.Weight, MaxWeight)
+	w, err := checkWeight(b.Weight)
+	if err != nil {
+		return nil, fmt.Errorf("backend %q: %w", name, err)
 	}
 	return &backendSpec{name: name, url: u, weight: w}, nil
+}
+
+// checkWeight returns weight w in effect (0 means 1), or an error when it
+// is out of range.
+func checkWeight(w int) (int, error) {
+	if w == 0 {
+		return 1, nil
+	}
+	if w < 0 || w > MaxWeight {
+		return 0, fmt.Errorf("weight %d out of range 1..%d", w, MaxWeight)
+	}
+	return w, nil
 }
 
 func validCookieName(s string) bool {

@@ -260,6 +260,7 @@ func TestBackendWeights(t *testing.T) {
 	for _, name := range before {
 		count[name]++
 	}
+	t.Logf("weights 1:3 homes %v", count)
 	require.InDelta(t, 0.75, float64(count["b"])/sessions, 0.05, "b, of weight 3 against 1, is home to about 3/4: %v", count)
 
 	require.NoError(t, p.SetBackends(context.Background(), []Backend{{Name: "a", URL: a.url()}, {Name: "b", URL: b.url()}}))
@@ -271,6 +272,7 @@ func TestBackendWeights(t *testing.T) {
 			require.Equal(t, "b", before[i], "only sessions of the backend that lost weight move")
 		}
 	}
+	t.Logf("reweighted to 1:1: %d of %d sessions moved", moved, sessions)
 	require.InDelta(t, 0.25, float64(moved)/sessions, 0.05, "b gives up a third of its sessions to end even")
 }
 

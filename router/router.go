@@ -247,6 +247,22 @@ func (r *Router) RemoveBackend(ctx context.Context, name string) error {
 	return r.apply(ctx, nil, []string{name}, nil)
 }
 
+// SetWeight changes the weight of the backend named name (0 means 1):
+// only sessions between it and the others move, and it keeps its health
+// state and counters.
+func (r *Router) SetWeight(ctx context.Context, name string, weight int) error {
+	weight, err := checkWeight(weight)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.tbl.Load().byName[name]; !ok {
+		return fmt.Errorf("%w: %q", ErrUnknownBackend, name)
+	}
+	return r.apply(ctx, nil, nil, map[string]int{name: weight})
+}
+
 // SetBackends makes the backend list equal to bs: new names are added,
 // missing ones removed, and a name whose URL changed is replaced (its
 // sessions stay, since hashing uses names). A backend whose weight alone

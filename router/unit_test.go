@@ -426,6 +426,20 @@ func TestAdminAPI(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(body), &list))
 	require.Len(t, list, 3)
 	require.Equal(t, "c", list[2].Name)
+	require.Equal(t, 1, list[2].Weight)
+
+	code, body = do("PATCH", "/backends/c", `{"weight": 4}`)
+	require.Equal(t, http.StatusNoContent, code, body)
+	require.Equal(t, 4, p.Backends()[2].Weight)
+	code, _ = do("PATCH", "/backends/c", `{"weight": -4}`)
+	require.Equal(t, http.StatusBadRequest, code)
+	code, _ = do("PATCH", "/backends/zz", `{"weight": 2}`)
+	require.Equal(t, http.StatusNotFound, code)
+	code, _ = do("PATCH", "/backends/c", `{"wait": 2}`)
+	require.Equal(t, http.StatusBadRequest, code)
+	code, _ = do("PATCH", "/backends/c", `{"weight": 0}`)
+	require.Equal(t, http.StatusNoContent, code)
+	require.Equal(t, 1, p.Backends()[2].Weight, "0 means 1")
 
 	// Traffic, then metrics.
 	c := newClient(t)
