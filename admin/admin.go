@@ -44,6 +44,7 @@ var ErrInvalidConfig = errors.New("admin: invalid configuration")
 type Backend struct {
 	URL       string  `json:"url"`
 	Healthy   bool    `json:"healthy"`
+	Weight    int     `json:"weight"`   // its relative share of sessions
 	Sessions  int     `json:"sessions"` // sessions whose home it is
 	Share     float64 `json:"share"`    // of all sessions, 0..1
 	Fallbacks uint64  `json:"fallbacks"`

@@ -125,7 +125,7 @@ func TestEventsStreamTheState(t *testing.T) {
 	rt := startRuntime(t)
 	h, err := admin.New(admin.Config{Runtime: rt, Interval: 10 * time.Millisecond,
 		Backends: func() []admin.Backend {
-			return []admin.Backend{{URL: "http://127.0.0.1:9001", Healthy: true, Sessions: 3, Share: 1}}
+			return []admin.Backend{{URL: "http://127.0.0.1:9001", Healthy: true, Weight: 2, Sessions: 3, Share: 1}}
 		}})
 	require.NoError(t, err)
 	srv := httptest.NewServer(h)
@@ -160,6 +160,7 @@ func TestEventsStreamTheState(t *testing.T) {
 	assert.Equal(t, id, s.Events[1].Worker)
 	require.Len(t, s.Backends, 1)
 	assert.Equal(t, "http://127.0.0.1:9001", s.Backends[0].URL)
+	assert.Equal(t, 2, s.Backends[0].Weight)
 }
 
 func TestPageAndMetricsAreServedWithoutTheNetwork(t *testing.T) {

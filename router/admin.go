@@ -114,7 +114,7 @@ func (r *Router) pageBackends() []admin.Backend {
 	out := make([]admin.Backend, len(t.backends))
 	for i, b := range t.backends {
 		n := b.sessions.Load()
-		out[i] = admin.Backend{URL: b.url.String(), Healthy: b.up.Load(), Sessions: int(n),
+		out[i] = admin.Backend{URL: b.url.String(), Healthy: b.up.Load(), Weight: t.weights[i], Sessions: int(n),
 			Fallbacks: b.fallbacks.Load(), Returns: b.returns.Load()}
 		if total > 0 {
 			out[i].Share = float64(n) / float64(total)

@@ -50,6 +50,7 @@ function renderBackends(backends) {
   $("#backends tbody").replaceChildren(...backends.map((b) => el("tr", {},
     el("td", {}, b.url),
     el("td", { class: "text " + (b.healthy ? "state-ready" : "unhealthy") }, b.healthy ? "healthy" : "down"),
+    el("td", {}, b.weight),
     el("td", {}, b.sessions),
     el("td", {}, (100 * b.share).toFixed(1) + "%"),
     el("td", {}, b.fallbacks),
