@@ -518,6 +518,27 @@ func TestFatalErrorTaints(t *testing.T) {
 	assert.Equal(t, uint64(1), rt.Stats().Pools["p"].Tainted[messages.TaintFatalError])
 }
 
+// A taint caused by ErrWorkerExited, from a call or a health check, is
+// reported as exited.
+func TestExitedWorkerTaintReason(t *testing.T) {
+	w := &world{}
+	rt := start(t, Config{Pools: []PoolConfig{{Name: "p", Size: 2, Affinity: StrictQueue, NewWorker: w.factory}},
+		HealthInterval: 5 * time.Millisecond, Restart: fastRestarts})
+	s := rt.Session("s")
+	_, err := call(t, s, op{Exited: true})
+	require.ErrorIs(t, err, ErrWorkerFailed)
+	require.ErrorIs(t, err, ErrWorkerExited)
+	require.Eventually(t, func() bool { return rt.Stats().Pools["p"].Tainted[messages.TaintExited] == 1 }, 10*time.Second, time.Millisecond)
+	assert.Zero(t, rt.Stats().Pools["p"].Tainted[messages.TaintFatalError])
+
+	r, err := call(t, rt.Session("other"), op{})
+	require.NoError(t, err)
+	w.unhealthy.Store(r.Worker, "exited")
+	require.Eventually(t, func() bool { return rt.Stats().Pools["p"].Tainted[messages.TaintExited] >= 2 }, 10*time.Second, time.Millisecond)
+	w.unhealthy.Delete(r.Worker)
+	assert.Zero(t, rt.Stats().Pools["p"].Tainted[messages.TaintHealthCheck])
+}
+
 func TestRestartBudgetExhaustedRunsDegraded(t *testing.T) {
 	w := &world{}
 	budget := supervisor.Policy{MaxRestarts: 1, Window: time.Hour, InitialBackoff: time.Millisecond, MaxBackoff: time.Millisecond}

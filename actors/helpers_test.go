@@ -3,6 +3,7 @@ package actors
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -43,6 +44,7 @@ type op struct {
 	Panic   bool
 	PanicIf *atomic.Bool // checked once unblocked: panic if set by then
 	Fatal   bool
+	Exited  bool   // fail with a fatal error wrapping ErrWorkerExited
 	Ref     string // return call.NewRef(Ref)
 	Items   int    // streaming: number of items to send
 }
@@ -135,6 +137,9 @@ func (tw *testWorker) Handle(ctx context.Context, c messages.Call) (any, error) 
 	if o.Fatal {
 		return nil, Fatal(errors.New("broken"))
 	}
+	if o.Exited {
+		return nil, Fatal(fmt.Errorf("connection closed: %w", ErrWorkerExited))
+	}
 	res := result{Worker: c.Worker, Incarnation: c.Incarnation, Hits: hits}
 	if o.Ref != "" {
 		res.Ref = c.NewRef(o.Ref)
@@ -178,11 +183,14 @@ func (tw *testWorker) ReleaseSession(_ context.Context, session string, _ messag
 }
 
 // CheckHealth fails when the worker's id is marked unhealthy: true marks
-// every incarnation, an incarnation number marks only that one.
+// every incarnation, an incarnation number marks only that one, "exited"
+// fails every incarnation with an error wrapping ErrWorkerExited.
 func (tw *testWorker) CheckHealth(context.Context) error {
 	switch v, _ := tw.w.unhealthy.Load(tw.info.ID); v {
 	case true, tw.info.Incarnation:
 		return errors.New("unhealthy")
+	case "exited":
+		return fmt.Errorf("process gone: %w", ErrWorkerExited)
 	}
 	return nil
 }

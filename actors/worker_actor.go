@@ -253,7 +253,7 @@ func (a *workerActor) run(env *envelope) {
 		// whatever this call changed is lost with it.
 		val, err = nil, env.fail(ErrWorkerFailed, "worker tainted while the call ran")
 	case err != nil && IsFatal(err):
-		a.taintNow(messages.TaintFatalError, err)
+		a.taintNow(taintReason(err, messages.TaintFatalError), err)
 		failed := env.fail(ErrWorkerFailed, "")
 		failed.cause = err
 		val, err = nil, failed
@@ -373,7 +373,7 @@ func (a *workerActor) checkHealth() {
 		err = fmt.Errorf("CheckHealth: %w", perr)
 	}
 	if err != nil {
-		a.taintNow(messages.TaintHealthCheck, err)
+		a.taintNow(taintReason(err, messages.TaintHealthCheck), err)
 	}
 }
 

@@ -11,6 +11,22 @@ import (
 // the worker is restarted at once without using up its restart budget.
 var ErrRecycle = errors.New("affinity: worker recycled")
 
+// ErrWorkerExited marks an error as the end of what the worker stands
+// for: its process exited, or its connection closed. A taint whose cause
+// wraps it, whether from a Fatal call error, a failed health check or a
+// SelfTainter, is reported with reason exited (messages.TaintExited), so
+// crashes of the process behind a worker can be told from the rest.
+var ErrWorkerExited = errors.New("affinity: worker exited")
+
+// taintReason is the reason of a taint caused by err: exited when err
+// wraps ErrWorkerExited, else otherwise.
+func taintReason(err error, otherwise messages.TaintReason) messages.TaintReason {
+	if errors.Is(err, ErrWorkerExited) {
+		return messages.TaintExited
+	}
+	return otherwise
+}
+
 // SelfTainter is implemented by workers that can learn they are broken
 // outside of any call, for example a child process that exited or stopped
 // answering heartbeats. Without it such a worker would only be tainted by
@@ -21,8 +37,8 @@ var ErrRecycle = errors.New("affinity: worker recycled")
 // called from any goroutine, any number of times, and never blocks: it
 // posts a message to the worker actor, which takes the incarnation out of
 // service (a later call of taint, or one after a restart, is ignored). A
-// cause wrapping ErrRecycle is reported with reason recycle; any other
-// cause with reason health_check.
+// cause wrapping ErrRecycle is reported with reason recycle, one wrapping
+// ErrWorkerExited with reason exited, any other with reason health_check.
 type SelfTainter interface {
 	SetTaint(taint func(cause error))
 }
@@ -50,7 +66,7 @@ func (a *workerActor) selfTaint(m *selfTaintMsg) {
 	if m.inc != a.inc || a.dead.Load() {
 		return
 	}
-	reason := messages.TaintHealthCheck
+	reason := taintReason(m.cause, messages.TaintHealthCheck)
 	if errors.Is(m.cause, ErrRecycle) {
 		reason = messages.TaintRecycle
 	}

@@ -30,7 +30,8 @@ func TestSelfTainterTaintsBetweenCalls(t *testing.T) {
 		cause  error
 		reason messages.TaintReason
 	}{
-		{errors.New("child process exited"), messages.TaintHealthCheck},
+		{errors.New("child process stopped answering"), messages.TaintHealthCheck},
+		{fmt.Errorf("child process exited: %w", ErrWorkerExited), messages.TaintExited},
 		{fmt.Errorf("rss above the limit: %w", ErrRecycle), messages.TaintRecycle},
 	} {
 		t.Run(tc.reason.String(), func(t *testing.T) {

@@ -72,13 +72,14 @@ const (
 	TaintHealthCheck                    // the health check failed
 	TaintRecycle                        // max calls or max age reached
 	TaintStartFailed                    // the worker factory failed on restart
+	TaintExited                         // the worker's own process (or connection) ended
 	taintCount
 )
 
 // TaintReasonCount is the number of taint reasons, for counter arrays.
 const TaintReasonCount = int(taintCount)
 
-var taintNames = [...]string{"panic", "fatal_error", "health_check", "recycle", "start_failed"}
+var taintNames = [...]string{"panic", "fatal_error", "health_check", "recycle", "start_failed", "exited"}
 
 func (r TaintReason) String() string {
 	if int(r) < len(taintNames) {

@@ -31,7 +31,7 @@ func TestCleanupSourceString(t *testing.T) {
 }
 
 func TestTaintReasonString(t *testing.T) {
-	enumNames[TaintReason](t, TaintReasonCount, []string{"panic", "fatal_error", "health_check", "recycle", "start_failed"})
+	enumNames[TaintReason](t, TaintReasonCount, []string{"panic", "fatal_error", "health_check", "recycle", "start_failed", "exited"})
 	assert.Equal(t, "start_failed", TaintStartFailed.String())
 }
 

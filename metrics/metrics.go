@@ -24,7 +24,7 @@
 //	affinity_calls_in_flight{pool}                     calls running now
 //	affinity_pool_saturated_total{pool}                calls refused because the queue was full
 //	affinity_queue_timeouts_total{pool}                calls that waited past the queue timeout
-//	affinity_worker_taints_total{pool,reason}          panic, fatal_error, health_check, recycle, start_failed
+//	affinity_worker_taints_total{pool,reason}          panic, fatal_error, health_check, recycle, start_failed, exited
 //	affinity_worker_restarts_total{pool}               new incarnations after a taint
 //	affinity_workers_failed_total{pool}                workers out of restart budget
 //	affinity_workers{pool,state}                       workers starting, ready or restarting

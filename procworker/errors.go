@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"syscall"
+
+	"github.com/affinity-go/affinity/actors"
 )
 
 // Sentinel errors. A worker taints itself with one of them (wrapped with
@@ -70,5 +72,6 @@ func (e *ExitError) Error() string {
 	return fmt.Sprintf("worker process %d exited with code %d", e.Pid, e.Code)
 }
 
-// Unwrap makes every ExitError match ErrExited.
-func (e *ExitError) Unwrap() error { return ErrExited }
+// Unwrap makes every ExitError match ErrExited, and actors.ErrWorkerExited,
+// which has the runtime report the taint with reason exited.
+func (e *ExitError) Unwrap() []error { return []error{ErrExited, actors.ErrWorkerExited} }

@@ -129,9 +129,7 @@ func TestExitTaints(t *testing.T) {
 				require.Equal(t, tc.code, ee.Code)
 			}
 			require.Contains(t, taint.Err.Error(), tc.message)
-			if callErr == nil {
-				require.Equal(t, messages.TaintHealthCheck, taint.Reason, "between calls: reported by the process watcher")
-			}
+			require.Equal(t, messages.TaintExited, taint.Reason, "during a call or between calls (the process watcher's), an exit is reported as one")
 
 			h.waitRestarts(t, 1)
 			_, err = s.Call(ctx, op("hits"))

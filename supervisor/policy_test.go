@@ -207,7 +207,7 @@ func TestTrackerRecycleIsFreeAndImmediate(t *testing.T) {
 }
 
 func TestTrackerEveryNonRecycleReasonCounts(t *testing.T) {
-	for _, r := range []messages.TaintReason{messages.TaintPanic, messages.TaintFatalError, messages.TaintHealthCheck, messages.TaintStartFailed} {
+	for _, r := range []messages.TaintReason{messages.TaintPanic, messages.TaintFatalError, messages.TaintHealthCheck, messages.TaintStartFailed, messages.TaintExited} {
 		t.Run(r.String(), func(t *testing.T) {
 			tr := NewTracker(Policy{MaxRestarts: 1})
 			require.Equal(t, Restart, tr.Decide(t0, r).Directive)

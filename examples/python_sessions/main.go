@@ -179,7 +179,7 @@ func run() error {
 		fmt.Printf("worker %d incarnation %d tainted (%s): %v\n", ev.Worker, ev.Incarnation, ev.Reason, ev.Err)
 	}
 	taintMu.Unlock()
-	fmt.Println("  health_check: the host saw the process die between calls; fatal_error: it died during a call")
+	fmt.Println("  exited: the process died, during a call or between calls (the exit code or signal is in the error)")
 	fmt.Printf("restarts: %d (each a new process, a new incarnation)\n", st.Restarts)
 
 	if t.misses != 0 {
