@@ -43,8 +43,8 @@
 // up to QueueTimeout. Each client session is a session actor of that
 // runtime, up to MaxSessions of them (beyond, a returning client shares the
 // new clients' session actor: routing lives in the cookie, so only memory
-// changes). A panic while proxying restarts the worker actor; the request
-// gets 502.
+// changes). A panic while proxying restarts the worker actor, however often
+// it happens (with a backoff of up to a second); the request gets 502.
 //
 // # Abuse
 //

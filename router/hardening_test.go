@@ -289,6 +289,45 @@ func TestBackendSideOfAWebSocketGetsACloseFrame(t *testing.T) {
 	}
 }
 
+// panicTransport panics on requests for /panic, as a bug met by one kind
+// of request would, and passes the rest on.
+type panicTransport struct{ http.RoundTripper }
+
+func (p panicTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Path == "/panic" {
+		panic("a bug met by this request")
+	}
+	return p.RoundTripper.RoundTrip(req)
+}
+
+// However often requests make the proxying code panic, the backend's
+// worker actor is restarted: no restart budget runs out and leaves the
+// backend answering 502 for good.
+func TestRepeatedPanicsDoNotDisableABackend(t *testing.T) {
+	b := startBackend(t, "a")
+	cfg := testConfig(b)
+	transport := &http.Transport{}
+	defer transport.CloseIdleConnections()
+	cfg.Transport = panicTransport{transport}
+	p := startRouter(t, cfg)
+	c := newClient(t)
+	const panics = 11 // one beyond the runtime's default budget of 10 a minute
+	for i := 0; i < panics; i++ {
+		// Each waits for the restart before it: a request that comes during
+		// one goes to another backend, and there is none.
+		require.Eventually(t, func() bool {
+			code, _, _ := c.get(p.srv.URL + "/panic")
+			return code == http.StatusBadGateway && p.rt.Stats().Pools[poolName].Restarts == uint64(i+1)
+		}, 10*time.Second, time.Millisecond, "panic %d", i+1)
+	}
+	stats := p.rt.Stats().Pools[poolName]
+	require.Zero(t, stats.Failed, "no worker actor ran out of restarts")
+	require.Eventually(t, func() bool {
+		code, got, _ := c.get(p.srv.URL)
+		return code == http.StatusOK && got == "a"
+	}, 10*time.Second, time.Millisecond, "the backend serves again")
+}
+
 // Item 1: WebSockets have their own cap and do not hold request slots.
 func TestWebSocketsDoNotTakeRequestSlots(t *testing.T) {
 	b := startBackend(t, "a")

@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/affinity-go/affinity/actors"
+	"github.com/affinity-go/affinity/supervisor"
 )
 
 // poolName is the runtime pool holding one worker actor per backend.
@@ -106,6 +107,7 @@ func New(cfg Config) (*Router, error) {
 			Capacity:     cfg.MaxConnsPerBackend,
 			QueueSize:    cfg.QueueSize,
 			QueueTimeout: cfg.QueueTimeout,
+			Restart:      &backendRestarts,
 		}},
 		SessionIdleTTL: cfg.SessionIdleTTL,
 		Logger:         cfg.Logger,
@@ -153,6 +155,13 @@ func (r *Router) newBackend(s *backendSpec, sl *slot) *backend {
 	sl.b = b
 	return b
 }
+
+// backendRestarts restarts a backend's worker actor after any number of
+// panics: a panic is a bug met by one request, and a restart budget would
+// let a client who found one take a backend out for good. The backoff,
+// capped at a second, still slows a crash loop; requests arriving while
+// the actor restarts go to another backend.
+var backendRestarts = supervisor.Policy{MaxRestarts: -1, MaxBackoff: time.Second}
 
 // slotFor returns the slot of worker id, creating it on first use.
 func (r *Router) slotFor(id int) *slot {
