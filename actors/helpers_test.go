@@ -44,9 +44,10 @@ type op struct {
 	Panic   bool
 	PanicIf *atomic.Bool // checked once unblocked: panic if set by then
 	Fatal   bool
-	Exited  bool   // fail with a fatal error wrapping ErrWorkerExited
-	Ref     string // return call.NewRef(Ref)
-	Items   int    // streaming: number of items to send
+	Exited  bool          // fail with a fatal error wrapping ErrWorkerExited
+	Ref     string        // return call.NewRef(Ref)
+	Items   int           // streaming: number of items to send
+	Sending *atomic.Int64 // streaming: counts the sends begun
 }
 
 // result is what test workers return.
@@ -156,6 +157,9 @@ func (tw *testWorker) HandleStream(ctx context.Context, c messages.Call, send fu
 		o.Started <- c.Worker
 	}
 	for i := 0; i < o.Items; i++ {
+		if o.Sending != nil {
+			o.Sending.Add(1)
+		}
 		if err := send(i); err != nil {
 			return err
 		}

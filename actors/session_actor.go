@@ -1,7 +1,6 @@
 package actors
 
 import (
-	"context"
 	"errors"
 	"runtime"
 
@@ -21,8 +20,9 @@ type sessionActor struct {
 	mb    *sessionMailbox
 	pools []*sessionPool // by pool index; nil until a call waits there
 
-	streams map[streamKey]context.CancelFunc // running streams of the message API
-	croutes []*clusterRoute                  // by pool index; in a cluster only
+	streams   map[streamKey]*actorStream // running streams of the message API
+	receivers map[string]watched         // receivers of throttled streams, watched, by pidKey
+	croutes   []*clusterRoute            // by pool index; in a cluster only
 }
 
 // sessionPool is one session's waiting calls in one pool.
@@ -47,7 +47,10 @@ type (
 		inc    uint64 // the worker's incarnation that went away; 0: any
 		err    error
 	}
-	streamEnded struct{ key streamKey }
+	streamEnded struct {
+		key     streamKey
+		watched bool // a throttled stream: its receiver is watched
+	}
 )
 
 const allTargets = -2
@@ -84,11 +87,15 @@ func (a *sessionActor) Receive(ctx actor.Context) {
 	case *messages.CallRequest:
 		a.callRequest(ctx.Sender(), m)
 	case *messages.StreamRequest:
-		a.streamRequest(ctx.Sender(), m)
+		a.streamRequest(ctx, m)
+	case *messages.StreamAck:
+		a.ackStream(streamKey{sender: pidKey(ctx.Sender()), tag: m.Tag}, m.Items)
 	case *messages.CancelStream:
 		a.cancelStream(streamKey{sender: pidKey(ctx.Sender()), tag: m.Tag})
 	case *streamEnded:
-		delete(a.streams, m.key)
+		a.streamEnded(ctx, m)
+	case *actor.Terminated:
+		a.receiverGone(m.Who)
 	case *dropWaiting:
 		a.dropWaiting(m)
 	case *bindingQuery:
@@ -757,6 +764,7 @@ func (a *sessionActor) close(ctx actor.Context, source messages.CleanupSource) {
 		err = ErrShutdown
 	}
 	a.failAllWaiting(err)
+	a.cancelThrottled(err)
 	r.rt.finishClose(r, bindings, source)
 	ctx.Stop(ctx.Self())
 }

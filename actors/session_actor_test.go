@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -80,7 +81,7 @@ type sessionUser struct {
 
 func (u *sessionUser) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
-	case *messages.CallRequest, *messages.StreamRequest, *messages.CancelStream:
+	case *messages.CallRequest, *messages.StreamRequest, *messages.StreamAck, *messages.CancelStream:
 		ctx.Request(u.session, m) // never waits: the reply comes to this mailbox
 	case *messages.CallReply, *messages.StreamItem, *messages.StreamEnd:
 		u.out <- m
@@ -199,6 +200,52 @@ func TestActorStream(t *testing.T) {
 	refused := next(t, out).(*messages.StreamEnd)
 	require.ErrorIs(t, refused.Err, ErrNoWorkersAvailable)
 	release()
+}
+
+// A throttled stream sends at most Window items ahead of the receiver's
+// acks, and ends when its receiver stops or its session closes.
+func TestActorStreamWindow(t *testing.T) {
+	rt := onePool(t, &world{}, 1, Hint)
+	user, out := spawnUser(t, rt, "s")
+	root := rt.ActorSystem().Root
+	var sending atomic.Int64
+	receive := func(seq uint64) {
+		t.Helper()
+		item := next(t, out).(*messages.StreamItem)
+		require.Equal(t, seq, item.Seq)
+	}
+
+	root.Send(user, &messages.StreamRequest{Tag: 1, Window: 3, Payload: op{Items: 100, Sending: &sending}})
+	for seq := uint64(0); seq < 3; seq++ {
+		receive(seq)
+	}
+	require.Eventually(t, func() bool { return sending.Load() == 4 }, 10*time.Second, time.Millisecond,
+		"the fourth send has begun, and waits")
+	root.Send(user, &messages.StreamAck{Tag: 1, Items: 2})
+	receive(3)
+	receive(4)
+	require.Eventually(t, func() bool { return sending.Load() == 6 }, 10*time.Second, time.Millisecond)
+	root.Send(user, &messages.StreamAck{Tag: 1, Items: 1}) // below the last ack: nothing changes
+	root.Send(user, &messages.CancelStream{Tag: 1})
+	end := next(t, out).(*messages.StreamEnd)
+	require.ErrorIs(t, end.Err, context.Canceled)
+	require.Equal(t, uint64(5), end.Items, "two acked, three ahead: five sent of a hundred")
+
+	// A receiver that stops ends its throttled streams: the worker is free.
+	other, otherOut := spawnUser(t, rt, "s")
+	root.Send(other, &messages.StreamRequest{Tag: 2, Window: 1, Payload: op{Items: 100}})
+	require.IsType(t, &messages.StreamItem{}, next(t, otherOut))
+	require.NoError(t, root.StopFuture(other).Wait())
+	_, err := call(t, rt.Session("s"), op{ID: 7})
+	require.NoError(t, err, "the single worker was freed")
+
+	// Closing the session ends its throttled streams too.
+	root.Send(user, &messages.StreamRequest{Tag: 3, Window: 1, Payload: op{Items: 100}})
+	receive(0)
+	rt.Session("s").Close()
+	closed := next(t, out).(*messages.StreamEnd)
+	require.ErrorIs(t, closed.Err, ErrSessionClosed)
+	require.Equal(t, uint64(1), closed.Items)
 }
 
 // Sessions sharing a worker are served in turn: one session's backlog

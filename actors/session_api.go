@@ -2,7 +2,9 @@ package actors
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -37,8 +39,8 @@ func (a *sessionActor) callRequest(sender *actor.PID, m *messages.CallRequest) {
 
 // streamRequest starts a streaming call for an actor: its items go to the
 // sender as messages.StreamItem, then one messages.StreamEnd.
-func (a *sessionActor) streamRequest(sender *actor.PID, m *messages.StreamRequest) {
-	rt := a.rec.rt
+func (a *sessionActor) streamRequest(actx actor.Context, m *messages.StreamRequest) {
+	rt, sender := a.rec.rt, actx.Sender()
 	p, mode, err := rt.resolveMessage(m.Pool, m.Affinity, m.Ref)
 	if err == nil && sender == nil {
 		err = fmt.Errorf("%w: a stream request needs a sender (use Request)", ErrInvalidArgument)
@@ -50,10 +52,15 @@ func (a *sessionActor) streamRequest(sender *actor.PID, m *messages.StreamReques
 		return
 	}
 	env := a.newEnvelope(p, mode, m.Ref, m.Payload)
-	ctx, cancel := context.WithCancel(rt.ctx)
+	ctx, cancel := context.WithCancelCause(rt.ctx)
 	env.ctx = ctx
-	env.astream = &actorStream{ctx: ctx, cancel: cancel, rt: rt, rec: a.rec, to: sender,
-		key: streamKey{sender: pidKey(sender), tag: m.Tag}}
+	s := &actorStream{ctx: ctx, cancel: cancel, rt: rt, rec: a.rec, to: sender,
+		key: streamKey{sender: pidKey(sender), tag: m.Tag}, window: uint64(m.Window)}
+	if s.window > 0 {
+		s.credit = make(chan struct{}, 1)
+		a.watchReceiver(actx, sender)
+	}
+	env.astream = s
 	a.route(env)
 }
 
@@ -81,30 +88,111 @@ func pidKey(pid *actor.PID) string {
 
 func (a *sessionActor) trackStream(s *actorStream) {
 	if a.streams == nil {
-		a.streams = make(map[streamKey]context.CancelFunc)
+		a.streams = make(map[streamKey]*actorStream)
 	}
-	a.streams[s.key] = s.cancel
+	a.streams[s.key] = s
 }
 
 func (a *sessionActor) cancelStream(key streamKey) {
-	if cancel, ok := a.streams[key]; ok {
-		cancel()
+	if s, ok := a.streams[key]; ok {
+		s.cancel(context.Canceled)
+	}
+}
+
+func (a *sessionActor) ackStream(key streamKey, items uint64) {
+	if s, ok := a.streams[key]; ok && s.window > 0 {
+		s.ack(items)
+	}
+}
+
+// watched is a receiver of throttled streams, watched while it has some.
+type watched struct {
+	pid     *actor.PID
+	streams int
+}
+
+// watchReceiver watches the receiver of a throttled stream: a stream
+// waiting for acks from an actor that stopped would hold its worker for
+// good.
+func (a *sessionActor) watchReceiver(actx actor.Context, pid *actor.PID) {
+	if a.receivers == nil {
+		a.receivers = make(map[string]watched)
+	}
+	k := pidKey(pid)
+	w, ok := a.receivers[k]
+	if !ok {
+		actx.Watch(pid)
+		w.pid = pid
+	}
+	w.streams++
+	a.receivers[k] = w
+}
+
+// streamEnded forgets an ended stream, and unwatches its receiver once it
+// has no throttled stream left.
+func (a *sessionActor) streamEnded(actx actor.Context, m *streamEnded) {
+	delete(a.streams, m.key)
+	w, ok := a.receivers[m.key.sender]
+	if !m.watched || !ok {
+		return
+	}
+	if w.streams--; w.streams > 0 {
+		a.receivers[m.key.sender] = w
+		return
+	}
+	delete(a.receivers, m.key.sender)
+	actx.Unwatch(w.pid)
+}
+
+// receiverGone cancels the streams of a receiver that stopped.
+func (a *sessionActor) receiverGone(pid *actor.PID) {
+	k := pidKey(pid)
+	delete(a.receivers, k)
+	for key, s := range a.streams {
+		if key.sender == k {
+			s.cancel(errReceiverGone)
+		}
+	}
+}
+
+// errReceiverGone ends the throttled streams of a receiver that stopped.
+var errReceiverGone = errors.New("affinity: the stream's receiver stopped")
+
+// cancelThrottled ends the throttled streams with err: once the session
+// closes, their acks have nowhere to go.
+func (a *sessionActor) cancelThrottled(err error) {
+	for _, s := range a.streams {
+		if s.window > 0 {
+			s.cancel(err)
+		}
 	}
 }
 
 // actorStream is the sending end of a streaming call of the message API.
 type actorStream struct {
 	ctx    context.Context
-	cancel context.CancelFunc
+	cancel context.CancelCauseFunc
 	rt     *Runtime
 	rec    *sessionRec
 	to     *actor.PID
 	key    streamKey
-	seq    uint64
+	seq    uint64 // items sent; written by the worker's side only
+
+	window uint64        // items that may be sent ahead of acks; 0: no limit
+	acked  atomic.Uint64 // items the receiver acknowledged
+	credit chan struct{} // a token after each ack, for a send waiting
 }
 
-// send is the worker's side: it never blocks.
+// send is the worker's side. It waits only in a throttled stream whose
+// window is full.
 func (s *actorStream) send(item any) error {
+	for s.window > 0 && s.seq >= s.acked.Load()+s.window {
+		select {
+		case <-s.credit:
+		case <-s.ctx.Done():
+			return s.ctx.Err()
+		}
+	}
 	if err := s.ctx.Err(); err != nil {
 		return err
 	}
@@ -113,12 +201,27 @@ func (s *actorStream) send(item any) error {
 	return nil
 }
 
+// ack records that the receiver handled the first items items, and wakes
+// a send waiting for credit.
+func (s *actorStream) ack(items uint64) {
+	for {
+		old := s.acked.Load()
+		if items <= old || s.acked.CompareAndSwap(old, items) {
+			break
+		}
+	}
+	select {
+	case s.credit <- struct{}{}:
+	default: // a token is there already
+	}
+}
+
 // end sends the one StreamEnd and lets the session forget the stream.
 func (s *actorStream) end(err error) {
-	if err == nil && s.ctx.Err() != nil {
-		err = s.ctx.Err()
+	if s.ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
+		err = context.Cause(s.ctx) // what cancelled it, rather than the send's context.Canceled
 	}
-	s.cancel()
+	s.cancel(nil)
 	s.rt.system.Root.Send(s.to, &messages.StreamEnd{Tag: s.key.tag, Err: err, Items: s.seq})
-	s.rec.post(&streamEnded{key: s.key})
+	s.rec.post(&streamEnded{key: s.key, watched: s.window > 0})
 }

@@ -9,6 +9,7 @@ import "time"
 //
 //	CallRequest   -> one CallReply
 //	StreamRequest -> StreamItem* then one StreamEnd
+//	StreamAck     -> (a throttled stream may send more items)
 //	CancelStream  -> (the stream ends with a StreamEnd carrying the cancel)
 
 // CallRequest asks a session to run one call. The reply is one CallReply
@@ -43,14 +44,30 @@ type CallReply struct {
 
 // StreamRequest starts a streaming call. Items arrive as StreamItem
 // messages in the order the worker sent them, then one StreamEnd. Like every
-// streaming call it never waits for a busy worker. Items are not throttled:
-// the worker's send never blocks on an actor's mailbox.
+// streaming call it never waits for a busy worker.
 type StreamRequest struct {
 	Tag      uint64
 	Pool     string
 	Affinity Affinity
 	Ref      *Ref
 	Payload  any
+	// Window, when above zero, throttles the stream: at most Window items
+	// are sent ahead of the receiver's StreamAck, and the worker's send
+	// waits for more (a CancelStream or shutdown still ends it). The
+	// session then watches the receiver: if it stops, the stream is
+	// cancelled. Zero: items are not throttled, the worker's send never
+	// waits, and a receiver slower than the worker grows its mailbox.
+	Window uint32
+}
+
+// StreamAck tells a throttled stream's session that the receiver has
+// handled the first Items items (Seq below Items): the worker may send up
+// to Items+Window. Acks may come in batches; one below an earlier ack
+// changes nothing. Send it with Request, as CancelStream: the session
+// finds the stream by its sender and Tag. Unthrottled streams ignore it.
+type StreamAck struct {
+	Tag   uint64
+	Items uint64
 }
 
 // StreamItem is one item of a streaming call.
@@ -70,7 +87,8 @@ type StreamEnd struct {
 }
 
 // CancelStream stops the sender's stream with this tag. Send it to the same
-// session; a stream that already ended ignores it.
+// session with Request (the session finds the stream by its sender); a
+// stream that already ended ignores it.
 type CancelStream struct {
 	Tag uint64
 }
