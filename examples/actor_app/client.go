@@ -68,7 +68,7 @@ func newClient(rt *actors.Runtime, done chan<- clientResult) *client {
 		{"2. Calls in flight: the client sends 3 counts each to alice and bob with ctx.Request, without waiting", c.inFlight},
 		{"3. strict_fail_fast on a busy worker: alice's worker is held by a call that waits for the client", c.failFast},
 		{"4. A worker panics: bob's counter dies with it, and strict calls refuse to pretend otherwise", c.crash},
-		{"5. A streaming call: items arrive as StreamItem messages, then exactly one StreamEnd", c.streaming},
+		{"5. A streaming call, throttled to one item ahead of the acks: StreamItem messages, then exactly one StreamEnd", c.streaming},
 		{"6. A ref: an object in one worker incarnation, reached with CallRequest.Ref", c.ref},
 	}
 	return c
@@ -106,7 +106,7 @@ func (c *client) handle(ctx actor.Context) error {
 	case messages.WorkerRestarted:
 		return c.workerRestarted(ctx, m)
 	case *messages.StreamItem:
-		return c.streamItem(m)
+		return c.streamItem(ctx, m)
 	case *messages.StreamEnd:
 		return c.streamEnd(m)
 	}

@@ -142,18 +142,22 @@ func (c *client) rebound(lost where) replyHandler {
 }
 
 // Step 5: a streaming call never waits for a busy worker; alice's is free.
+// With Window 1 the worker sends each item only once the one before was
+// acknowledged: a slow receiver holds the worker back instead of growing
+// its own mailbox.
 func (c *client) streaming(ctx actor.Context) {
 	c.tag++
 	c.stream = &streamState{tag: c.tag}
-	ctx.Request(c.rt.SessionPID("alice"), &messages.StreamRequest{Tag: c.tag, Payload: countTo{n: 3}})
+	ctx.Request(c.rt.SessionPID("alice"), &messages.StreamRequest{Tag: c.tag, Window: 1, Payload: countTo{n: 3}})
 }
 
-func (c *client) streamItem(m *messages.StreamItem) error {
+func (c *client) streamItem(ctx actor.Context, m *messages.StreamItem) error {
 	if c.stream == nil || m.Tag != c.stream.tag || m.Seq != uint64(len(c.stream.items)) {
 		return unexpected("stream item tag %d seq %d", m.Tag, m.Seq)
 	}
 	c.stream.items = append(c.stream.items, m.Item)
-	say(fmt.Sprintf("alice <- StreamItem seq %d", m.Seq), "%v", m.Item)
+	say(fmt.Sprintf("alice <- StreamItem seq %d", m.Seq), "%v; acknowledged, so the worker may send the next", m.Item)
+	ctx.Request(c.rt.SessionPID("alice"), &messages.StreamAck{Tag: m.Tag, Items: m.Seq + 1})
 	return nil
 }
 
