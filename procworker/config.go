@@ -18,6 +18,8 @@ const (
 	DefaultHeartbeatInterval = time.Second
 	DefaultMissedHeartbeats  = 3
 	DefaultStopGrace         = 5 * time.Second
+	DefaultStreamWindow      = 64
+	maxStreamWindow          = 1 << 20
 )
 
 // Config describes the process behind each worker of a pool. Only Command
@@ -60,6 +62,14 @@ type Config struct {
 	// MaxFrame bounds the length of a frame read from the process; a
 	// longer one taints it (ErrProtocol). Default DefaultMaxFrame (16 MiB).
 	MaxFrame int
+	// StreamWindow is how many items of a streaming call the process may
+	// send ahead of the consumer: the host grants more as the consumer
+	// takes them, so a slow consumer holds the process back instead of
+	// filling the host's memory. It applies to processes that announce
+	// credit in their ready frame (the Python kit does); more items than
+	// granted taint the worker (ErrProtocol). Default 64; negative: no
+	// window, the process sends freely.
+	StreamWindow int
 	// Logger receives the process's stderr, line by line, at info level,
 	// and lifecycle messages, tagged with pool, worker, incarnation and
 	// pid. The zero Logger is silent.
@@ -95,6 +105,9 @@ func (c Config) validated() (Config, error) {
 		c.MaxRSS < 0 || c.StopGrace < 0 || c.MaxFrame < 0 {
 		bad("negative StartTimeout, MissedHeartbeats, MaxCalls, MaxAge, MaxRSS, StopGrace or MaxFrame")
 	}
+	if c.StreamWindow > maxStreamWindow {
+		bad("StreamWindow %d above the maximum %d", c.StreamWindow, maxStreamWindow)
+	}
 	if c.MaxFrame > 0 && c.MaxFrame < 64 {
 		bad("MaxFrame %d below the minimum 64", c.MaxFrame)
 	}
@@ -118,6 +131,9 @@ func (c Config) validated() (Config, error) {
 	}
 	if c.MaxFrame == 0 {
 		c.MaxFrame = DefaultMaxFrame
+	}
+	if c.StreamWindow == 0 {
+		c.StreamWindow = DefaultStreamWindow
 	}
 	c.Args = append([]string(nil), c.Args...) // the caller may reuse its slices
 	c.Env = append([]string(nil), c.Env...)

@@ -19,6 +19,7 @@ const (
 	framePing    byte = 8  // host → worker: heartbeat, id is a sequence number
 	framePong    byte = 9  // worker → host: answer to the ping with the same id
 	frameCancel  byte = 10 // host → worker: the caller of call id gave up
+	frameCredit  byte = 11 // host → worker: stream call id may send n more items
 )
 
 // Frame flags.
@@ -113,7 +114,7 @@ func splitCallBody(body []byte) (meta, payload []byte, err error) {
 	return body[4 : 4+n], body[4+n:], nil
 }
 
-var typeNames = [...]string{"", "ready", "call", "result", "error", "item", "end", "release", "ping", "pong", "cancel"}
+var typeNames = [...]string{"", "ready", "call", "result", "error", "item", "end", "release", "ping", "pong", "cancel", "credit"}
 
 func typeName(t byte) string {
 	if int(t) < len(typeNames) && t != 0 {

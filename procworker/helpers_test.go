@@ -46,7 +46,8 @@ func TestMain(m *testing.M) {
 // fakeWorker speaks the protocol. FAKE_MODE changes its start: "noready"
 // never says ready, "badready" starts with a result frame, "nopong" never
 // answers pings, "stubborn" ignores stdin EOF and SIGTERM, "termable"
-// ignores stdin EOF only. Calls carry {"op": ...}: see the switch.
+// ignores stdin EOF only, "credit" announces credit (and then ignores it).
+// Calls carry {"op": ...}: see the switch.
 func fakeWorker() {
 	mode := os.Getenv("FAKE_MODE")
 	in := bufio.NewReader(os.Stdin)
@@ -69,6 +70,8 @@ func fakeWorker() {
 		select {}
 	case "badready":
 		write(frame{typ: frameResult, id: 1})
+	case "credit":
+		write(frame{typ: frameReady, body: []byte(`{"protocol":1,"credit":true}`)})
 	default:
 		write(frame{typ: frameReady, body: []byte(`{"protocol":1}`)})
 	}
@@ -91,6 +94,7 @@ func fakeWorker() {
 				Op   string
 				MS   int
 				Code int
+				N    int
 			}
 			_ = json.Unmarshal(payload, &req)
 			switch req.Op {
@@ -104,6 +108,11 @@ func fakeWorker() {
 				write(frame{typ: frameResult, id: f.id + 1000, body: []byte("1")})
 			case "item":
 				write(frame{typ: frameItem, id: f.id, body: []byte("1")})
+			case "flood": // a stream of N items, whatever the credit
+				for i := 0; i < req.N; i++ {
+					write(frame{typ: frameItem, id: f.id, body: []byte("1")})
+				}
+				write(frame{typ: frameEnd, id: f.id})
 			case "sleep":
 				go func(id uint64) {
 					time.Sleep(time.Duration(req.MS) * time.Millisecond) // the fake process's own work

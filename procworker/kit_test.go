@@ -3,11 +3,15 @@
 package procworker
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"os/exec"
+	"strconv"
 	"testing"
 	"time"
 
@@ -190,4 +194,89 @@ func TestConcurrentCallsOnOneProcess(t *testing.T) {
 	}
 	require.NoError(t, <-slow)
 	require.Empty(t, h.tainted())
+}
+
+// The Python kit sends a windowed stream's items only on credit: two,
+// then one per credit frame, while its reader still answers pings.
+func TestPythonKitWaitsForStreamCredit(t *testing.T) {
+	needPython(t)
+	cmd := exec.Command("python3", kitScript())
+	cmd.Env = append(os.Environ(), noBytecode...)
+	stdin, err := cmd.StdinPipe()
+	require.NoError(t, err)
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() {
+		_ = stdin.Close()
+		_ = cmd.Wait()
+	})
+	in := bufio.NewReader(stdout)
+	next := func() frame {
+		t.Helper()
+		f, err := readFrame(in, DefaultMaxFrame)
+		require.NoError(t, err)
+		return f
+	}
+	send := func(f frame) {
+		t.Helper()
+		_, err := stdin.Write(appendFrame(nil, f))
+		require.NoError(t, err)
+	}
+	ready := next()
+	require.Equal(t, frameReady, ready.typ)
+	require.Contains(t, string(ready.body), `"credit": true`)
+
+	meta, _ := json.Marshal(callMeta{Session: "s", Pool: "p", Incarnation: 1, Window: 2})
+	send(frame{typ: frameCall, flags: flagStream, id: 7, body: appendCallBody(nil, meta, []byte(`{"op":"count","n":10}`))})
+	for i := 0; i < 2; i++ {
+		require.Equal(t, frameItem, next().typ)
+	}
+	for item := 2; item < 4; item++ {
+		send(frame{typ: framePing, id: uint64(item)})
+		pong := next()
+		require.Equal(t, framePong, pong.typ, "no item before credit: item %d", item)
+		send(frame{typ: frameCredit, id: 7, body: binary32(nil, 1)})
+		it := next()
+		require.Equal(t, frameItem, it.typ)
+		require.Equal(t, strconv.Itoa(item), string(it.body))
+	}
+	send(frame{typ: frameCredit, id: 7, body: binary32(nil, 100)})
+	for item := 4; item < 10; item++ {
+		require.Equal(t, strconv.Itoa(item), string(next().body))
+	}
+	require.Equal(t, frameEnd, next().typ)
+}
+
+// Behind a windowed stream the process is held back by the consumer, and
+// every item arrives, in order.
+func TestPythonKitStreamsThroughAWindow(t *testing.T) {
+	cfg := pyConfig(t)
+	cfg.StreamWindow = 4
+	h := startPool(t, cfg, 1, actors.StrictQueue)
+	st, err := h.rt.Session("s").Stream(testCtx(t), op("count", "n", 1000))
+	require.NoError(t, err)
+	for want := 0; want < 1000; want++ {
+		v, err := st.Recv()
+		require.NoError(t, err)
+		require.Equal(t, strconv.Itoa(want), string(v.(json.RawMessage)))
+	}
+	_, err = st.Recv()
+	require.ErrorIs(t, err, io.EOF)
+	require.Empty(t, h.tainted())
+}
+
+// A process that announced credit and sends beyond it is tainted: the
+// window bounds the host's memory, whatever the process does.
+func TestStreamBeyondItsCreditTaints(t *testing.T) {
+	cfg := fakeConfig("credit")
+	cfg.StreamWindow = 4
+	h := startPool(t, cfg, 1, actors.StrictQueue)
+	// Nobody reads: at most the window and the stream's buffer are granted.
+	st, err := h.rt.Session("s").Stream(testCtx(t), op("flood", "n", 1000))
+	require.NoError(t, err)
+	defer st.Close()
+	taint := h.waitTaint(t, 1)
+	require.ErrorIs(t, taint.Err, ErrProtocol)
+	require.ErrorContains(t, taint.Err, "beyond the")
 }

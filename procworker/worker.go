@@ -48,6 +48,7 @@ type worker struct {
 	taint     func(error)
 	failure   error // first failure; set once
 	closing   bool
+	credit    bool // the process announced credit: streams get a window (set before ready closes)
 
 	broken  chan struct{} // closed when failure is set
 	ready   chan struct{} // closed by the reader on the ready frame
@@ -72,12 +73,16 @@ var (
 )
 
 // pending collects the frames of one call, in order. The reader never
-// blocks on it, so a slow stream consumer cannot hold back pongs.
+// blocks on it, so a slow stream consumer cannot hold back pongs; a
+// stream's window bounds how many it holds.
 type pending struct {
-	stream bool
-	mu     sync.Mutex
-	frames []frame
-	signal chan struct{} // one token: frames were added
+	stream  bool
+	window  int    // items the process may send ahead of the consumer; 0: no limit
+	granted uint64 // items the host allowed so far; under worker.mu
+	items   uint64 // item frames received; under worker.mu
+	mu      sync.Mutex
+	frames  []frame
+	signal  chan struct{} // one token: frames were added
 }
 
 func (p *pending) push(f frame) {
@@ -291,7 +296,8 @@ func (w *worker) checkReady(f frame) error {
 		return fmt.Errorf("%w: first frame is %s, want ready", ErrProtocol, typeName(f.typ))
 	}
 	var hello struct {
-		Protocol int `json:"protocol"`
+		Protocol int  `json:"protocol"`
+		Credit   bool `json:"credit"` // it waits for credit frames on streams given a window
 	}
 	if len(f.body) > 0 {
 		if err := json.Unmarshal(f.body, &hello); err != nil {
@@ -301,6 +307,7 @@ func (w *worker) checkReady(f frame) error {
 	if hello.Protocol != 0 && hello.Protocol != ProtocolVersion {
 		return fmt.Errorf("%w: worker speaks protocol %d, host %d", ErrProtocol, hello.Protocol, ProtocolVersion)
 	}
+	w.credit = hello.Credit
 	return nil
 }
 
@@ -325,7 +332,7 @@ func (w *worker) dispatch(f frame) error {
 		return nil
 	case frameResult, frameError, frameItem, frameEnd:
 		return w.deliver(f)
-	case frameReady, frameCall, frameRelease, framePing, frameCancel:
+	case frameReady, frameCall, frameRelease, framePing, frameCancel, frameCredit:
 		return fmt.Errorf("%w: unexpected %s frame from the worker", ErrProtocol, typeName(f.typ))
 	default:
 		return fmt.Errorf("%w: unknown frame type %d", ErrProtocol, f.typ)
@@ -354,6 +361,12 @@ func (w *worker) deliver(f frame) error {
 			kind = "a streaming"
 		}
 		return fmt.Errorf("%w: %s frame for %s call %d", ErrProtocol, typeName(f.typ), kind, f.id)
+	}
+	if f.typ == frameItem && p.window > 0 {
+		if p.items++; p.items > p.granted {
+			w.mu.Unlock()
+			return fmt.Errorf("%w: item %d of call %d beyond the %d granted", ErrProtocol, p.items, f.id, p.granted)
+		}
 	}
 	if terminal {
 		delete(w.pending, f.id)
@@ -440,6 +453,7 @@ type callMeta struct {
 	Worker      int    `json:"worker"`
 	Incarnation uint64 `json:"incarnation"`
 	Ref         string `json:"ref,omitempty"`
+	Window      int    `json:"window,omitempty"` // a stream's initial credit (see Config.StreamWindow)
 }
 
 // encodePayload: []byte goes raw, json.RawMessage as is, anything else
@@ -472,11 +486,15 @@ func (w *worker) send(call messages.Call, flags byte) (*pending, uint64, error) 
 	if call.Ref != nil {
 		m.Ref = call.Ref.Key
 	}
+	p := &pending{stream: flags&flagStream != 0, signal: make(chan struct{}, 1)}
+	if p.stream && w.credit && w.cfg.StreamWindow > 0 {
+		p.window, p.granted = w.cfg.StreamWindow, uint64(w.cfg.StreamWindow)
+		m.Window = p.window
+	}
 	meta, err := json.Marshal(m)
 	if err != nil {
 		return nil, 0, err
 	}
-	p := &pending{stream: flags&flagStream != 0, signal: make(chan struct{}, 1)}
 	w.mu.Lock()
 	if w.failure != nil {
 		err := w.failure
@@ -552,6 +570,15 @@ func (w *worker) abandon(id uint64) {
 	}
 }
 
+// grant lets stream call id send n more items: counted before the frame
+// goes, so an item sent on this credit is never taken for one beyond it.
+func (w *worker) grant(p *pending, id uint64, n int) {
+	w.mu.Lock()
+	p.granted += uint64(n)
+	w.mu.Unlock()
+	w.write(frame{typ: frameCredit, id: id, body: binary32(nil, n)})
+}
+
 // write writes a frame; a failed write surfaces as the process's failure.
 func (w *worker) write(f frame) {
 	w.wmu.Lock()
@@ -619,6 +646,7 @@ func (w *worker) HandleStream(ctx context.Context, call messages.Call, send func
 	if err != nil {
 		return err
 	}
+	taken := 0 // items the consumer took since the last grant
 	for {
 		f, err := w.await(ctx, p, id)
 		if err != nil {
@@ -629,6 +657,10 @@ func (w *worker) HandleStream(ctx context.Context, call messages.Call, send func
 			if err := send(value(call, f)); err != nil {
 				w.abandon(id)
 				return err
+			}
+			if taken++; p.window > 0 && taken >= max(p.window/2, 1) {
+				w.grant(p, id, taken)
+				taken = 0
 			}
 		case frameEnd:
 			w.afterCall()

@@ -24,7 +24,8 @@ Standard library only. A worker is a handler and a call to run()::
   (sent raw), or Ref(obj) for an object that stays here: the caller gets a
   ref, and calls made on it find the object as call.obj.
 - A streaming call iterates what the handler returns; call.cancelled is set
-  when the caller stops reading.
+  when the caller stops reading. Items go within the host's window: past
+  it, the next item waits until the consumer has taken earlier ones.
 - An exception answers the call with an error; FatalError (or any
   exception raised with fatal=True through fatal()) also makes the host
   restart this process.
@@ -50,7 +51,7 @@ __all__ = ["Call", "Ref", "FatalError", "fatal", "run", "PROTOCOL"]
 PROTOCOL = 1
 
 # Frame types and flags: the wire protocol.
-READY, CALL, RESULT, ERROR, ITEM, END, RELEASE, PING, PONG, CANCEL = range(1, 11)
+READY, CALL, RESULT, ERROR, ITEM, END, RELEASE, PING, PONG, CANCEL, CREDIT = range(1, 12)
 RAW, STREAM, REF = 1, 2, 4
 
 _HEADER = struct.Struct(">IBBQ")  # length of the rest, type, flags, id
@@ -82,7 +83,7 @@ class Ref:
 class Call:
     """One call: who made it, its payload, and the ref it was made on."""
 
-    __slots__ = ("id", "session", "pool", "worker", "incarnation", "ref", "payload", "raw", "stream", "_cancel", "_kit")
+    __slots__ = ("id", "session", "pool", "worker", "incarnation", "ref", "payload", "raw", "stream", "_cancel", "_kit", "_credit", "_cv")
 
     def __init__(self, kit, cid, meta, payload, raw, stream):
         self._kit = kit
@@ -96,11 +97,37 @@ class Call:
         self.raw = raw
         self.stream = stream
         self._cancel = threading.Event()
+        # A stream with a window sends that many items, then one more per
+        # credit the host grants as its consumer takes them.
+        window = meta.get("window")
+        self._credit = window if stream and window else None
+        self._cv = threading.Condition()
 
     @property
     def cancelled(self):
         """True once the caller gave up (context ended, stream closed)."""
         return self._cancel.is_set()
+
+    def _grant(self, n):
+        with self._cv:
+            if self._credit is not None:
+                self._credit += n
+            self._cv.notify_all()
+
+    def _wake(self):
+        with self._cv:
+            self._cv.notify_all()
+
+    def _take_credit(self):
+        """Waits for credit to send one item; False once cancelled."""
+        with self._cv:
+            while self._credit is not None and self._credit <= 0 and not self.cancelled:
+                self._cv.wait()
+            if self.cancelled:
+                return False
+            if self._credit is not None:
+                self._credit -= 1
+            return True
 
     @property
     def obj(self):
@@ -167,6 +194,12 @@ class _Kit:
                         c = self.calls.get(cid)
                     if c is not None:
                         c._cancel.set()
+                        c._wake()
+                elif typ == CREDIT:
+                    with self.lock:
+                        c = self.calls.get(cid)
+                    if c is not None:
+                        c._grant(_U32.unpack(body)[0])
                 elif typ in (CALL, RELEASE):
                     self.work.put(fr)
                 else:
@@ -220,7 +253,7 @@ class _Kit:
             out = self.dispatch(c)
             if stream:
                 for item in out:
-                    if c.cancelled:
+                    if not c._take_credit():
                         break
                     body, fl = self.encode(c, item)
                     self.send(ITEM, cid, body, fl)
@@ -273,7 +306,7 @@ def run(handler, release=None, threads=1, max_frame=16 << 20):
     kit = _Kit(handler, release, threads, max_frame)
     reader = threading.Thread(target=kit.reader, name="affinity-reader", daemon=True)
     reader.start()
-    kit.send(READY, 0, json.dumps({"protocol": PROTOCOL, "pid": os.getpid(), "lang": "python"}).encode())
+    kit.send(READY, 0, json.dumps({"protocol": PROTOCOL, "pid": os.getpid(), "lang": "python", "credit": True}).encode())
     workers = [threading.Thread(target=kit.serve, name="affinity-call-%d" % i, daemon=True) for i in range(threads - 1)]
     for t in workers:
         t.start()
