@@ -192,6 +192,12 @@ type Config struct {
 	Transport http.RoundTripper
 	// Logger receives the router's logs. Nil: silent.
 	Logger *zerolog.Logger
+	// AccessLog, when set, gets one info event per request once it is
+	// answered: client, method, host, uri, proto, status (0: the client
+	// left before any), bytes (of the body), duration_ms, and backend and
+	// outcome (hit, new, fallback, return, rebind) once it was routed.
+	// Nil: none (it costs a ResponseWriter wrapper and an event a request).
+	AccessLog *zerolog.Logger
 }
 
 // MinKeyLen is the shortest accepted cookie key.

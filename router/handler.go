@@ -151,6 +151,13 @@ const maxAttempts = 3
 func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	r.m.requests.Add(1)
 	now := time.Now()
+	var rec *accessRecord
+	if r.cfg.AccessLog != nil {
+		var lw *loggedWriter
+		w, lw = logged(w)
+		rec = &accessRecord{start: now}
+		defer r.logAccess(req, lw, rec) // runs on an aborting panic too
+	}
 	sg := r.signer.Load()
 	fc, _ := req.Context().Value(frontConnKey{}).(*frontConn) // nil behind net/http's server
 	var memo *cookieMemo
@@ -190,6 +197,9 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			return
 		}
 		r.countOutcome(d)
+		if rec != nil {
+			rec.backend, rec.outcome = d.target.name, d.outcome.String()
+		}
 		x := &exchange{r: r, b: d.target, w: w, in: req, body: body,
 			fast: !upgrade && d.target.pool != nil && fastEligible(req)}
 		if fc != nil {
@@ -204,6 +214,9 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			err = r.run(req.Context(), x, r.sessionFor(d, now), now, fc)
 		}
 		if err == nil {
+			if rec != nil {
+				rec.upgraded = upgrade
+			}
 			return
 		}
 		if errors.Is(err, errRetry) && attempt < maxAttempts {

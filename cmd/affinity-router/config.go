@@ -61,6 +61,7 @@ type fileConfig struct {
 	AdminHosts            []string `json:"admin_hosts"`
 	TrustedProxies        []string `json:"trusted_proxies"`
 	PreserveHost          bool     `json:"preserve_host"`
+	AccessLog             string   `json:"access_log"`
 	ResponseHeaderTimeout duration `json:"response_header_timeout"`
 	ReadHeaderTimeout     duration `json:"read_header_timeout"`
 	IdleTimeout           duration `json:"idle_timeout"`
@@ -234,6 +235,7 @@ type options struct {
 	shutdownGrace    time.Duration
 	gcHeapFloorMiB   int
 	preserveHost     bool
+	accessLog        string
 	backendsFromFile bool // no -backend flag: the backends are the file's
 }
 
@@ -254,6 +256,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.StringVar(&o.adminTokenFile, "admin-token-file", "", "file holding the admin API's bearer token (at least 16 bytes); every admin request but GET /healthz must then send \"Authorization: Bearer <token>\"")
 	fs.Var(&o.adminHosts, "admin-hosts", "comma-separated `names` (or name:port) the admin API may be reached by besides loopback names and the -admin host; requests with any other Host header are refused (DNS rebinding)")
 	fs.Var(&o.trustedProxies, "trusted-proxies", "comma-separated `CIDRs` or IPs of the proxies in front of the router (load balancers, CDNs) whose X-Forwarded-For, -Host and -Proto it passes on, appending the peer to X-Forwarded-For; from any other peer the three are replaced. An X-Forwarded-Proto of https from them makes the cookie Secure")
+	fs.StringVar(&o.accessLog, "access-log", "", "write one JSON line per request to this `file` (\"-\": stdout), reopened on SIGHUP for log rotation: client, method, host, uri, status, bytes, duration_ms, backend, outcome; empty: none")
 	fs.BoolVar(&o.preserveHost, "preserve-host", false, "send backends the client's Host header instead of the backend URL's host (X-Forwarded-Host carries it either way)")
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "serve TLS with this certificate file (cookies are then Secure)")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "private key file for -tls-cert")
@@ -354,6 +357,7 @@ func (o *options) merge(fc *fileConfig, set map[string]bool) {
 	dur("queue-timeout", &o.queueTO, fc.QueueTimeout)
 	str("log-level", &o.logLevel, fc.LogLevel)
 	str("admin-token-file", &o.adminTokenFile, fc.AdminTokenFile)
+	str("access-log", &o.accessLog, fc.AccessLog)
 	if !set["admin-hosts"] && len(fc.AdminHosts) > 0 {
 		o.adminHosts = fc.AdminHosts
 	}

@@ -5,7 +5,8 @@
 //
 //	affinity-router -keys-file keys.txt -backend http://10.0.0.1:8080 -backend http://10.0.0.2:8080
 //
-// SIGHUP re-reads the config file's backends and the keys file. SIGINT or
+// SIGHUP re-reads the config file's backends and the keys file, and reopens
+// the access log. SIGINT or
 // SIGTERM drain and stop: running requests get -shutdown-grace, WebSockets
 // are closed at once, and the exit status is 0 after a clean drain.
 package main
@@ -15,6 +16,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -57,6 +59,15 @@ func run(args []string, sigs <-chan os.Signal, ready func(proxy, admin string)) 
 		return err
 	}
 	cfg.Logger = &log
+	var accessLog io.WriteCloser
+	if o.accessLog != "" {
+		if accessLog, err = openAccessLog(o.accessLog); err != nil {
+			return fmt.Errorf("-access-log: %w", err)
+		}
+		defer accessLog.Close()
+		al := zerolog.New(accessLog).With().Timestamp().Logger()
+		cfg.AccessLog = &al
+	}
 	rt, err := router.New(cfg)
 	if err != nil {
 		return err
@@ -123,6 +134,11 @@ func run(args []string, sigs <-chan os.Signal, ready func(proxy, admin string)) 
 			return err
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
+				if f, ok := accessLog.(*accessLogFile); ok {
+					if err := f.reopen(); err != nil {
+						log.Error().Err(err).Msg("reload: access log not reopened")
+					}
+				}
 				reload(o, rt, &log)
 				continue
 			}

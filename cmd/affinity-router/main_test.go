@@ -71,6 +71,7 @@ func TestBadConfigIsAClearError(t *testing.T) {
 		{[]string{"-keys-file", keys, "-backend", "http://127.0.0.1:1", "-health-rise", "-1"}, "negative health rise"},
 		{[]string{"-keys-file", keys, "-backend", "http://127.0.0.1:1", "-trusted-proxies", "10.0.0.0/8,lb.internal"}, `"lb.internal" is neither a CIDR nor an IP`},
 		{[]string{"-keys-file", keys, "-backend", "a=http://127.0.0.1:1", "-weight", "b=2"}, "-weight names no -backend: b=2"},
+		{[]string{"-keys-file", keys, "-backend", "http://127.0.0.1:1", "-access-log", filepath.Join(dir, "no", "dir", "a.log")}, "-access-log: open"},
 		{[]string{"-keys-file", keys, "-backend", "a=http://127.0.0.1:1", "-weight", "a=0x"}, `weight of "a"`},
 		{[]string{"-keys-file", keys, "-backend", "a=http://127.0.0.1:1", "-weight", "a=-1"}, "weight -1 out of range"},
 		{[]string{"-config", withBackends, "-keys-file", keys, "-weight", "a=2"}, "give the config file's backends a \"weight\""},
@@ -130,7 +131,7 @@ func TestRunProxiesAndReloadsOnSIGHUP(t *testing.T) {
 			bs = append(bs, router.Backend{Name: fmt.Sprint("ab"[i : i+1]), URL: u})
 		}
 		raw, _ := json.Marshal(map[string]any{"backends": bs, "keys_file": keys, "listen": "127.0.0.1:0",
-			"admin": "127.0.0.1:0", "health_interval": "10ms", "log_level": "error"})
+			"admin": "127.0.0.1:0", "health_interval": "10ms", "log_level": "error", "access_log": filepath.Join(dir, "access.log")})
 		return string(raw)
 	}
 	cfg := writeFile(t, dir, "c.json", conf(a.URL))
@@ -167,10 +168,28 @@ func TestRunProxiesAndReloadsOnSIGHUP(t *testing.T) {
 	}
 	require.Equal(t, 1, backends())
 
+	// The proxied request is in the access log; a rotator moves the file,
+	// and after SIGHUP the router writes a new one.
+	logged := func(path string) string {
+		raw, _ := os.ReadFile(path)
+		return string(raw)
+	}
+	accessLog := filepath.Join(dir, "access.log")
+	require.Eventually(t, func() bool { return strings.Contains(logged(accessLog), `"outcome":"new"`) }, 5*time.Second, time.Millisecond)
+	require.Contains(t, logged(accessLog), `"backend":"a"`)
+	require.NoError(t, os.Rename(accessLog, accessLog+".1"))
+
 	writeFile(t, dir, "c.json", conf(a.URL, b.URL))
 	writeFile(t, dir, "keys", key2+"\n"+key1+"\n")
 	sigs <- syscall.SIGHUP
+	// The access log is reopened before the backends are applied: with two
+	// backends listed, the new file is in use.
 	require.Eventually(t, func() bool { return backends() == 2 }, 5*time.Second, 5*time.Millisecond)
+	resp, err = hc.Get("http://" + ad[0] + "/after-rotation")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Eventually(t, func() bool { return strings.Contains(logged(accessLog), `"uri":"/after-rotation"`) }, 5*time.Second, time.Millisecond)
+	require.NotContains(t, logged(accessLog+".1"), "/after-rotation")
 
 	// A broken file changes nothing.
 	writeFile(t, dir, "c.json", "{")
