@@ -271,7 +271,10 @@ func TestPythonKitStreamsThroughAWindow(t *testing.T) {
 func TestStreamBeyondItsCreditTaints(t *testing.T) {
 	cfg := fakeConfig("credit")
 	cfg.StreamWindow = 4
-	h := startPool(t, cfg, 1, actors.StrictQueue)
+	// Capacity 2 runs the stream off the worker actor, which can then take
+	// the taint while the stream is stuck on its consumer (with Capacity 1
+	// the taint waits for the stream call to end).
+	h := startPool(t, cfg, 1, actors.StrictQueue, func(pc *actors.PoolConfig) { pc.Capacity = 2 })
 	// Nobody reads: at most the window and the stream's buffer are granted.
 	st, err := h.rt.Session("s").Stream(testCtx(t), op("flood", "n", 1000))
 	require.NoError(t, err)

@@ -364,8 +364,9 @@ func (w *worker) deliver(f frame) error {
 	}
 	if f.typ == frameItem && p.window > 0 {
 		if p.items++; p.items > p.granted {
+			items, granted := p.items, p.granted
 			w.mu.Unlock()
-			return fmt.Errorf("%w: item %d of call %d beyond the %d granted", ErrProtocol, p.items, f.id, p.granted)
+			return fmt.Errorf("%w: item %d of call %d beyond the %d granted", ErrProtocol, items, f.id, granted)
 		}
 	}
 	if terminal {
