@@ -485,3 +485,63 @@ func TestEventsWhileCallsQueue(t *testing.T) {
 	wg.Wait()
 	assert.GreaterOrEqual(t, queued.Load(), int64(16), "each goroutine's first call had to wait")
 }
+
+// closingWorker records its Close and whether a call was running then.
+type closingWorker struct {
+	running         atomic.Int32
+	closed          atomic.Bool
+	closedWhileBusy atomic.Bool
+}
+
+func (c *closingWorker) Handle(ctx context.Context, call messages.Call) (any, error) {
+	c.running.Add(1)
+	defer c.running.Add(-1)
+	switch p := call.Payload.(type) {
+	case chan struct{}: // block until closed
+		select {
+		case <-p:
+		case <-ctx.Done():
+		}
+	case error:
+		return nil, Fatal(p)
+	}
+	return nil, nil
+}
+
+func (c *closingWorker) Close() error {
+	c.closedWhileBusy.Store(c.running.Load() > 0)
+	c.closed.Store(true)
+	return nil
+}
+
+// With Capacity above 1, a tainted incarnation's Close waits for the calls
+// still running on it.
+func TestCloseWaitsForTheIncarnationsCalls(t *testing.T) {
+	var mu sync.Mutex
+	var made []*closingWorker
+	rt := start(t, Config{Pools: []PoolConfig{{Name: "p", Size: 1, Capacity: 2, Affinity: Hint,
+		NewWorker: func(context.Context, WorkerInfo) (Worker, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			made = append(made, &closingWorker{})
+			return made[len(made)-1], nil
+		}}}, Restart: fastRestarts})
+	first := func() *closingWorker { mu.Lock(); defer mu.Unlock(); return made[0] }
+
+	release := make(chan struct{})
+	blocked := make(chan error, 1)
+	go func() {
+		_, err := rt.Session("a").Call(context.Background(), release)
+		blocked <- err
+	}()
+	require.Eventually(t, func() bool { return first().running.Load() == 1 }, 10*time.Second, time.Millisecond)
+	_, err := rt.Session("b").Call(context.Background(), errors.New("corrupt"))
+	require.ErrorIs(t, err, ErrWorkerFailed)
+	require.Eventually(t, func() bool { return rt.Stats().Pools["p"].Restarts == 1 }, 10*time.Second, time.Millisecond)
+	require.False(t, first().closed.Load(), "restarted, but a call still runs on the old incarnation: not closed yet")
+
+	close(release)
+	require.ErrorIs(t, <-blocked, ErrWorkerFailed, "its incarnation was tainted while it ran")
+	require.Eventually(t, func() bool { return first().closed.Load() }, 10*time.Second, time.Millisecond)
+	require.False(t, first().closedWhileBusy.Load())
+}

@@ -12,7 +12,9 @@ import (
 // default Capacity of 1, never concurrently at all). ctx is the caller's
 // context: honour its cancellation. call is valid only during the call.
 // Returning an error marked with Fatal taints the worker; panicking taints it
-// too, and the caller gets ErrWorkerFailed.
+// too, and the caller gets ErrWorkerFailed. A Worker that is an io.Closer is
+// closed when its incarnation ends (restart, removal, shutdown), once the
+// last call running on it has returned.
 type Worker interface {
 	Handle(ctx context.Context, call messages.Call) (any, error)
 }

@@ -41,6 +41,12 @@ type workerActor struct {
 	quit     chan struct{}  // closed when this incarnation stops
 	quitOnce sync.Once
 	idle     atomic.Int32
+
+	// With Capacity > 1 an incarnation may stop while calls still run on
+	// it: its io.Closer is called once the last of them has returned.
+	running   atomic.Int64 // calls begun and not yet returned
+	stopping  atomic.Bool  // this incarnation stopped or restarts
+	closeOnce sync.Once
 }
 
 // maxIdleRunners bounds the runner goroutines one worker keeps waiting.
@@ -75,7 +81,10 @@ func (a *workerActor) Receive(ctx actor.Context) {
 		a.start(ctx)
 	case *actor.Restarting, *actor.Stopping:
 		a.quitOnce.Do(func() { close(a.quit) })
-		a.closeImpl()
+		a.stopping.Store(true)
+		if a.running.Load() == 0 {
+			a.closeOnce.Do(a.closeImpl)
+		}
 	case *actor.Stopped:
 		a.w.pool.workerStopped(a.w)
 		a.w.mailbox.stop()
@@ -226,6 +235,7 @@ func (a *workerActor) begin(env *envelope) bool {
 		return false
 	}
 	env.ran = true
+	a.running.Add(1)
 	return true
 }
 
@@ -277,6 +287,21 @@ func (a *workerActor) run(env *envelope) {
 	g := p.release(w, env)
 	env.finish(val, err)
 	postGrant(g)
+	if a.running.Add(-1) == 0 && a.stopping.Load() {
+		a.closeLater() // the incarnation stopped while this call ran
+	}
+}
+
+// closeLater closes the incarnation's worker on a goroutine of its own:
+// run may be on a caller's goroutine (RunOnCaller), which must not wait
+// for a Close.
+func (a *workerActor) closeLater() {
+	rt := a.w.pool.rt
+	rt.wg.Add(1)
+	go func() {
+		defer rt.wg.Done()
+		a.closeOnce.Do(a.closeImpl)
+	}()
 }
 
 func postGrant(g *grant) {
