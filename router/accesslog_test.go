@@ -1,11 +1,9 @@
 package router
 
 import (
-	"bytes"
 	"encoding/json"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,23 +11,10 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// lockedBuffer collects log lines from the handlers' goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) lines(t *testing.T) []map[string]any {
-	b.mu.Lock()
-	defer b.mu.Unlock()
+// jsonLines parses the access log's lines so far.
+func jsonLines(t *testing.T, b *srvLogBuffer) []map[string]any {
 	var out []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(b.buf.String()), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(b.String()), "\n") {
 		if line == "" {
 			continue
 		}
@@ -43,7 +28,7 @@ func (b *lockedBuffer) lines(t *testing.T) []map[string]any {
 func TestAccessLog(t *testing.T) {
 	b := startBackend(t, "a")
 	cfg := testConfig(b)
-	var logs lockedBuffer
+	var logs srvLogBuffer
 	log := zerolog.New(&logs)
 	cfg.AccessLog = &log
 	p := startRouter(t, cfg)
@@ -61,7 +46,7 @@ func TestAccessLog(t *testing.T) {
 	conn.Close()
 
 	var lines []map[string]any
-	require.Eventually(t, func() bool { lines = logs.lines(t); return len(lines) == 4 }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { lines = jsonLines(t, &logs); return len(lines) == 4 }, 10*time.Second, time.Millisecond)
 	byURI := map[string]map[string]any{}
 	for _, l := range lines {
 		byURI[l["uri"].(string)] = l
@@ -86,7 +71,7 @@ func TestAccessLogRecordsRefusals(t *testing.T) {
 	b := startBackend(t, "a")
 	cfg := testConfig(b)
 	cfg.Failover = Strict
-	var logs lockedBuffer
+	var logs srvLogBuffer
 	log := zerolog.New(&logs)
 	cfg.AccessLog = &log
 	p := startRouter(t, cfg)
@@ -98,7 +83,7 @@ func TestAccessLogRecordsRefusals(t *testing.T) {
 	code, _, _ = c.get(p.srv.URL)
 	require.Equal(t, http.StatusServiceUnavailable, code)
 	var lines []map[string]any
-	require.Eventually(t, func() bool { lines = logs.lines(t); return len(lines) == 2 }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { lines = jsonLines(t, &logs); return len(lines) == 2 }, 10*time.Second, time.Millisecond)
 	require.EqualValues(t, 503, lines[1]["status"])
 	require.Greater(t, lines[1]["bytes"].(float64), 0.0, "the 503's explanation")
 	require.Nil(t, lines[1]["backend"], "refused before any backend was tried")

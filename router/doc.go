@@ -34,7 +34,10 @@
 // # Scaling
 //
 // Adding a backend moves about 1/(N+1) of the sessions to it at once, all
-// from the others evenly; removing one moves only its sessions.
+// from the others evenly; removing one moves only its sessions. Backends of
+// unequal size take weights (Backend.Weight, SetWeight): each is home to a
+// share of sessions proportional to its weight, and a new weight moves
+// sessions only to or from that backend.
 //
 // # Actors
 //
