@@ -67,7 +67,7 @@ ROUTER_COOKIE=${ROUTER_COOKIE:-affinity}
 HAPROXY_COOKIE=SRV
 CADDY_COOKIE=lb
 NGINX_COOKIE=SRVN
-NGINX_SESSION=${NGINX_SESSION:-bench-session-1} # the client cookie nginx hashes
+NGINX_SESSION=${NGINX_SESSION:-bench-session} # the client cookie nginx hashes (a number is appended)
 
 B1_ADDR=127.0.0.1:19001
 B2_ADDR=127.0.0.1:19002
@@ -350,17 +350,23 @@ header() { # name: the first value of that header in the headers on stdin
 sticky_cookie() { # label url cookie-name [value]: prints name=value after checking it sticks
 	# Without a value, the cookie is the one the proxy sets on a first
 	# request; with one (nginx, which sets none), the client makes it up.
-	local label=$1 url=$2 name=$3 value=${4:-} hdrs cookie first b1 b2
-	if [[ -n $value ]]; then
-		cookie=$name=$value
-		hdrs=$(curl -s -D - -o /dev/null --max-time 5 -H "Cookie: $cookie" "$url") || die "$label: no answer from $url"
-	else
-		hdrs=$(curl -s -D - -o /dev/null --max-time 5 "$url") || die "$label: no answer from $url"
-		cookie=$(tr -d '\r' <<<"$hdrs" | awk -v n="$name" '
-			tolower($1) == "set-cookie:" { sub(/^[^:]*:[ \t]*/, ""); split($0, a, ";"); if (index(a[1], n "=") == 1) { print a[1]; exit } }')
-		[[ -n $cookie ]] || die "$label: no $name cookie in the first answer:"$'\n'"$hdrs"
-	fi
-	first=$(header X-Backend <<<"$hdrs")
+	# Every proxy is measured on backend b1, the one the direct row uses:
+	# new sessions (or made-up values) are drawn until one lands there.
+	local label=$1 url=$2 name=$3 value=${4:-} hdrs cookie first b1 b2 try
+	for try in $(seq 50); do
+		if [[ -n $value ]]; then
+			cookie=$name=$value-$try
+			hdrs=$(curl -s -D - -o /dev/null --max-time 5 -H "Cookie: $cookie" "$url") || die "$label: no answer from $url"
+		else
+			hdrs=$(curl -s -D - -o /dev/null --max-time 5 "$url") || die "$label: no answer from $url"
+			cookie=$(tr -d '\r' <<<"$hdrs" | awk -v n="$name" '
+				tolower($1) == "set-cookie:" { sub(/^[^:]*:[ \t]*/, ""); split($0, a, ";"); if (index(a[1], n "=") == 1) { print a[1]; exit } }')
+			[[ -n $cookie ]] || die "$label: no $name cookie in the first answer:"$'\n'"$hdrs"
+		fi
+		first=$(header X-Backend <<<"$hdrs")
+		[[ $first == b1 ]] && break
+	done
+	[[ $first == b1 ]] || die "$label: no session landed on backend b1 in 50 tries"
 	hdrs=$(curl -s -D - -o /dev/null --max-time 5 -H "Cookie: $cookie" "$url") || die "$label: no answer from $url"
 	b1=$(header X-Backend <<<"$hdrs")
 	hdrs=$(curl -s -D - -o /dev/null --max-time 5 -H "Cookie: $cookie" "$url") || die "$label: no answer from $url"
