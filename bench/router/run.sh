@@ -549,12 +549,17 @@ has caddy && echo "caddy:    $(version caddy version)"
 echo "wrk:      $(version wrk -v)"
 echo "go:       $(go version)"
 echo "commit:   $(git describe --always --dirty 2>/dev/null || echo unknown)"
-echo "load:     wrk -t $THREADS -c $CONNS -d $DURATION --latency (warm-up $WARMUP before each), $ROUNDS round(s)"
+echo "load:     wrk -t $THREADS -c $CONNS -d $DURATION --latency (warm-up $WARMUP before each), $ROUNDS round(s), each starting one target later"
 echo
 
 echo "== measuring"
+# Each round starts one target later than the one before, so that no
+# target always runs right after the same others (whose idle connections
+# the backend still holds) or in the same place in a round.
+read -ra order <<<"$ALL_TARGETS"
 for ((r = 1; r <= ROUNDS; r++)); do
-	for t in $ALL_TARGETS; do
+	for ((i = 0; i < ${#order[@]}; i++)); do
+		t=${order[(i + r - 1) % ${#order[@]}]}
 		has "$t" && measure "$t" "$r"
 	done
 done
