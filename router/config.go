@@ -179,6 +179,11 @@ type Config struct {
 	// of https also makes the cookie Secure). From any other peer the three
 	// are replaced with what the router saw. Default: none.
 	TrustedProxies []netip.Prefix
+	// Forwarded also sends the standard Forwarded header (RFC 7239): the
+	// router's hop as for=<peer>;host=<Host>;proto=<http|https>, after the
+	// incoming elements when the peer is in TrustedProxies (from any other
+	// peer they are dropped, as always without this option).
+	Forwarded bool
 	// PreserveHost sends the backend the client's Host header instead of
 	// the backend URL's host, for backends that serve several sites or
 	// build absolute URLs from Host (X-Forwarded-Host carries it either

@@ -522,6 +522,61 @@ func TestPreserveHost(t *testing.T) {
 	}
 }
 
+func TestForwardedHeader(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		on        bool
+		trusted   string
+		wantPrior bool
+	}{
+		{"off", false, "", false},
+		{"on, other peer", true, "10.0.0.0/8", false},
+		{"on, trusted peer", true, "127.0.0.0/8", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := startBackend(t, "a")
+			cfg := testConfig(b)
+			cfg.Forwarded = tc.on
+			if tc.trusted != "" {
+				cfg.TrustedProxies = []netip.Prefix{netip.MustParsePrefix(tc.trusted)}
+			}
+			p := startRouter(t, cfg)
+			hop := `for=127.0.0.1;host="` + strings.TrimPrefix(p.srv.URL, "http://") + `";proto=http`
+			want := ""
+			switch {
+			case tc.wantPrior:
+				want = `for=203.0.113.7;proto=https, ` + hop
+			case tc.on:
+				want = hop
+			}
+			// GET takes the fast path; POST, with a body, ReverseProxy.
+			for _, method := range []string{http.MethodGet, http.MethodPost} {
+				var body io.Reader
+				if method == http.MethodPost {
+					body = strings.NewReader("body")
+				}
+				req, _ := http.NewRequest(method, p.srv.URL+"/headers", body)
+				req.Header.Set("Forwarded", "for=203.0.113.7;proto=https")
+				resp, err := newClient(t).hc.Do(req)
+				require.NoError(t, err)
+				var seen map[string]string
+				require.NoError(t, json.NewDecoder(resp.Body).Decode(&seen))
+				resp.Body.Close()
+				assert.Equal(t, want, seen["fwd"], method)
+			}
+		})
+	}
+}
+
+func TestForwardedValues(t *testing.T) {
+	assert.Equal(t, "example.com", forwardedValue("example.com"))
+	assert.Equal(t, `"example.com:8080"`, forwardedValue("example.com:8080"))
+	r := &Router{cfg: Config{Forwarded: true}}
+	in := httptest.NewRequest(http.MethodGet, "/", nil)
+	in.RemoteAddr, in.Host = "[2001:db8::1]:4321", "app.example"
+	assert.Equal(t, `for="[2001:db8::1]";host=app.example;proto=http`, r.forwardedHeader(in))
+}
+
 func TestTrustedProxiesMustBeValid(t *testing.T) {
 	cfg := testConfig(startBackend(t, "a"))
 	cfg.TrustedProxies = []netip.Prefix{{}}

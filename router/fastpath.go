@@ -596,6 +596,9 @@ func (x *exchange) writeRequest(w *bufio.Writer) error {
 		writeHeaderLine(w, "X-Forwarded-For", xff)
 	}
 	writeHeaderLine(w, "X-Forwarded-Host", host)
+	if fwd := x.r.forwardedHeader(in); fwd != "" {
+		writeHeaderLine(w, "Forwarded", fwd)
+	}
 	w.WriteString("X-Forwarded-Proto: ")
 	w.WriteString(proto)
 	w.WriteString("\r\n\r\n")

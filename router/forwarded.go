@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 )
 
@@ -47,6 +48,40 @@ func (r *Router) forwarded(in *http.Request) (xff, host, proto string) {
 		proto = "http"
 	}
 	return xff, host, proto
+}
+
+// forwardedHeader returns the Forwarded header (RFC 7239) of in's backend
+// request, "" when Config.Forwarded is off.
+func (r *Router) forwardedHeader(in *http.Request) string {
+	if !r.cfg.Forwarded {
+		return ""
+	}
+	ip, _, err := net.SplitHostPort(in.RemoteAddr)
+	node := "unknown"
+	if err == nil {
+		node = ip
+		if strings.Contains(ip, ":") {
+			node = `"[` + ip + `]"` // IPv6: bracketed, so quoted
+		}
+	}
+	proto := "http"
+	if in.TLS != nil {
+		proto = "https"
+	}
+	hop := "for=" + node + ";host=" + forwardedValue(in.Host) + ";proto=" + proto
+	if prior := in.Header["Forwarded"]; len(prior) > 0 && r.trustedPeer(ip) {
+		return strings.Join(prior, ", ") + ", " + hop
+	}
+	return hop
+}
+
+// forwardedValue is v as a Forwarded parameter value: a token as it is,
+// anything else (a host with a port, say) quoted.
+func forwardedValue(v string) string {
+	if validToken(v) {
+		return v
+	}
+	return strconv.Quote(v)
 }
 
 // trustedPeer reports whether ip is in one of TrustedProxies.

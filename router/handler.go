@@ -496,6 +496,9 @@ func (x *exchange) rewrite(pr *httputil.ProxyRequest) {
 	}
 	h.Set("X-Forwarded-Host", host)
 	h.Set("X-Forwarded-Proto", proto)
+	if fwd := x.r.forwardedHeader(pr.In); fwd != "" {
+		h.Set("Forwarded", fwd)
+	}
 	removeCookie(pr.Out.Header, x.r.cfg.Cookie.Name) // the backend never sees the router's cookie
 }
 

@@ -104,6 +104,7 @@ func (b *testBackend) handler() http.Handler {
 			"xff":    r.Header.Get("X-Forwarded-For"),
 			"proto":  r.Header.Get("X-Forwarded-Proto"),
 			"xhost":  r.Header.Get("X-Forwarded-Host"),
+			"fwd":    strings.Join(r.Header["Forwarded"], ", "),
 			"cookie": strings.Join(r.Header["Cookie"], " | "),
 		})
 	})

@@ -61,6 +61,7 @@ type fileConfig struct {
 	AdminHosts            []string `json:"admin_hosts"`
 	TrustedProxies        []string `json:"trusted_proxies"`
 	PreserveHost          bool     `json:"preserve_host"`
+	Forwarded             bool     `json:"forwarded"`
 	AccessLog             string   `json:"access_log"`
 	ResponseHeaderTimeout duration `json:"response_header_timeout"`
 	ReadHeaderTimeout     duration `json:"read_header_timeout"`
@@ -235,6 +236,7 @@ type options struct {
 	shutdownGrace    time.Duration
 	gcHeapFloorMiB   int
 	preserveHost     bool
+	forwarded        bool
 	accessLog        string
 	backendsFromFile bool // no -backend flag: the backends are the file's
 }
@@ -257,6 +259,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.Var(&o.adminHosts, "admin-hosts", "comma-separated `names` (or name:port) the admin API may be reached by besides loopback names and the -admin host; requests with any other Host header are refused (DNS rebinding)")
 	fs.Var(&o.trustedProxies, "trusted-proxies", "comma-separated `CIDRs` or IPs of the proxies in front of the router (load balancers, CDNs) whose X-Forwarded-For, -Host and -Proto it passes on, appending the peer to X-Forwarded-For; from any other peer the three are replaced. An X-Forwarded-Proto of https from them makes the cookie Secure")
 	fs.StringVar(&o.accessLog, "access-log", "", "write one JSON line per request to this `file` (\"-\": stdout), reopened on SIGHUP for log rotation: client, method, host, uri, status, bytes, duration_ms, backend, outcome; empty: none")
+	fs.BoolVar(&o.forwarded, "forwarded", false, "also send backends the standard Forwarded header (RFC 7239): for, host and proto of the router's hop, after the incoming elements from -trusted-proxies")
 	fs.BoolVar(&o.preserveHost, "preserve-host", false, "send backends the client's Host header instead of the backend URL's host (X-Forwarded-Host carries it either way)")
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "serve TLS with this certificate file (cookies are then Secure)")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "private key file for -tls-cert")
@@ -367,6 +370,9 @@ func (o *options) merge(fc *fileConfig, set map[string]bool) {
 	if !set["preserve-host"] && fc.PreserveHost {
 		o.preserveHost = true
 	}
+	if !set["forwarded"] && fc.Forwarded {
+		o.forwarded = true
+	}
 	dur("response-header-timeout", &o.responseHeaderTO, fc.ResponseHeaderTimeout)
 	dur("read-header-timeout", &o.readHeaderTO, fc.ReadHeaderTimeout)
 	dur("idle-timeout", &o.idleTO, fc.IdleTimeout)
@@ -445,6 +451,7 @@ func (o *options) routerConfig() (router.Config, error) {
 		MaxSessions:           o.maxSessions,
 		TrustedProxies:        trusted,
 		PreserveHost:          o.preserveHost,
+		Forwarded:             o.forwarded,
 		Admin:                 router.AdminConfig{Token: token, Hosts: o.adminHostNames()},
 	}, nil
 }

@@ -180,7 +180,7 @@ func TestNewSettingsFromTheFile(t *testing.T) {
 		"admin_hosts": ["ops.internal"], "response_header_timeout": "7s", "read_header_timeout": "3s",
 		"idle_timeout": "20s", "body_read_timeout": "4s", "min_upload_rate": -1, "max_upgrades_per_backend": 9,
 		"upgrade_idle_timeout": "1m", "max_sessions": 500, "shutdown_grace": "5s",
-		"trusted_proxies": ["10.0.0.0/8", "192.0.2.1", "2001:db8::/32"], "preserve_host": true}`)
+		"trusted_proxies": ["10.0.0.0/8", "192.0.2.1", "2001:db8::/32"], "preserve_host": true, "forwarded": true}`)
 	o, err := parseOptions([]string{"-config", cfg, "-idle-timeout", "21s"})
 	require.NoError(t, err)
 	require.Equal(t, "tok", o.adminTokenFile)
@@ -194,6 +194,7 @@ func TestNewSettingsFromTheFile(t *testing.T) {
 	require.Equal(t, 500, o.maxSessions)
 	require.Equal(t, 5*time.Second, o.shutdownGrace)
 	require.True(t, o.preserveHost)
+	require.True(t, o.forwarded)
 	require.Equal(t, []string{"ops.internal", "10.0.0.1:9090"}, o.adminHostNames())
 	trusted, err := parsePrefixes(o.trustedProxies)
 	require.NoError(t, err)
