@@ -136,7 +136,7 @@ func (p *pool) onDecision(child *actor.PID, reason messages.TaintReason, d super
 	}
 	out.send()
 	p.stats.failed.Add(1)
-	emit(p.rt, messages.WorkerFailed{Pool: p.cfg.Name, Worker: w.id, Restarts: d.Restarts})
+	emitWorker(p.rt, messages.WorkerFailed{Pool: p.cfg.Name, Worker: w.id, Restarts: d.Restarts})
 	p.rt.log.Error().Str("pool", p.cfg.Name).Int("worker", w.id).Str("reason", reason.String()).
 		Int("restarts", d.Restarts).Msg("worker failed: restart budget exhausted; pool runs degraded")
 }

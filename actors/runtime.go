@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,6 +29,8 @@ type Runtime struct {
 	defaultPool *pool
 	sessions    sessionTable
 	wantEvents  bool
+	watchMu     sync.Mutex
+	watchers    atomic.Pointer[[]*watcher] // WatchWorkers; copied on change
 
 	// ctx is cancelled by Shutdown; factories, health checks and session
 	// releases run under it.
@@ -304,6 +307,60 @@ func emit[E messages.Event](rt *Runtime, ev E) {
 	if rt.cfg.PublishEvents {
 		rt.system.EventStream.Publish(ev)
 	}
+}
+
+// emitWorker emits a worker's taint, restart or failure, which also goes
+// to the watchers of WatchWorkers.
+func emitWorker[E messages.Event](rt *Runtime, ev E) {
+	emit(rt, ev)
+	if ws := rt.watchers.Load(); ws != nil {
+		for _, w := range *ws {
+			w.fn(ev)
+		}
+	}
+}
+
+// watcher is one WatchWorkers callback.
+type watcher struct{ fn func(messages.Event) }
+
+// WatchWorkers calls fn with each WorkerTainted, WorkerRestarted and
+// WorkerFailed event from now on, whatever Config.OnEvent and
+// PublishEvents say: these events are rare, so watching them costs the
+// calls nothing. fn runs on the runtime's goroutines and must return
+// quickly. stop ends the watch; it is idempotent.
+func (rt *Runtime) WatchWorkers(fn func(messages.Event)) (stop func()) {
+	w := &watcher{fn: fn}
+	rt.watchMu.Lock()
+	rt.setWatchers(append(rt.currentWatchers(), w))
+	rt.watchMu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			rt.watchMu.Lock()
+			defer rt.watchMu.Unlock()
+			ws := rt.currentWatchers()
+			if i := slices.Index(ws, w); i >= 0 {
+				rt.setWatchers(slices.Delete(ws, i, i+1))
+			}
+		})
+	}
+}
+
+// currentWatchers returns a copy of the watchers. Caller holds watchMu.
+func (rt *Runtime) currentWatchers() []*watcher {
+	if ws := rt.watchers.Load(); ws != nil {
+		return slices.Clone(*ws)
+	}
+	return nil
+}
+
+// setWatchers publishes ws (nil when empty). Caller holds watchMu.
+func (rt *Runtime) setWatchers(ws []*watcher) {
+	if len(ws) == 0 {
+		rt.watchers.Store(nil)
+		return
+	}
+	rt.watchers.Store(&ws)
 }
 
 func (rt *Runtime) healthLoop() {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -145,7 +144,7 @@ func (a *workerActor) start(ctx actor.Context) {
 		w.started <- nil
 	} else {
 		p.stats.restarts.Add(1)
-		emit(p.rt, messages.WorkerRestarted{Pool: p.cfg.Name, Worker: w.id, Incarnation: a.inc})
+		emitWorker(p.rt, messages.WorkerRestarted{Pool: p.cfg.Name, Worker: w.id, Incarnation: a.inc})
 	}
 	postGrants(p.grantsFor(w))
 }
@@ -345,7 +344,7 @@ func (a *workerActor) taintNow(reason messages.TaintReason, cause error) {
 	w, p := a.w, a.w.pool
 	p.mu.Lock()
 	var out notices
-	w.lastTaint = taintText(reason, cause)
+	w.lastTaint = messages.TaintText(reason, cause)
 	if w.incarnation == a.inc && w.state == wsReady {
 		out = p.takeOutOfService(w, wsRestarting)
 	} else if w.state == wsStarting || w.state == wsReady {
@@ -357,7 +356,7 @@ func (a *workerActor) taintNow(reason messages.TaintReason, cause error) {
 	out.send()
 
 	p.stats.tainted[reason].Add(1)
-	emit(p.rt, messages.WorkerTainted{Pool: p.cfg.Name, Worker: w.id, Incarnation: a.inc, Reason: reason, Err: cause})
+	emitWorker(p.rt, messages.WorkerTainted{Pool: p.cfg.Name, Worker: w.id, Incarnation: a.inc, Reason: reason, Err: cause})
 	ev := p.rt.log.Warn().Str("pool", p.cfg.Name).Int("worker", w.id).Uint64("incarnation", a.inc).
 		Str("reason", reason.String()).AnErr("cause", cause)
 	var perr *PanicError
@@ -461,17 +460,4 @@ func (p *pool) workerStopped(w *worker) {
 	}
 	out.send()
 	close(w.stopped)
-}
-
-// taintText is a taint's reason as the worker's snapshot shows it: the
-// reason and the first line of its cause (a panic's stack is in the event).
-func taintText(reason messages.TaintReason, cause error) string {
-	if cause == nil {
-		return reason.String()
-	}
-	msg, _, _ := strings.Cut(cause.Error(), "\n")
-	if strings.HasPrefix(msg, reason.String()+": ") { // a PanicError says "panic: ..." itself
-		return msg
-	}
-	return reason.String() + ": " + msg
 }

@@ -12,9 +12,10 @@
 // complete when loaded, then follows /events.
 //
 // The page updates itself from /events, which sends the state every
-// Config.Interval. Taints and restarts are found by comparing each state
-// with the previous one (a worker's incarnation and last taint reason), so
-// they cost the runtime nothing between two looks.
+// Config.Interval. Taints and restarts are recorded as they happen
+// (Runtime.WatchWorkers), each one, however many come between two looks;
+// those before the handler was made are found in the workers' state when
+// it first looks. Close stops the watch.
 package admin
 
 import (
@@ -31,6 +32,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/affinity-go/affinity/actors"
+	"github.com/affinity-go/affinity/messages"
 	"github.com/affinity-go/affinity/metrics"
 )
 
@@ -72,12 +74,13 @@ type Handler struct {
 	cfg Config
 	mux *http.ServeMux
 
-	mu   sync.Mutex
-	last map[string]map[int]actors.WorkerStats // pool -> worker id -> last seen
-	log  []Event                               // newest last
+	mu  sync.Mutex
+	log []Event // newest last
+
+	stopWatch func()
 }
 
-// Event is a taint or a restart found between two states.
+// Event is a worker's taint or restart.
 type Event struct {
 	Time        time.Time `json:"time"`
 	Pool        string    `json:"pool"`
@@ -111,8 +114,9 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.History == 0 {
 		cfg.History = 50
 	}
-	h := &Handler{cfg: cfg, mux: http.NewServeMux(), last: map[string]map[int]actors.WorkerStats{}}
-	h.Snapshot()                          // the reference later states are compared with
+	h := &Handler{cfg: cfg, mux: http.NewServeMux()}
+	h.stopWatch = cfg.Runtime.WatchWorkers(h.workerEvent)
+	h.firstLook()
 	assets, _ := fs.Sub(static, "static") // cannot fail: the directory is embedded
 	h.mux.Handle("GET /", http.FileServerFS(assets))
 	h.mux.HandleFunc("GET /state", h.serveState)
@@ -147,24 +151,17 @@ type PoolState struct {
 	Workers  []actors.WorkerStats `json:"workers"`
 }
 
-// Snapshot takes the runtime's state now, and records the taints and
-// restarts since the previous snapshot.
+// Snapshot takes the runtime's state now, with the taints and restarts
+// recorded so far.
 func (h *Handler) Snapshot() State {
 	st := h.cfg.Runtime.Stats()
-	now := time.Now()
-	s := State{Title: h.cfg.Title, Time: now, Sessions: st.Sessions}
-	names := make([]string, 0, len(st.Pools))
-	for name := range st.Pools {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	h.mu.Lock()
-	for _, name := range names {
+	s := State{Title: h.cfg.Title, Time: time.Now(), Sessions: st.Sessions}
+	for _, name := range poolNames(st) {
 		ps := st.Pools[name]
-		h.diff(now, name, ps.Workers)
 		s.Pools = append(s.Pools, PoolState{Name: name, Queued: ps.Queued, Inflight: ps.Inflight,
 			Restarts: ps.Restarts, Failed: ps.Failed, Workers: ps.Workers})
 	}
+	h.mu.Lock()
 	s.Events = append([]Event(nil), h.log...)
 	h.mu.Unlock()
 	if h.cfg.Backends != nil {
@@ -173,31 +170,46 @@ func (h *Handler) Snapshot() State {
 	return s
 }
 
-// diff appends the taints and restarts of pool's workers since they were
-// last seen. Called with h.mu held.
-func (h *Handler) diff(now time.Time, pool string, workers []actors.WorkerStats) {
-	seen := h.last[pool]
-	if seen == nil {
-		seen = map[int]actors.WorkerStats{}
-		h.last[pool] = seen
+// poolNames lists st's pools by name.
+func poolNames(st actors.Stats) []string {
+	names := make([]string, 0, len(st.Pools))
+	for name := range st.Pools {
+		names = append(names, name)
 	}
-	for _, w := range workers {
-		prev, known := seen[w.ID]
-		seen[w.ID] = w
-		if !known {
-			if w.Incarnation > 1 { // restarted before anyone looked
-				h.record(Event{Time: now, Pool: pool, Worker: w.ID, Kind: "tainted", Incarnation: w.Incarnation - 1, Reason: w.LastTaint, Earlier: true})
-				h.record(Event{Time: now, Pool: pool, Worker: w.ID, Kind: "restarted", Incarnation: w.Incarnation, Earlier: true})
+	sort.Strings(names)
+	return names
+}
+
+// Close stops recording the runtime's taints and restarts.
+func (h *Handler) Close() { h.stopWatch() }
+
+// workerEvent records a taint or a restart as it happens.
+func (h *Handler) workerEvent(ev messages.Event) {
+	now := time.Now()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch e := ev.(type) {
+	case messages.WorkerTainted:
+		h.record(Event{Time: now, Pool: e.Pool, Worker: e.Worker, Kind: "tainted", Incarnation: e.Incarnation,
+			Reason: messages.TaintText(e.Reason, e.Err)})
+	case messages.WorkerRestarted:
+		h.record(Event{Time: now, Pool: e.Pool, Worker: e.Worker, Kind: "restarted", Incarnation: e.Incarnation})
+	}
+}
+
+// firstLook records the restarts that came before the handler: a worker
+// past its first incarnation was tainted and restarted at least once.
+func (h *Handler) firstLook() {
+	st := h.cfg.Runtime.Stats()
+	now := time.Now()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, name := range poolNames(st) {
+		for _, w := range st.Pools[name].Workers {
+			if w.Incarnation > 1 {
+				h.record(Event{Time: now, Pool: name, Worker: w.ID, Kind: "tainted", Incarnation: w.Incarnation - 1, Reason: w.LastTaint, Earlier: true})
+				h.record(Event{Time: now, Pool: name, Worker: w.ID, Kind: "restarted", Incarnation: w.Incarnation, Earlier: true})
 			}
-			continue
-		}
-		restarted := prev.Incarnation > 0 && w.Incarnation > prev.Incarnation
-		taintSeen := prev.State == "restarting" // recorded when it was seen
-		if !taintSeen && (restarted || w.State == "restarting") {
-			h.record(Event{Time: now, Pool: pool, Worker: w.ID, Kind: "tainted", Incarnation: prev.Incarnation, Reason: w.LastTaint})
-		}
-		if restarted {
-			h.record(Event{Time: now, Pool: pool, Worker: w.ID, Kind: "restarted", Incarnation: w.Incarnation})
 		}
 	}
 }

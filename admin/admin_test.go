@@ -89,8 +89,8 @@ func TestStateShowsWorkersSpreadAndRestarts(t *testing.T) {
 	assert.Empty(t, st.Events)
 
 	id := crash(t, rt, "a")
+	require.Eventually(t, func() bool { return len(h.Snapshot().Events) == 2 }, 10*time.Second, time.Millisecond)
 	st = h.Snapshot()
-	require.Len(t, st.Events, 2, "%+v", st.Events)
 	assert.Equal(t, admin.Event{Time: st.Events[0].Time, Pool: "models", Worker: id, Kind: "tainted", Incarnation: 1,
 		Reason: "panic: model corrupted"}, st.Events[0])
 	assert.Equal(t, admin.Event{Time: st.Events[1].Time, Pool: "models", Worker: id, Kind: "restarted", Incarnation: 2}, st.Events[1])
@@ -116,9 +116,36 @@ func TestHistoryIsBounded(t *testing.T) {
 		}, 10*time.Second, time.Millisecond)
 		h.Snapshot()
 	}
-	events := h.Snapshot().Events
-	require.Len(t, events, 3)
-	assert.Equal(t, "restarted", events[2].Kind, "the newest are kept")
+	require.Eventually(t, func() bool {
+		events := h.Snapshot().Events
+		return len(events) == 3 && events[2].Kind == "restarted"
+	}, 10*time.Second, time.Millisecond, "the newest are kept")
+}
+
+// Every taint and restart is recorded as it happens, however many come
+// between two looks.
+func TestTaintsBetweenTwoLooksAreAllShown(t *testing.T) {
+	rt := startRuntime(t)
+	h, err := admin.New(admin.Config{Runtime: rt})
+	require.NoError(t, err)
+	t.Cleanup(h.Close)
+	for i := 0; i < 3; i++ {
+		_, err := rt.Session("a").Call(context.Background(), "crash", actors.WithAffinity(actors.Hint))
+		require.ErrorIs(t, err, actors.ErrWorkerFailed)
+	}
+	require.Eventually(t, func() bool { return len(h.Snapshot().Events) == 6 }, 10*time.Second, time.Millisecond)
+	kinds := map[string]int{}
+	for _, e := range h.Snapshot().Events {
+		kinds[e.Kind]++
+		assert.False(t, e.Earlier)
+	}
+	assert.Equal(t, map[string]int{"tainted": 3, "restarted": 3}, kinds)
+
+	h.Close()
+	_, err = rt.Session("b").Call(context.Background(), "crash", actors.WithAffinity(actors.Hint))
+	require.ErrorIs(t, err, actors.ErrWorkerFailed)
+	require.Eventually(t, func() bool { return rt.Stats().Pools["models"].Restarts == 4 }, 10*time.Second, time.Millisecond)
+	assert.Len(t, h.Snapshot().Events, 6, "nothing recorded after Close")
 }
 
 func TestEventsStreamTheState(t *testing.T) {

@@ -1,6 +1,7 @@
 package messages
 
 import (
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -80,6 +81,19 @@ const (
 const TaintReasonCount = int(taintCount)
 
 var taintNames = [...]string{"panic", "fatal_error", "health_check", "recycle", "start_failed", "exited"}
+
+// TaintText describes a taint in one line: its reason and the first line
+// of its cause ("panic: model corrupted", "health_check: no pong for 3s").
+func TaintText(reason TaintReason, cause error) string {
+	if cause == nil {
+		return reason.String()
+	}
+	msg, _, _ := strings.Cut(cause.Error(), "\n")
+	if strings.HasPrefix(msg, reason.String()+": ") { // a PanicError says "panic: ..." itself
+		return msg
+	}
+	return reason.String() + ": " + msg
+}
 
 func (r TaintReason) String() string {
 	if int(r) < len(taintNames) {

@@ -91,6 +91,9 @@ func (r *Router) AdminHandler() http.Handler {
 	outer.Handle("/", http.TimeoutHandler(mux, 30*time.Second, "admin request timed out\n"))
 	// Not under the timeout: the page's event stream lasts as long as the page.
 	if page, err := admin.New(admin.Config{Runtime: r.rt, Title: "affinity-router", Backends: r.pageBackends}); err == nil {
+		r.upMu.Lock()
+		r.pages = append(r.pages, page) // closed by Close
+		r.upMu.Unlock()
 		outer.Handle("GET /ui/", http.StripPrefix("/ui", page))
 		if r.cfg.Admin.Token != "" {
 			outer.Handle("POST /ui/login", serveLogin(r.cfg.Admin.Token))

@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/affinity-go/affinity/actors"
+	"github.com/affinity-go/affinity/admin"
 	"github.com/affinity-go/affinity/supervisor"
 )
 
@@ -59,6 +60,7 @@ type Router struct {
 	// Upgraded connections: counted under upMu so Close sees every one,
 	// and ended by cancelling closing.
 	upMu        sync.Mutex
+	pages       []*admin.Handler // live pages made by AdminHandler, under upMu
 	upWG        sync.WaitGroup
 	upConns     map[*idleConn]struct{} // hijacked client connections
 	closing     context.Context
@@ -203,6 +205,11 @@ func (r *Router) Close(ctx context.Context) error {
 		for _, c := range conns {
 			c.goingAway(deadline)
 		}
+		r.upMu.Lock()
+		for _, p := range r.pages {
+			p.Close()
+		}
+		r.upMu.Unlock()
 		r.stopClosing()
 		r.stopHealth()
 		<-r.healthDone

@@ -51,7 +51,9 @@ func (p *livePage) show(rt *actors.Runtime, title string) error {
 	if err != nil {
 		return err
 	}
-	p.current.Store(h)
+	if old := p.current.Swap(h); old != nil {
+		old.Close()
+	}
 	return nil
 }
 
@@ -72,4 +74,7 @@ func (p *livePage) close() {
 		_ = p.srv.Close() // event streams do not end on their own
 	}
 	<-p.done
+	if h := p.current.Load(); h != nil {
+		h.Close()
+	}
 }
