@@ -12,11 +12,12 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/affinity-go/affinity/internal/leaktest"
 	"github.com/affinity-go/affinity/messages"
 	"github.com/affinity-go/affinity/supervisor"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m, protoactorClusterLeaks...) }
+func TestMain(m *testing.M) { leaktest.VerifyTestMain(m, protoactorClusterLeaks...) }
 
 // protoactorClusterLeaks are goroutines protoactor's cluster leaves behind
 // after a member's shutdown: the test provider's TTL reporter ranges over a

@@ -15,14 +15,14 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 
 	"github.com/affinity-go/affinity/actors"
+	"github.com/affinity-go/affinity/internal/leaktest"
 	"github.com/affinity-go/affinity/messages"
 	"github.com/affinity-go/affinity/metrics"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leaktest.VerifyTestMain(m) }
 
 // crashy panics on "crash" and answers anything else.
 func crashy(_ context.Context, c messages.Call) (any, error) {

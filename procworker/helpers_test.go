@@ -19,9 +19,9 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 
 	"github.com/affinity-go/affinity/actors"
+	"github.com/affinity-go/affinity/internal/leaktest"
 	"github.com/affinity-go/affinity/messages"
 	"github.com/affinity-go/affinity/supervisor"
 )
@@ -40,7 +40,7 @@ func TestMain(m *testing.M) {
 		orphanHost()
 		os.Exit(0)
 	}
-	goleak.VerifyTestMain(m)
+	leaktest.VerifyTestMain(m)
 }
 
 // fakeWorker speaks the protocol. FAKE_MODE changes its start: "noready"

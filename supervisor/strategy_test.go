@@ -11,8 +11,8 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 
+	"github.com/affinity-go/affinity/internal/leaktest"
 	"github.com/affinity-go/affinity/messages"
 )
 
@@ -20,7 +20,7 @@ import (
 // actors, so the dead-letter log throttle (the one protoactor goroutine that
 // outlives its work, by up to a second) never starts, and mailbox goroutines
 // end once their queues are empty.
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leaktest.VerifyTestMain(m) }
 
 // wait bounds every wait on an actor; nothing here should take near as long.
 const wait = 5 * time.Second

@@ -15,12 +15,12 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 
+	"github.com/affinity-go/affinity/internal/leaktest"
 	"github.com/affinity-go/affinity/router"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leaktest.VerifyTestMain(m) }
 
 const key1 = "first-key-0123456789abcdefghijklmnopqrstuvwxyz"
 const key2 = "second-key-0123456789abcdefghijklmnopqrstuvwxyz"
