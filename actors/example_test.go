@@ -57,3 +57,38 @@ func ExampleParseAffinity() {
 	// strict_fail_fast <nil>
 	// true
 }
+
+// fragile panics on "crash", as a worker whose state got corrupted might.
+type fragile struct{}
+
+func (fragile) Handle(_ context.Context, call messages.Call) (any, error) {
+	if call.Payload == "crash" {
+		panic("state corrupted")
+	}
+	return "ok", nil
+}
+
+// A watcher sees every taint and restart, with no OnEvent configured.
+func ExampleRuntime_WatchWorkers() {
+	ctx := context.Background()
+	rt, err := actors.Start(actors.Config{Pools: []actors.PoolConfig{{Name: "models", Size: 1,
+		NewWorker: func(context.Context, actors.WorkerInfo) (actors.Worker, error) { return fragile{}, nil }}}})
+	if err != nil {
+		panic(err)
+	}
+	defer func() { _ = rt.Shutdown(ctx) }()
+	events := make(chan messages.Event, 4)
+	stop := rt.WatchWorkers(func(ev messages.Event) { events <- ev })
+	defer stop()
+
+	_, err = rt.Session("alice").Call(ctx, "crash")
+	fmt.Println(errors.Is(err, actors.ErrWorkerFailed))
+	tainted := (<-events).(messages.WorkerTainted)
+	fmt.Println("tainted:", messages.TaintText(tainted.Reason, tainted.Err))
+	restarted := (<-events).(messages.WorkerRestarted)
+	fmt.Println("restarted as incarnation", restarted.Incarnation)
+	// Output:
+	// true
+	// tainted: panic: state corrupted
+	// restarted as incarnation 2
+}

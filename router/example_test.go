@@ -98,3 +98,30 @@ func ExampleServer() {
 	// POST answered
 	// <nil> http: Server closed
 }
+
+// A backend's weight sets its share of sessions; changing it moves sessions
+// only to or from that backend.
+func ExampleRouter_SetWeight() {
+	rt, err := router.New(router.Config{
+		Backends: []router.Backend{{Name: "small", URL: "http://127.0.0.1:1"}, {Name: "large", URL: "http://127.0.0.1:2", Weight: 3}},
+		Keys:     [][]byte{[]byte("an example key of at least 32 bytes")},
+		Health:   router.HealthConfig{Interval: time.Hour},
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer rt.Close(context.Background())
+	if err := rt.SetWeight(context.Background(), "small", 2); err != nil {
+		fmt.Println(err)
+		return
+	}
+	for _, b := range rt.Backends() {
+		fmt.Println(b.Name, b.Weight)
+	}
+	fmt.Println(rt.SetWeight(context.Background(), "small", -1) != nil)
+	// Output:
+	// large 3
+	// small 2
+	// true
+}
