@@ -95,13 +95,11 @@ func (r *Router) AdminHandler() http.Handler {
 		r.pages = append(r.pages, page) // closed by Close
 		r.upMu.Unlock()
 		outer.Handle("GET /ui/", http.StripPrefix("/ui", page))
-		if r.cfg.Admin.Token != "" {
-			outer.Handle("POST /ui/login", serveLogin(r.cfg.Admin.Token))
-		}
+		outer.Handle("POST /ui/login", r.serveLogin())
 	} else {
 		r.log.Error().Err(err).Msg("live page unavailable")
 	}
-	return newAdminGuard(r.cfg.Admin, outer)
+	return newAdminGuard(r, r.cfg.Admin.Hosts, outer)
 }
 
 // pageBackends lists the backends for the live page. A backend's sessions
@@ -134,20 +132,27 @@ func (r *Router) pageBackends() []admin.Backend {
 // the Host check defeats rebinding; the Origin check refuses what a
 // browser marks as cross-origin; the token, when set, refuses everyone else.
 type adminGuard struct {
-	next     http.Handler
-	token    *[sha256.Size]byte // nil: no token
-	uiCookie string             // the live page's cookie for the token ("": no token)
-	hosts    map[string]bool    // lower-case "name" or "name:port"
+	next  http.Handler
+	r     *Router         // its admin token, which SetAdminToken may change
+	hosts map[string]bool // lower-case "name" or "name:port"
 }
 
-func newAdminGuard(cfg AdminConfig, next http.Handler) *adminGuard {
-	g := &adminGuard{next: next, hosts: make(map[string]bool, len(cfg.Hosts))}
-	if cfg.Token != "" {
-		sum := sha256.Sum256([]byte(cfg.Token))
-		g.token = &sum
-		g.uiCookie = uiCookieValue(cfg.Token)
+// adminAuth is the admin token in effect, swapped whole by SetAdminToken.
+type adminAuth struct {
+	sum      [sha256.Size]byte // of the token
+	uiCookie string            // the live page's cookie for the token
+}
+
+func newAdminAuth(token string) *adminAuth {
+	if token == "" {
+		return nil
 	}
-	for _, h := range cfg.Hosts {
+	return &adminAuth{sum: sha256.Sum256([]byte(token)), uiCookie: uiCookieValue(token)}
+}
+
+func newAdminGuard(r *Router, hosts []string, next http.Handler) *adminGuard {
+	g := &adminGuard{next: next, r: r, hosts: make(map[string]bool, len(hosts))}
+	for _, h := range hosts {
 		g.hosts[strings.ToLower(h)] = true
 	}
 	return g
@@ -162,7 +167,7 @@ func (g *adminGuard) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, "admin API: cross-origin requests are refused", http.StatusForbidden)
 		return
 	}
-	if g.token != nil && !g.authorized(req) {
+	if auth := g.r.adminAuth.Load(); auth != nil && !g.authorized(auth, req) {
 		if req.Method == http.MethodGet && req.URL.Path == "/ui/" {
 			writeLoginPage(w)
 			return
@@ -182,14 +187,15 @@ func (g *adminGuard) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	g.next.ServeHTTP(w, req)
 }
 
-// authorized reports whether req may pass with a token set: GET /healthz,
-// the right bearer token, or a read of the live page with its cookie.
-func (g *adminGuard) authorized(req *http.Request) bool {
+// authorized reports whether req may pass with auth's token set: GET
+// /healthz, the right bearer token, or a read of the live page with its
+// cookie.
+func (g *adminGuard) authorized(auth *adminAuth, req *http.Request) bool {
 	if req.Method == http.MethodGet && req.URL.Path == "/healthz" {
 		return true
 	}
 	sum := sha256.Sum256([]byte(bearer(req)))
-	return subtle.ConstantTimeCompare(sum[:], g.token[:]) == 1 || g.pageCookieOK(req)
+	return subtle.ConstantTimeCompare(sum[:], auth.sum[:]) == 1 || pageCookieOK(auth, req)
 }
 
 // hostAllowed accepts loopback names on any port and the configured hosts.

@@ -25,21 +25,26 @@ func uiCookieValue(token string) string {
 }
 
 // pageCookieOK reports whether req is a read of the live page carrying the
-// cookie of the current token.
-func (g *adminGuard) pageCookieOK(req *http.Request) bool {
-	if g.uiCookie == "" || !strings.HasPrefix(req.URL.Path, "/ui/") ||
-		(req.Method != http.MethodGet && req.Method != http.MethodHead) {
+// cookie of auth's token.
+func pageCookieOK(auth *adminAuth, req *http.Request) bool {
+	if !strings.HasPrefix(req.URL.Path, "/ui/") || (req.Method != http.MethodGet && req.Method != http.MethodHead) {
 		return false
 	}
 	c, err := req.Cookie(uiCookieName)
-	return err == nil && subtle.ConstantTimeCompare([]byte(c.Value), []byte(g.uiCookie)) == 1
+	return err == nil && subtle.ConstantTimeCompare([]byte(c.Value), []byte(auth.uiCookie)) == 1
 }
 
 // serveLogin answers POST /ui/login, which the guard let through with the
-// right bearer token: the live page's cookie.
-func serveLogin(token string) http.HandlerFunc {
+// right bearer token: the live page's cookie. Without a token there is
+// nothing to log in to.
+func (r *Router) serveLogin() http.HandlerFunc {
 	return func(w http.ResponseWriter, req *http.Request) {
-		http.SetCookie(w, &http.Cookie{Name: uiCookieName, Value: uiCookieValue(token), Path: "/ui/",
+		auth := r.adminAuth.Load()
+		if auth == nil {
+			http.NotFound(w, req)
+			return
+		}
+		http.SetCookie(w, &http.Cookie{Name: uiCookieName, Value: auth.uiCookie, Path: "/ui/",
 			HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: req.TLS != nil})
 		w.WriteHeader(http.StatusNoContent)
 	}

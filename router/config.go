@@ -302,8 +302,8 @@ func (c Config) validated() (Config, []*backendSpec, error) {
 		trusted = append(trusted, p.Masked())
 	}
 	c.TrustedProxies = trusted
-	if t := c.Admin.Token; t != "" && len(t) < MinAdminTokenLen {
-		bad("admin token is %d bytes, want at least %d", len(t), MinAdminTokenLen)
+	if err := checkAdminToken(c.Admin.Token); err != nil {
+		bad("%v", err)
 	}
 	for _, h := range c.Admin.Hosts {
 		if h == "" || strings.ContainsAny(h, " \t/@") {
@@ -405,6 +405,15 @@ func parseBackend(b Backend) (*backendSpec, error) {
 		return nil, fmt.Errorf("backend %q: %w", name, err)
 	}
 	return &backendSpec{name: name, url: u, weight: w}, nil
+}
+
+// checkAdminToken refuses a token too short to resist guessing ("" is no
+// token).
+func checkAdminToken(t string) error {
+	if t != "" && len(t) < MinAdminTokenLen {
+		return fmt.Errorf("admin token is %d bytes, want at least %d", len(t), MinAdminTokenLen)
+	}
+	return nil
 }
 
 // checkWeight returns weight w in effect (0 means 1), or an error when it

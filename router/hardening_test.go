@@ -603,3 +603,44 @@ func TestAdminLivePageLogin(t *testing.T) {
 	forged.Value = uiCookieValue("another-token-0123456789")
 	require.Equal(t, http.StatusUnauthorized, do("GET", "/ui/state", "", &forged, "").StatusCode, "a cookie of another token")
 }
+
+// Rotating the admin token revokes the old one and the live-page cookies
+// made from it; a short token is refused; "" removes the token.
+func TestAdminTokenRotation(t *testing.T) {
+	cfg := testConfig(startBackend(t, "a"))
+	cfg.Admin.Token = "first-token-0123456789"
+	p := startRouter(t, cfg)
+	admin := httptest.NewServer(p.AdminHandler())
+	defer admin.Close()
+	do := func(method, path, token string, cookie *http.Cookie) *http.Response {
+		req, _ := http.NewRequest(method, admin.URL+path, strings.NewReader("{}"))
+		req.Header.Set("Content-Type", "application/json")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		if cookie != nil {
+			req.AddCookie(cookie)
+		}
+		resp, err := admin.Client().Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp
+	}
+	login := do(http.MethodPost, "/ui/login", "first-token-0123456789", nil)
+	require.Equal(t, http.StatusNoContent, login.StatusCode)
+	require.Len(t, login.Cookies(), 1)
+	cookie := login.Cookies()[0]
+	require.Equal(t, http.StatusOK, do(http.MethodGet, "/ui/", "", cookie).StatusCode)
+
+	require.NoError(t, p.SetAdminToken("second-token-0123456789"))
+	require.Equal(t, http.StatusUnauthorized, do(http.MethodGet, "/backends", "first-token-0123456789", nil).StatusCode)
+	require.Equal(t, http.StatusUnauthorized, do(http.MethodGet, "/ui/", "", cookie).StatusCode, "the old cookie is revoked")
+	require.Equal(t, http.StatusOK, do(http.MethodGet, "/backends", "second-token-0123456789", nil).StatusCode)
+
+	require.ErrorIs(t, p.SetAdminToken("short"), ErrInvalidConfig)
+	require.Equal(t, http.StatusOK, do(http.MethodGet, "/backends", "second-token-0123456789", nil).StatusCode)
+
+	require.NoError(t, p.SetAdminToken(""))
+	require.Equal(t, http.StatusOK, do(http.MethodGet, "/backends", "", nil).StatusCode)
+	require.Equal(t, http.StatusNotFound, do(http.MethodPost, "/ui/login", "", nil).StatusCode, "no token: nothing to log in to")
+}

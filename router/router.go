@@ -47,6 +47,7 @@ type Router struct {
 	dialer       *net.Dialer
 	cookiePrefix string // the cookie's name and "="
 	signer       atomic.Pointer[signer]
+	adminAuth    atomic.Pointer[adminAuth] // nil: no admin token
 	tbl          atomic.Pointer[table]
 	m            metrics
 
@@ -89,6 +90,7 @@ func New(cfg Config) (*Router, error) {
 		r.log = *cfg.Logger
 	}
 	r.signer.Store(newSigner(cfg.Keys))
+	r.adminAuth.Store(newAdminAuth(cfg.Admin.Token))
 	r.cookiePrefix = cfg.Cookie.Name + "="
 	r.transport = cfg.Transport
 	if r.transport == nil {
@@ -232,6 +234,18 @@ func (r *Router) SetKeys(keys [][]byte) error {
 		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	r.signer.Store(newSigner(keys))
+	return nil
+}
+
+// SetAdminToken replaces the admin API's bearer token ("" removes it; at
+// least MinAdminTokenLen bytes otherwise). The old token, and the live
+// page's cookies made from it, stop working at once: rotating the token is
+// how those cookies are revoked.
+func (r *Router) SetAdminToken(token string) error {
+	if err := checkAdminToken(token); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	r.adminAuth.Store(newAdminAuth(token))
 	return nil
 }
 

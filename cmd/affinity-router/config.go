@@ -252,10 +252,10 @@ const (
 
 func newFlagSet(o *options) *flag.FlagSet {
 	fs := flag.NewFlagSet("affinity-router", flag.ContinueOnError)
-	fs.StringVar(&o.configFile, "config", "", "JSON config file (fields as the flags, snake_case; flags win). Backends and keys are re-read on SIGHUP")
+	fs.StringVar(&o.configFile, "config", "", "JSON config file (fields as the flags, snake_case; flags win). Backends, keys and the admin token are re-read on SIGHUP")
 	fs.StringVar(&o.listen, "listen", ":8080", "address to serve proxied traffic on")
 	fs.StringVar(&o.admin, "admin", "127.0.0.1:9090", "address of the admin listener (/healthz, /metrics, /backends, the live page on /ui/); empty disables it. Keep it private; see -admin-token-file")
-	fs.StringVar(&o.adminTokenFile, "admin-token-file", "", "file holding the admin API's bearer token (at least 16 bytes); every admin request but GET /healthz must then send \"Authorization: Bearer <token>\"")
+	fs.StringVar(&o.adminTokenFile, "admin-token-file", "", "file holding the admin API's bearer token (at least 16 bytes), re-read on SIGHUP; every admin request but GET /healthz must then send \"Authorization: Bearer <token>\"")
 	fs.Var(&o.adminHosts, "admin-hosts", "comma-separated `names` (or name:port) the admin API may be reached by besides loopback names and the -admin host; requests with any other Host header are refused (DNS rebinding)")
 	fs.Var(&o.trustedProxies, "trusted-proxies", "comma-separated `CIDRs` or IPs of the proxies in front of the router (load balancers, CDNs) whose X-Forwarded-For, -Host and -Proto it passes on, appending the peer to X-Forwarded-For; from any other peer the three are replaced. An X-Forwarded-Proto of https from them makes the cookie Secure")
 	fs.StringVar(&o.accessLog, "access-log", "", "write one JSON line per request to this `file` (\"-\": stdout), reopened on SIGHUP for log rotation: client, method, host, uri, status, bytes, duration_ms, backend, outcome; empty: none")

@@ -166,6 +166,17 @@ func TestAdminTokenFile(t *testing.T) {
 	require.Equal(t, http.StatusOK, get("admin-token-0123456789abcdef", "ops.internal:9090"))
 	require.Equal(t, http.StatusForbidden, get("admin-token-0123456789abcdef", "evil.example"))
 
+	// Rotated on SIGHUP: the old token stops working at once.
+	writeFile(t, dir, "token", "rotated-token-0123456789abcdef\n")
+	s.sigs <- syscall.SIGHUP
+	require.Eventually(t, func() bool { return get("rotated-token-0123456789abcdef", "") == http.StatusOK }, 5*time.Second, time.Millisecond)
+	require.Equal(t, http.StatusUnauthorized, get("admin-token-0123456789abcdef", ""))
+	writeFile(t, dir, "token", "short\n")
+	for range 3 { // the channel holds one: the third goes in once the first was handled
+		s.sigs <- syscall.SIGHUP
+	}
+	require.Equal(t, http.StatusOK, get("rotated-token-0123456789abcdef", ""), "a bad token file changes nothing")
+
 	empty := writeFile(t, dir, "empty", "\n")
 	err := run(routerArgs(t, be.URL, "-admin-token-file", empty), nil, nil)
 	require.ErrorContains(t, err, "is empty")

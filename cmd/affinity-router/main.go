@@ -5,8 +5,8 @@
 //
 //	affinity-router -keys-file keys.txt -backend http://10.0.0.1:8080 -backend http://10.0.0.2:8080
 //
-// SIGHUP re-reads the config file's backends and the keys file, and reopens
-// the access log. SIGINT or
+// SIGHUP re-reads the config file's backends, the keys file and the admin
+// token file, and reopens the access log. SIGINT or
 // SIGTERM drain and stop: running requests get -shutdown-grace, WebSockets
 // are closed at once, and the exit status is 0 after a clean drain.
 package main
@@ -148,7 +148,8 @@ func run(args []string, sigs <-chan os.Signal, ready func(proxy, admin string)) 
 	}
 }
 
-// reload re-reads the backends (from the config file) and the keys file.
+// reload re-reads the backends (from the config file), the keys file and
+// the admin token file.
 // Other settings need a restart. A bad file changes nothing.
 func reload(o *options, rt *router.Router, log *zerolog.Logger) {
 	if o.configFile != "" {
@@ -171,6 +172,17 @@ func reload(o *options, rt *router.Router, log *zerolog.Logger) {
 			log.Error().Err(err).Msg("reload: keys unchanged")
 		} else {
 			log.Info().Int("keys", len(keys)).Msg("reload: keys applied")
+		}
+	}
+	if o.adminTokenFile != "" {
+		token, err := readToken(o.adminTokenFile)
+		if err == nil {
+			err = rt.SetAdminToken(token)
+		}
+		if err != nil {
+			log.Error().Err(err).Msg("reload: admin token unchanged")
+		} else {
+			log.Info().Msg("reload: admin token applied")
 		}
 	}
 }
