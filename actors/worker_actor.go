@@ -43,7 +43,7 @@ type workerActor struct {
 
 	// With Capacity > 1 an incarnation may stop while calls still run on
 	// it: its io.Closer is called once the last of them has returned.
-	running   atomic.Int64 // calls begun and not yet returned
+	running   atomic.Int64 // calls begun and not yet returned (Capacity > 1 only)
 	stopping  atomic.Bool  // this incarnation stopped or restarts
 	closeOnce sync.Once
 }
@@ -234,7 +234,9 @@ func (a *workerActor) begin(env *envelope) bool {
 		return false
 	}
 	env.ran = true
-	a.running.Add(1)
+	if a.async { // with Capacity 1 calls run inside Receive: none outlives a stop
+		a.running.Add(1)
+	}
 	return true
 }
 
@@ -286,7 +288,7 @@ func (a *workerActor) run(env *envelope) {
 	g := p.release(w, env)
 	env.finish(val, err)
 	postGrant(g)
-	if a.running.Add(-1) == 0 && a.stopping.Load() {
+	if a.async && a.running.Add(-1) == 0 && a.stopping.Load() {
 		a.closeLater() // the incarnation stopped while this call ran
 	}
 }
