@@ -468,19 +468,11 @@ func TestTrustedProxiesForwardedHeaders(t *testing.T) {
 			}
 			// GET takes the fast path; POST, with a body, ReverseProxy.
 			for _, method := range []string{http.MethodGet, http.MethodPost} {
-				var body io.Reader
-				if method == http.MethodPost {
-					body = strings.NewReader("body")
-				}
-				req, _ := http.NewRequest(method, p.srv.URL+"/headers", body)
-				req.Header["X-Forwarded-For"] = []string{"203.0.113.7", "10.1.1.1"}
-				req.Header.Set("X-Forwarded-Host", "app.example")
-				req.Header.Set("X-Forwarded-Proto", "HTTPS")
-				resp, err := newClient(t).hc.Do(req)
-				require.NoError(t, err)
-				var seen map[string]string
-				require.NoError(t, json.NewDecoder(resp.Body).Decode(&seen))
-				resp.Body.Close()
+				seen, resp := headersSeen(t, p.srv.URL, method, func(req *http.Request) {
+					req.Header["X-Forwarded-For"] = []string{"203.0.113.7", "10.1.1.1"}
+					req.Header.Set("X-Forwarded-Host", "app.example")
+					req.Header.Set("X-Forwarded-Proto", "HTTPS")
+				})
 				assert.Equal(t, tc.xff, seen["xff"], method)
 				assert.Equal(t, xhost, seen["xhost"], method)
 				assert.Equal(t, tc.proto, seen["proto"], method)
@@ -504,17 +496,9 @@ func TestPreserveHost(t *testing.T) {
 			}
 			// GET takes the fast path; POST, with a body, ReverseProxy.
 			for _, method := range []string{http.MethodGet, http.MethodPost} {
-				var body io.Reader
-				if method == http.MethodPost {
-					body = strings.NewReader("body")
-				}
-				req, _ := http.NewRequest(method, p.srv.URL+"/headers", body)
-				req.Host = "app.example:8080"
-				resp, err := newClient(t).hc.Do(req)
-				require.NoError(t, err)
-				var seen map[string]string
-				require.NoError(t, json.NewDecoder(resp.Body).Decode(&seen))
-				resp.Body.Close()
+				seen, _ := headersSeen(t, p.srv.URL, method, func(req *http.Request) {
+					req.Host = "app.example:8080"
+				})
 				assert.Equal(t, want, seen["host"], method)
 				assert.Equal(t, "app.example:8080", seen["xhost"], method)
 			}
@@ -551,17 +535,9 @@ func TestForwardedHeader(t *testing.T) {
 			}
 			// GET takes the fast path; POST, with a body, ReverseProxy.
 			for _, method := range []string{http.MethodGet, http.MethodPost} {
-				var body io.Reader
-				if method == http.MethodPost {
-					body = strings.NewReader("body")
-				}
-				req, _ := http.NewRequest(method, p.srv.URL+"/headers", body)
-				req.Header.Set("Forwarded", "for=203.0.113.7;proto=https")
-				resp, err := newClient(t).hc.Do(req)
-				require.NoError(t, err)
-				var seen map[string]string
-				require.NoError(t, json.NewDecoder(resp.Body).Decode(&seen))
-				resp.Body.Close()
+				seen, _ := headersSeen(t, p.srv.URL, method, func(req *http.Request) {
+					req.Header.Set("Forwarded", "for=203.0.113.7;proto=https")
+				})
 				assert.Equal(t, want, seen["fwd"], method)
 			}
 		})

@@ -558,20 +558,7 @@ func TestAdminLivePageLogin(t *testing.T) {
 	admin := httptest.NewServer(p.AdminHandler())
 	defer admin.Close()
 	do := func(method, path, token string, cookie *http.Cookie, contentType string) *http.Response {
-		req, _ := http.NewRequest(method, admin.URL+path, strings.NewReader("{}"))
-		if contentType != "" {
-			req.Header.Set("Content-Type", contentType)
-		}
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		if cookie != nil {
-			req.AddCookie(cookie)
-		}
-		resp, err := admin.Client().Do(req)
-		require.NoError(t, err)
-		t.Cleanup(func() { resp.Body.Close() })
-		return resp
+		return adminDo(t, admin, method, path, token, cookie, contentType)
 	}
 
 	page := do("GET", "/ui/", "", nil, "")
@@ -613,18 +600,7 @@ func TestAdminTokenRotation(t *testing.T) {
 	admin := httptest.NewServer(p.AdminHandler())
 	defer admin.Close()
 	do := func(method, path, token string, cookie *http.Cookie) *http.Response {
-		req, _ := http.NewRequest(method, admin.URL+path, strings.NewReader("{}"))
-		req.Header.Set("Content-Type", "application/json")
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		if cookie != nil {
-			req.AddCookie(cookie)
-		}
-		resp, err := admin.Client().Do(req)
-		require.NoError(t, err)
-		resp.Body.Close()
-		return resp
+		return adminDo(t, admin, method, path, token, cookie, "application/json")
 	}
 	login := do(http.MethodPost, "/ui/login", "first-token-0123456789", nil)
 	require.Equal(t, http.StatusNoContent, login.StatusCode)
@@ -643,4 +619,26 @@ func TestAdminTokenRotation(t *testing.T) {
 	require.NoError(t, p.SetAdminToken(""))
 	require.Equal(t, http.StatusOK, do(http.MethodGet, "/backends", "", nil).StatusCode)
 	require.Equal(t, http.StatusNotFound, do(http.MethodPost, "/ui/login", "", nil).StatusCode, "no token: nothing to log in to")
+}
+
+// adminDo sends a request with body "{}" to the admin server, with the
+// bearer token, cookie and content type when set; the body is closed when
+// the test ends.
+func adminDo(t *testing.T, admin *httptest.Server, method, path, token string, cookie *http.Cookie, contentType string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(method, admin.URL+path, strings.NewReader("{}"))
+	require.NoError(t, err)
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if cookie != nil {
+		req.AddCookie(cookie)
+	}
+	resp, err := admin.Client().Do(req)
+	require.NoError(t, err)
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
 }

@@ -372,3 +372,24 @@ func rawRequest(t *testing.T, proxyURL, raw string) (net.Conn, *bufio.Reader, *h
 	require.NoError(t, err)
 	return conn, br, resp, string(body)
 }
+
+// headersSeen sends method to the test backend's /headers through the
+// router at url, a POST with a body (so it goes through ReverseProxy; a
+// GET takes the fast path), after set adjusts the request, and returns
+// what the backend saw and the response (body read).
+func headersSeen(t *testing.T, url, method string, set func(*http.Request)) (map[string]string, *http.Response) {
+	t.Helper()
+	var body io.Reader
+	if method == http.MethodPost {
+		body = strings.NewReader("body")
+	}
+	req, err := http.NewRequest(method, url+"/headers", body)
+	require.NoError(t, err)
+	set(req)
+	resp, err := newClient(t).hc.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var seen map[string]string
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&seen))
+	return seen, resp
+}
