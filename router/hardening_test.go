@@ -289,6 +289,36 @@ func TestBackendSideOfAWebSocketGetsACloseFrame(t *testing.T) {
 	}
 }
 
+// Item 8: Close sends its close frames without waiting on a client that
+// stopped reading for longer than a second: the write stuck on that client
+// fails then.
+func TestCloseDoesNotWaitOnAClientThatStoppedReading(t *testing.T) {
+	b := startBackend(t, "a")
+	cfg := testConfig(b)
+	cfg.UpgradeIdleTimeout = time.Hour
+	r, err := New(cfg)
+	require.NoError(t, err)
+	srv := httptest.NewServer(r)
+	defer srv.Close()
+	_, _, resp := openWSPath(t, srv.URL, "/ws-flood", "")
+	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+	select {
+	case <-b.wsFull:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the backend's writes never stalled")
+	}
+
+	closed := make(chan error, 1)
+	go func() { closed <- r.Close(context.Background()) }()
+	select {
+	case err := <-closed:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close waits on a client that does not read")
+	}
+	require.Zero(t, r.Metrics().Upgraded)
+}
+
 // panicTransport panics on requests for /panic, as a bug met by one kind
 // of request would, and passes the rest on.
 type panicTransport struct{ http.RoundTripper }

@@ -45,12 +45,13 @@ type testBackend struct {
 	sseNext   chan struct{} // /sse: one receive per event after the first
 	release   chan struct{} // /hold: answers once it is closed
 	wsGot     chan []byte   // /ws-hold: what the client side sent, once it closed
+	wsFull    chan struct{} // /ws-flood: closed once its writes stall (nobody reads)
 }
 
 func startBackend(t *testing.T, name string) *testBackend {
 	t.Helper()
 	b := &testBackend{t: t, name: name, arrived: make(chan struct{}, 16), cancelled: make(chan struct{}, 16), sseNext: make(chan struct{}),
-		release: make(chan struct{}), wsGot: make(chan []byte, 4)}
+		release: make(chan struct{}), wsGot: make(chan []byte, 4), wsFull: make(chan struct{})}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	b.addr = ln.Addr().String()
@@ -160,6 +161,7 @@ func (b *testBackend) handler() http.Handler {
 		}
 	})
 	mux.HandleFunc("/ws-hold", b.wsHold)
+	mux.HandleFunc("/ws-flood", b.wsFlood)
 	mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) {
 		if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
 			http.Error(w, "want websocket", http.StatusBadRequest)
@@ -209,6 +211,41 @@ func (b *testBackend) wsHold(w http.ResponseWriter, r *http.Request) {
 		}
 		count := strconv.Itoa(len(got))
 		_, _ = conn.Write(append([]byte{0x81, byte(len(count))}, count...))
+	}
+}
+
+// wsFlood upgrades, then sends 32 KiB binary frames until the connection
+// fails. Once a write has made no progress for 100 ms, every buffer on the
+// way to the client is full: it closes wsFull and goes on writing.
+func (b *testBackend) wsFlood(w http.ResponseWriter, r *http.Request) {
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
+		wsAccept(r.Header.Get("Sec-WebSocket-Key")))
+	if brw.Flush() != nil {
+		return
+	}
+	frame := append([]byte{0x82, 127, 0, 0, 0, 0, 0, 0, 0x80, 0}, make([]byte, 32<<10)...)
+	full := false
+	for rest := frame; ; {
+		_ = conn.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+		n, err := conn.Write(rest)
+		rest = rest[n:]
+		var ne net.Error
+		switch {
+		case err == nil:
+			rest = frame
+		case errors.As(err, &ne) && ne.Timeout():
+			if n == 0 && !full {
+				full = true
+				close(b.wsFull)
+			}
+		default:
+			return
+		}
 	}
 }
 

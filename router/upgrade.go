@@ -163,6 +163,7 @@ func (c *idleConn) Write(p []byte) (int, error) {
 	n, err := c.out.write(p, func(p []byte) (int, error) {
 		// A client that stops reading must not pin the connection either.
 		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.idle))
+		c.out.capDeadline(c.Conn)
 		return c.Conn.Write(p)
 	})
 	if n > 0 {
@@ -175,8 +176,7 @@ func (c *idleConn) Write(p []byte) (int, error) {
 // away) before Close tears the connections down, so each sees a clean
 // close and not an abnormal one (1006).
 func (c *idleConn) goingAway(deadline time.Time) {
-	c.out.inject(func() {
-		_ = c.Conn.SetWriteDeadline(deadline)
+	c.out.inject(c.Conn, deadline, func() {
 		_, _ = c.Conn.Write(closeGoingAway[:])
 	})
 	if c.upstream != nil {
@@ -197,11 +197,10 @@ func (u *upstreamConn) Write(p []byte) (int, error) { return u.out.write(p, u.Re
 // goingAway sends the backend a client's close frame, 1001, masked as a
 // client's frames must be (RFC 6455 section 5.3).
 func (u *upstreamConn) goingAway(deadline time.Time) {
-	u.out.inject(func() {
+	u.out.inject(u.conn, deadline, func() {
 		var m [4]byte
 		_, _ = rand.Read(m[:])
 		frame := [...]byte{0x88, 0x82, m[0], m[1], m[2], m[3], closeGoingAway[2] ^ m[0], closeGoingAway[3] ^ m[1]}
-		_ = u.conn.SetWriteDeadline(deadline)
 		_, _ = u.ReadWriteCloser.Write(frame[:])
 	})
 }
@@ -210,10 +209,11 @@ func (u *upstreamConn) goingAway(deadline time.Time) {
 // connection and, for a WebSocket, follows its frames, so that a close
 // frame can be put between two of them.
 type wsOutbound struct {
-	mu     sync.Mutex
-	track  bool         // a WebSocket: follow frames
-	frames frameTracker // of the bytes written, under mu
-	gone   bool         // a close frame was injected: no more writes
+	mu      sync.Mutex
+	track   bool         // a WebSocket: follow frames
+	frames  frameTracker // of the bytes written, under mu
+	gone    bool         // a close frame was injected: no more writes
+	closing atomic.Int64 // unix ns: the write deadline of a pending close frame, 0 if none
 }
 
 // write passes p to send unless a close frame was injected.
@@ -230,19 +230,34 @@ func (o *wsOutbound) write(p []byte, send func([]byte) (int, error)) (int, error
 	return n, err
 }
 
-// inject runs send, which writes a close frame, unless this is no
-// WebSocket, a write is under way or stopped mid-frame (a frame cannot be
-// put there), or a close frame went that way already.
-func (o *wsOutbound) inject(send func()) {
-	if !o.track || !o.mu.TryLock() {
+// inject runs send, which writes a close frame on conn by deadline,
+// unless this is no WebSocket, a write stopped mid-frame (a frame cannot be
+// put there), or a close frame went that way already. It waits for a write
+// under way, one that has already delivered its bytes included, but no
+// longer than deadline: a write stuck on a peer that does not read fails
+// then, as does one that starts meanwhile (see capDeadline).
+func (o *wsOutbound) inject(conn net.Conn, deadline time.Time, send func()) {
+	if !o.track {
 		return
 	}
+	o.closing.Store(deadline.UnixNano())
+	_ = conn.SetWriteDeadline(deadline)
+	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.gone || o.frames.closed || !o.frames.atBoundary() {
 		return
 	}
 	o.gone = true
 	send()
+}
+
+// capDeadline brings conn's write deadline, just set by a writer, back to
+// a pending close frame's. Run after that writer's SetWriteDeadline, it
+// wins over it whichever of the two reads closing first.
+func (o *wsOutbound) capDeadline(conn net.Conn) {
+	if d := o.closing.Load(); d != 0 {
+		_ = conn.SetWriteDeadline(time.Unix(0, d))
+	}
 }
 
 // closeGoingAway is a server's WebSocket close frame with status 1001.
