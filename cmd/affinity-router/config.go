@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -239,6 +240,9 @@ type options struct {
 	forwarded        bool
 	accessLog        string
 	backendsFromFile bool // no -backend flag: the backends are the file's
+
+	fileConfig *fileConfig     // the config file as read at start, nil without one
+	flagsSet   map[string]bool // the flags given on the command line
 }
 
 // Defaults of the HTTP server settings, which the router package leaves to
@@ -252,7 +256,7 @@ const (
 
 func newFlagSet(o *options) *flag.FlagSet {
 	fs := flag.NewFlagSet("affinity-router", flag.ContinueOnError)
-	fs.StringVar(&o.configFile, "config", "", "JSON config file (fields as the flags, snake_case; flags win). Backends, keys and the admin token are re-read on SIGHUP")
+	fs.StringVar(&o.configFile, "config", "", "JSON config file (fields as the flags, snake_case; flags win). Backends (unless -backend gives them), keys and the admin token are re-read on SIGHUP; other changes are logged as needing a restart")
 	fs.StringVar(&o.listen, "listen", ":8080", "address to serve proxied traffic on")
 	fs.StringVar(&o.admin, "admin", "127.0.0.1:9090", "address of the admin listener (/healthz, /metrics, /backends, the live page on /ui/); empty disables it. Keep it private; see -admin-token-file")
 	fs.StringVar(&o.adminTokenFile, "admin-token-file", "", "file holding the admin API's bearer token (at least 16 bytes), re-read on SIGHUP; every admin request but GET /healthz must then send \"Authorization: Bearer <token>\"")
@@ -314,9 +318,35 @@ func parseOptions(args []string) (*options, error) {
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		o.merge(fc, set)
+		o.fileConfig, o.flagsSet = fc, set
 	}
 	return o, nil
 }
+
+// restartOnly names the settings (as the file spells them) that differ
+// between the config file read at start and cur and that no flag
+// overrides, leaving out the backends, which a reload applies: they take
+// effect only on a restart.
+func (o *options) restartOnly(cur *fileConfig) []string {
+	if o.fileConfig == nil {
+		return nil
+	}
+	was, now := reflect.ValueOf(o.fileConfig).Elem(), reflect.ValueOf(cur).Elem()
+	var names []string
+	for _, f := range reflect.VisibleFields(was.Type()) {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "backends" || o.flagsSet[flagName(name)] {
+			continue
+		}
+		if !reflect.DeepEqual(was.FieldByIndex(f.Index).Interface(), now.FieldByIndex(f.Index).Interface()) {
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
+// flagName is the flag of a config file setting: "keys_file" is -keys-file.
+func flagName(setting string) string { return strings.ReplaceAll(setting, "_", "-") }
 
 func (o *options) merge(fc *fileConfig, set map[string]bool) {
 	str := func(flag string, dst *string, v string) {

@@ -5,8 +5,9 @@
 //
 //	affinity-router -keys-file keys.txt -backend http://10.0.0.1:8080 -backend http://10.0.0.2:8080
 //
-// SIGHUP re-reads the config file's backends, the keys file and the admin
-// token file, and reopens the access log. SIGINT or
+// SIGHUP re-reads the config file's backends (unless -backend gave them),
+// the keys file and the admin token file, reopens the access log, and
+// warns of the other settings changed in the file, which need a restart. SIGINT or
 // SIGTERM drain and stop: running requests get -shutdown-grace, WebSockets
 // are closed at once, and the exit status is 0 after a clean drain.
 package main
@@ -148,20 +149,13 @@ func run(args []string, sigs <-chan os.Signal, ready func(proxy, admin string)) 
 	}
 }
 
-// reload re-reads the backends (from the config file), the keys file and
-// the admin token file.
-// Other settings need a restart. A bad file changes nothing.
+// reload re-reads the backends (from the config file, unless -backend
+// gave them), the keys file and the admin token file. Other settings need
+// a restart: it warns of those that changed in the file. A bad file
+// changes nothing.
 func reload(o *options, rt *router.Router, log *zerolog.Logger) {
 	if o.configFile != "" {
-		fc, err := readFileConfig(o.configFile)
-		if err == nil {
-			err = rt.SetBackends(context.Background(), fc.Backends)
-		}
-		if err != nil {
-			log.Error().Err(err).Msg("reload: backends unchanged")
-		} else {
-			log.Info().Int("backends", len(fc.Backends)).Msg("reload: backends applied")
-		}
+		reloadFile(o, rt, log)
 	}
 	if o.keysFile != "" {
 		keys, err := readKeys(o.keysFile)
@@ -185,6 +179,27 @@ func reload(o *options, rt *router.Router, log *zerolog.Logger) {
 			log.Info().Msg("reload: admin token applied")
 		}
 	}
+}
+
+// reloadFile applies the config file's backends, when they are the ones
+// in use, and warns of the changed settings a reload does not apply.
+func reloadFile(o *options, rt *router.Router, log *zerolog.Logger) {
+	fc, err := readFileConfig(o.configFile)
+	if err != nil {
+		log.Error().Err(err).Msg("reload: config file not applied")
+		return
+	}
+	if names := o.restartOnly(fc); len(names) > 0 {
+		log.Warn().Strs("settings", names).Msg("reload: these changed in the config file and take effect only on a restart")
+	}
+	if !o.backendsFromFile {
+		return // -backend wins over the file, as it did at start
+	}
+	if err := rt.SetBackends(context.Background(), fc.Backends); err != nil {
+		log.Error().Err(err).Msg("reload: backends unchanged")
+		return
+	}
+	log.Info().Int("backends", len(fc.Backends)).Msg("reload: backends applied")
 }
 
 // shutdown stops accepting, lets running requests finish within grace,

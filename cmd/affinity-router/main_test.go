@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -9,11 +11,13 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
 	"github.com/affinity-go/affinity/internal/leaktest"
@@ -196,4 +200,58 @@ func TestRunProxiesAndReloadsOnSIGHUP(t *testing.T) {
 	sigs <- syscall.SIGHUP
 	sigs <- syscall.SIGTERM
 	require.NoError(t, <-done)
+}
+
+func TestEveryConfigFileSettingHasAFlag(t *testing.T) {
+	fs := newFlagSet(&options{})
+	for _, f := range reflect.VisibleFields(reflect.TypeFor[fileConfig]()) {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "backends" {
+			name = "backend"
+		}
+		require.NotNil(t, fs.Lookup(flagName(name)), "config file setting %q has no flag -%s", name, flagName(name))
+	}
+}
+
+// A reload applies the file's backends only when no -backend flag gave
+// them, as at start, and warns of the other settings that changed.
+func TestReloadWarnsOfSettingsItDoesNotApply(t *testing.T) {
+	dir := t.TempDir()
+	keys := writeFile(t, dir, "keys", key1+"\n")
+	conf := func(listen, failover, backendURL string) string {
+		return fmt.Sprintf(`{"keys_file": %q, "listen": %q, "failover": %q, "backends": [{"name": "f", "url": %q}]}`, keys, listen, failover, backendURL)
+	}
+	for _, tc := range []struct {
+		name         string
+		flags        []string
+		wantBackends []string // after the reload
+	}{
+		{"backends from the file", nil, []string{"f", "g"}},
+		{"backends from -backend", []string{"-backend", "flag=http://127.0.0.1:3"}, []string{"flag"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := writeFile(t, dir, "c.json", conf(":1", "sticky", "http://127.0.0.1:1"))
+			o, err := parseOptions(append([]string{"-config", cfg, "-failover", "strict"}, tc.flags...))
+			require.NoError(t, err)
+			rc, err := o.routerConfig()
+			require.NoError(t, err)
+			rt, err := router.New(rc)
+			require.NoError(t, err)
+			defer rt.Close(context.Background())
+
+			// listen changed, failover changed but -failover wins anyway.
+			writeFile(t, dir, "c.json", strings.Replace(conf(":2", "temporary", "http://127.0.0.1:1"), `]}`,
+				`, {"name": "g", "url": "http://127.0.0.1:2"}]}`, 1))
+			var out bytes.Buffer
+			log := zerolog.New(&out)
+			reload(o, rt, &log)
+			var names []string
+			for _, b := range rt.Backends() {
+				names = append(names, b.Name)
+			}
+			require.ElementsMatch(t, tc.wantBackends, names)
+			require.Contains(t, out.String(), `"settings":["listen"]`, "the one change that needs a restart: %s", out.String())
+			require.NotContains(t, out.String(), `"level":"error"`)
+		})
+	}
 }
