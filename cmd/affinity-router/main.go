@@ -55,83 +55,28 @@ func run(args []string, sigs <-chan os.Signal, ready func(proxy, admin string)) 
 		return fmt.Errorf("bad -log-level: %w", err)
 	}
 	log := zerolog.New(os.Stderr).Level(level).With().Timestamp().Logger()
-	cfg, err := o.routerConfig()
+	rt, accessLog, err := newRouter(o, &log)
 	if err != nil {
 		return err
 	}
-	cfg.Logger = &log
-	var accessLog io.WriteCloser
-	if o.accessLog != "" {
-		if accessLog, err = openAccessLog(o.accessLog); err != nil {
-			return fmt.Errorf("-access-log: %w", err)
-		}
+	if accessLog != nil {
 		defer accessLog.Close()
-		al := zerolog.New(accessLog).With().Timestamp().Logger()
-		cfg.AccessLog = &al
-	}
-	rt, err := router.New(cfg)
-	if err != nil {
-		return err
 	}
 	floor := heapFloor(o.gcHeapFloorMiB)
 	defer runtime.KeepAlive(floor)
 
-	// No ReadTimeout or WriteTimeout: they would cut long uploads, streams
-	// and WebSockets. The router bounds request bodies itself
-	// (-body-read-timeout, -min-upload-rate) and upgraded connections
-	// (-upgrade-idle-timeout).
-	proxy := &http.Server{Addr: o.listen, Handler: rt, ReadHeaderTimeout: o.readHeaderTO, IdleTimeout: o.idleTO}
-	ln, err := net.Listen("tcp", o.listen)
+	sv, err := startServers(o, rt, &log)
 	if err != nil {
 		_ = rt.Close(context.Background())
 		return err
 	}
-	// Plain-text clients go to router.Server, which answers the common
-	// request itself and hands every other connection to proxy; TLS (and so
-	// HTTP/2) is proxy's alone.
-	var servers []shutdowner
-	adminAddr := ""
-	errc := make(chan error, 2)
-	if o.tlsCert != "" {
-		servers = append(servers, proxy)
-		go func() { errc <- proxy.ServeTLS(ln, o.tlsCert, o.tlsKey) }()
-	} else {
-		front, err := router.NewServer(proxy)
-		if err != nil {
-			_ = ln.Close()
-			_ = rt.Close(context.Background())
-			return err
-		}
-		servers = append(servers, front)
-		go func() { errc <- front.Serve(ln) }()
-	}
-	if o.admin != "" {
-		aln, err := net.Listen("tcp", o.admin)
-		if err != nil {
-			for _, s := range servers {
-				_ = s.Close()
-			}
-			_ = rt.Close(context.Background())
-			return fmt.Errorf("admin listener: %w", err)
-		}
-		admin := &http.Server{Handler: rt.AdminHandler(), ReadHeaderTimeout: o.readHeaderTO, IdleTimeout: o.idleTO,
-			ReadTimeout: 30 * time.Second} // admin bodies are small
-		if cfg.Admin.Token == "" && !loopback(o.admin) {
-			log.Warn().Str("addr", o.admin).Msg("admin API reachable beyond loopback without a token: set -admin-token-file")
-		}
-		servers = append(servers, admin)
-		go func() { errc <- admin.Serve(aln) }()
-		adminAddr = aln.Addr().String()
-		log.Info().Str("addr", adminAddr).Str("page", "http://"+adminAddr+"/ui/").Msg("admin listening; the live page is on /ui/")
-	}
-	log.Info().Str("addr", ln.Addr().String()).Msg("proxy listening")
 	if ready != nil {
-		ready(ln.Addr().String(), adminAddr)
+		ready(sv.proxyAddr, sv.adminAddr)
 	}
 	for {
 		select {
-		case err := <-errc:
-			_ = shutdown(servers, rt, o.shutdownGrace)
+		case err := <-sv.errc:
+			_ = shutdown(sv.servers, rt, o.shutdownGrace)
 			return err
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
@@ -144,9 +89,108 @@ func run(args []string, sigs <-chan os.Signal, ready func(proxy, admin string)) 
 				continue
 			}
 			log.Info().Str("signal", sig.String()).Msg("shutting down")
-			return shutdown(servers, rt, o.shutdownGrace)
+			return shutdown(sv.servers, rt, o.shutdownGrace)
 		}
 	}
+}
+
+// newRouter builds the router of o, and opens its access log (nil when
+// there is none), which the caller closes.
+func newRouter(o *options, log *zerolog.Logger) (*router.Router, io.WriteCloser, error) {
+	cfg, err := o.routerConfig()
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg.Logger = log
+	var accessLog io.WriteCloser
+	if o.accessLog != "" {
+		if accessLog, err = openAccessLog(o.accessLog); err != nil {
+			return nil, nil, fmt.Errorf("-access-log: %w", err)
+		}
+		al := zerolog.New(accessLog).With().Timestamp().Logger()
+		cfg.AccessLog = &al
+	}
+	rt, err := router.New(cfg)
+	if err != nil {
+		if accessLog != nil {
+			_ = accessLog.Close()
+		}
+		return nil, nil, err
+	}
+	return rt, accessLog, nil
+}
+
+// serving is what startServers started.
+type serving struct {
+	servers   []shutdowner
+	errc      chan error // each server's Serve error
+	proxyAddr string
+	adminAddr string // empty without an admin listener
+}
+
+// startServers listens and serves the proxy and, unless -admin is empty,
+// the admin API. On error nothing is left running but rt.
+func startServers(o *options, rt *router.Router, log *zerolog.Logger) (*serving, error) {
+	sv := &serving{errc: make(chan error, 2)}
+	proxy, addr, err := startProxy(o, rt, sv.errc)
+	if err != nil {
+		return nil, err
+	}
+	sv.servers, sv.proxyAddr = append(sv.servers, proxy), addr
+	if o.admin != "" {
+		admin, addr, err := startAdmin(o, rt, sv.errc, log)
+		if err != nil {
+			_ = proxy.Close()
+			return nil, err
+		}
+		sv.servers, sv.adminAddr = append(sv.servers, admin), addr
+	}
+	log.Info().Str("addr", sv.proxyAddr).Msg("proxy listening")
+	return sv, nil
+}
+
+// startProxy serves rt on -listen. Plain-text clients go to router.Server,
+// which answers the common request itself and hands every other
+// connection to an http.Server; TLS (and so HTTP/2) is the http.Server's
+// alone.
+func startProxy(o *options, rt *router.Router, errc chan<- error) (shutdowner, string, error) {
+	// No ReadTimeout or WriteTimeout: they would cut long uploads, streams
+	// and WebSockets. The router bounds request bodies itself
+	// (-body-read-timeout, -min-upload-rate) and upgraded connections
+	// (-upgrade-idle-timeout).
+	proxy := &http.Server{Addr: o.listen, Handler: rt, ReadHeaderTimeout: o.readHeaderTO, IdleTimeout: o.idleTO}
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return nil, "", err
+	}
+	if o.tlsCert != "" {
+		go func() { errc <- proxy.ServeTLS(ln, o.tlsCert, o.tlsKey) }()
+		return proxy, ln.Addr().String(), nil
+	}
+	front, err := router.NewServer(proxy)
+	if err != nil {
+		_ = ln.Close()
+		return nil, "", err
+	}
+	go func() { errc <- front.Serve(ln) }()
+	return front, ln.Addr().String(), nil
+}
+
+// startAdmin serves rt's admin API on -admin.
+func startAdmin(o *options, rt *router.Router, errc chan<- error, log *zerolog.Logger) (shutdowner, string, error) {
+	ln, err := net.Listen("tcp", o.admin)
+	if err != nil {
+		return nil, "", fmt.Errorf("admin listener: %w", err)
+	}
+	admin := &http.Server{Handler: rt.AdminHandler(), ReadHeaderTimeout: o.readHeaderTO, IdleTimeout: o.idleTO,
+		ReadTimeout: 30 * time.Second} // admin bodies are small
+	if o.adminTokenFile == "" && !loopback(o.admin) {
+		log.Warn().Str("addr", o.admin).Msg("admin API reachable beyond loopback without a token: set -admin-token-file")
+	}
+	go func() { errc <- admin.Serve(ln) }()
+	addr := ln.Addr().String()
+	log.Info().Str("addr", addr).Str("page", "http://"+addr+"/ui/").Msg("admin listening; the live page is on /ui/")
+	return admin, addr, nil
 }
 
 // reload re-reads the backends (from the config file, unless -backend

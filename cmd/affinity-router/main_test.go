@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -253,5 +254,23 @@ func TestReloadWarnsOfSettingsItDoesNotApply(t *testing.T) {
 			require.Contains(t, out.String(), `"settings":["listen"]`, "the one change that needs a restart: %s", out.String())
 			require.NotContains(t, out.String(), `"level":"error"`)
 		})
+	}
+}
+
+// A listener that cannot be opened is an error from run, with nothing
+// left running (TestMain checks for goroutines).
+func TestRunFailsCleanlyWhenAnAddressIsTaken(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer taken.Close()
+	keys := writeFile(t, t.TempDir(), "keys", key1+"\n")
+	base := []string{"-keys-file", keys, "-backend", "http://127.0.0.1:1", "-log-level", "error"}
+	for _, tc := range []struct{ flags []string }{
+		{[]string{"-listen", taken.Addr().String(), "-admin", "127.0.0.1:0"}},
+		{[]string{"-listen", "127.0.0.1:0", "-admin", taken.Addr().String()}},
+	} {
+		sigs := make(chan os.Signal)
+		err := run(append(base, tc.flags...), sigs, func(string, string) { t.Error("run served") })
+		require.ErrorContains(t, err, "address already in use", "%v", tc.flags)
 	}
 }
