@@ -402,33 +402,11 @@ func (x *exchange) exchangeOn(c *backendConn, now time.Time) (keep, retry bool, 
 	if ok, keep := x.simpleResponse(c); ok {
 		return keep, false, nil
 	}
-	var res *http.Response
-	for informational := 0; ; informational++ {
-		res, err = http.ReadResponse(c.br, x.in)
-		if err != nil {
-			return false, c.read == start && !isTimeout(err), err
-		}
-		if res.StatusCode >= 200 || res.StatusCode == http.StatusSwitchingProtocols {
-			break
-		}
-		if informational == maxInformational {
-			return false, false, errors.New("affinity router: too many 1xx responses from the backend")
-		}
-		if res.StatusCode == http.StatusContinue {
-			continue // nothing was expected: dropped, as http.Transport does
-		}
-		// 1xx (103 Early Hints and the like): passed on as ReverseProxy does.
-		h := x.w.Header()
-		for k, vv := range res.Header {
-			h[k] = append(h[k], vv...)
-		}
-		x.w.WriteHeader(res.StatusCode)
-		clear(h)
+	res, retry, err := x.readFinal(c, start)
+	if err != nil {
+		return false, retry, err
 	}
 	c.limit = 0
-	if res.StatusCode == http.StatusSwitchingProtocols {
-		return false, false, errors.New("affinity router: backend switched protocols on a request that asked for no upgrade")
-	}
 	if res.ContentLength < 0 || int64(c.br.Buffered()) < res.ContentLength {
 		// The body is still to come, for as long as it takes. (A body
 		// already buffered needs no read: the deadline is left, and reset
@@ -436,29 +414,7 @@ func (x *exchange) exchangeOn(c *backendConn, now time.Time) (keep, retry bool, 
 		c.setReadDeadline(time.Time{})
 	}
 	x.responded = true
-
-	removeHopByHop(res.Header)
-	if x.cookie != "" {
-		res.Header.Add("Set-Cookie", x.cookie)
-		privateCache(res.Header)
-	}
-	h := x.w.Header()
-	for k, vv := range res.Header {
-		if len(h[k]) == 0 {
-			h[k] = vv
-		} else {
-			h[k] = append(h[k], vv...)
-		}
-	}
-	announced := len(res.Trailer)
-	if announced > 0 {
-		keys := make([]string, 0, announced)
-		for k := range res.Trailer {
-			keys = append(keys, k)
-		}
-		h.Add("Trailer", strings.Join(keys, ", "))
-	}
-	x.w.WriteHeader(res.StatusCode)
+	announced := x.passHead(res)
 
 	var flush func() error
 	if res.ContentLength == -1 || isEventStream(res.Header) {
@@ -473,6 +429,7 @@ func (x *exchange) exchangeOn(c *backendConn, now time.Time) (keep, retry bool, 
 		if flush == nil {
 			_ = http.NewResponseController(x.w).Flush() // chunked, so trailers can follow
 		}
+		h := x.w.Header()
 		for k, vv := range res.Trailer {
 			if len(res.Trailer) != announced {
 				k = http.TrailerPrefix + k
@@ -481,6 +438,65 @@ func (x *exchange) exchangeOn(c *backendConn, now time.Time) (keep, retry bool, 
 		}
 	}
 	return !res.Close && c.br.Buffered() == 0, false, nil
+}
+
+// readFinal reads the backend's final response from c, passing any 1xx
+// response but 100 on to the client. retry: the request may be sent again
+// elsewhere (c answered nothing since start and did not time out).
+func (x *exchange) readFinal(c *backendConn, start int64) (res *http.Response, retry bool, err error) {
+	for informational := 0; ; informational++ {
+		res, err = http.ReadResponse(c.br, x.in)
+		if err != nil {
+			return nil, c.read == start && !isTimeout(err), err
+		}
+		if res.StatusCode == http.StatusSwitchingProtocols {
+			return nil, false, errors.New("affinity router: backend switched protocols on a request that asked for no upgrade")
+		}
+		if res.StatusCode >= 200 {
+			return res, false, nil
+		}
+		if informational == maxInformational {
+			return nil, false, errors.New("affinity router: too many 1xx responses from the backend")
+		}
+		if res.StatusCode == http.StatusContinue {
+			continue // nothing was expected: dropped, as http.Transport does
+		}
+		// 1xx (103 Early Hints and the like): passed on as ReverseProxy does.
+		h := x.w.Header()
+		for k, vv := range res.Header {
+			h[k] = append(h[k], vv...)
+		}
+		x.w.WriteHeader(res.StatusCode)
+		clear(h)
+	}
+}
+
+// passHead sends the client res's status and headers, hop-by-hop ones
+// removed, with the router's cookie, and announces res's trailers. It
+// returns how many it announced.
+func (x *exchange) passHead(res *http.Response) (announced int) {
+	removeHopByHop(res.Header)
+	if x.cookie != "" {
+		res.Header.Add("Set-Cookie", x.cookie)
+		privateCache(res.Header)
+	}
+	h := x.w.Header()
+	for k, vv := range res.Header {
+		if len(h[k]) == 0 {
+			h[k] = vv
+		} else {
+			h[k] = append(h[k], vv...)
+		}
+	}
+	if announced = len(res.Trailer); announced > 0 {
+		keys := make([]string, 0, announced)
+		for k := range res.Trailer {
+			keys = append(keys, k)
+		}
+		h.Add("Trailer", strings.Join(keys, ", "))
+	}
+	x.w.WriteHeader(res.StatusCode)
+	return announced
 }
 
 // copyBody copies a response body to the client, flushing after every
@@ -737,116 +753,156 @@ func (x *exchange) simpleResponse(c *backendConn) (ok, keep bool) {
 	if x.in.Method == http.MethodHead {
 		return false, false
 	}
-	if _, err := c.br.Peek(1); err != nil {
+	sh, ok := readSimpleHead(c)
+	if !ok {
 		return false, false
 	}
-	buf, _ := c.br.Peek(c.br.Buffered())
-	end := bytes.Index(buf, crlfCRLF)
-	if end < 0 {
-		return false, false
-	}
-	head := buf[:end+2] // every line with its CRLF
-	nl := bytes.IndexByte(head, '\n')
-	status := head[:nl-1]
-	if len(status) < 12 || string(status[:9]) != "HTTP/1.1 " || (len(status) > 12 && status[12] != ' ') {
-		return false, false
-	}
-	code := 0
-	for _, d := range status[9:12] {
-		if d < '0' || d > '9' {
-			return false, false
-		}
-		code = code*10 + int(d-'0')
-	}
-	if code < 200 || code > 599 || code == http.StatusNoContent || code == http.StatusNotModified {
-		return false, false
-	}
-
-	// Check every line before touching the client's headers.
-	lines := head[nl+1:]
-	n, length := 0, int64(-1)
-	hasDate, eventStream := false, false
-	for rest := lines; len(rest) > 0; n++ {
-		i := bytes.IndexByte(rest, '\n')
-		line := rest[:i-1]
-		rest = rest[i+1:]
-		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 || !canonicalToken(line[:colon]) || !fieldValue(line[colon+1:]) {
-			return false, false // obs-fold, odd names or values: ReadResponse decides
-		}
-		key, value := line[:colon], bytes.Trim(line[colon+1:], " \t")
-		switch string(key) {
-		case "Content-Length":
-			if length >= 0 {
-				return false, false
-			}
-			if length = parseLength(value); length < 0 {
-				return false, false
-			}
-		case "Connection":
-			if !bytes.EqualFold(value, []byte("keep-alive")) {
-				return false, false
-			}
-		case "Date":
-			hasDate = true
-		case "Content-Type":
-			base, _, _ := bytes.Cut(value, []byte(";"))
-			eventStream = bytes.EqualFold(bytes.TrimSpace(base), []byte("text/event-stream"))
-		case "Proxy-Connection", "Transfer-Encoding", "Trailer", "Upgrade", "Te",
-			"Proxy-Authenticate", "Proxy-Authorization":
-			return false, false
-		}
-	}
-	if length < 0 {
-		return false, false
-	}
-
 	c.limit = 0 // the headers are in
-	if raw, ok := x.w.(rawHead); ok && x.cookie == "" && len(x.w.Header()) == 0 {
-		// Straight to the client: no header map, no strings.
-		bw := raw.beginHead(code, length)
-		for rest := lines; len(rest) > 0; {
-			i := bytes.IndexByte(rest, '\n')
-			line := rest[:i+1]
-			rest = rest[i+1:]
-			if !bytes.HasPrefix(line, []byte("Connection:")) && !bytes.HasPrefix(line, []byte("Keep-Alive:")) {
-				_, _ = bw.Write(line)
-			}
-		}
-		raw.endHead(hasDate)
-	} else {
-		x.headerMap(lines, n)
-		x.w.WriteHeader(code)
-	}
-	_, _ = c.br.Discard(end + 4)
-	if int64(c.br.Buffered()) < length {
+	x.writeSimpleHead(&sh)
+	_, _ = c.br.Discard(sh.size)
+	if int64(c.br.Buffered()) < sh.length {
 		c.setReadDeadline(time.Time{}) // the body is still to come
 	}
 	x.responded = true
 	var flush func() error
-	if eventStream {
+	if sh.eventStream {
 		flush = http.NewResponseController(x.w).Flush
 	}
+	if !x.copySimpleBody(c, sh.length, flush) {
+		x.aborted = true // either side broke off mid-body
+		return true, false
+	}
+	return true, c.br.Buffered() == 0
+}
+
+// simpleHead is a simple response's head, checked, still in c's buffer.
+type simpleHead struct {
+	code        int
+	lines       []byte // the header lines, each with its CRLF
+	n           int    // how many
+	size        int    // of the whole head, status line and blank line included
+	length      int64  // Content-Length
+	hasDate     bool
+	eventStream bool // Content-Type text/event-stream: flushed as it comes
+}
+
+// readSimpleHead checks the head buffered on c (see simpleResponse), and
+// consumes nothing.
+func readSimpleHead(c *backendConn) (sh simpleHead, ok bool) {
+	if _, err := c.br.Peek(1); err != nil {
+		return sh, false
+	}
+	buf, _ := c.br.Peek(c.br.Buffered())
+	end := bytes.Index(buf, crlfCRLF)
+	if end < 0 {
+		return sh, false
+	}
+	head := buf[:end+2] // every line with its CRLF
+	nl := bytes.IndexByte(head, '\n')
+	if sh.code, ok = simpleStatus(head[:nl-1]); !ok {
+		return sh, false
+	}
+	sh.lines, sh.size, sh.length = head[nl+1:], end+4, -1
+	for rest := sh.lines; len(rest) > 0; sh.n++ {
+		i := bytes.IndexByte(rest, '\n')
+		line := rest[:i-1]
+		rest = rest[i+1:]
+		if !sh.check(line) {
+			return sh, false
+		}
+	}
+	return sh, sh.length >= 0
+}
+
+// simpleStatus parses an HTTP/1.1 status line with a final status other
+// than 204 and 304.
+func simpleStatus(status []byte) (code int, ok bool) {
+	if len(status) < 12 || string(status[:9]) != "HTTP/1.1 " || (len(status) > 12 && status[12] != ' ') {
+		return 0, false
+	}
+	for _, d := range status[9:12] {
+		if d < '0' || d > '9' {
+			return 0, false
+		}
+		code = code*10 + int(d-'0')
+	}
+	if code < 200 || code > 599 || code == http.StatusNoContent || code == http.StatusNotModified {
+		return 0, false
+	}
+	return code, true
+}
+
+// check takes in one header line (without its CRLF), or reports that it
+// makes the response not simple.
+func (sh *simpleHead) check(line []byte) bool {
+	colon := bytes.IndexByte(line, ':')
+	if colon <= 0 || !canonicalToken(line[:colon]) || !fieldValue(line[colon+1:]) {
+		return false // obs-fold, odd names or values: ReadResponse decides
+	}
+	key, value := line[:colon], bytes.Trim(line[colon+1:], " \t")
+	switch string(key) {
+	case "Content-Length":
+		if sh.length >= 0 {
+			return false
+		}
+		sh.length = parseLength(value)
+		return sh.length >= 0
+	case "Connection":
+		return bytes.EqualFold(value, []byte("keep-alive"))
+	case "Date":
+		sh.hasDate = true
+	case "Content-Type":
+		base, _, _ := bytes.Cut(value, []byte(";"))
+		sh.eventStream = bytes.EqualFold(bytes.TrimSpace(base), []byte("text/event-stream"))
+	case "Proxy-Connection", "Transfer-Encoding", "Trailer", "Upgrade", "Te",
+		"Proxy-Authenticate", "Proxy-Authorization":
+		return false
+	}
+	return true
+}
+
+// writeSimpleHead sends sh to the client: straight from the buffer when
+// nothing is to be added to it (no header map, no strings), else through
+// the header map.
+func (x *exchange) writeSimpleHead(sh *simpleHead) {
+	raw, ok := x.w.(rawHead)
+	if !ok || x.cookie != "" || len(x.w.Header()) != 0 {
+		x.headerMap(sh.lines, sh.n)
+		x.w.WriteHeader(sh.code)
+		return
+	}
+	bw := raw.beginHead(sh.code, sh.length)
+	for rest := sh.lines; len(rest) > 0; {
+		i := bytes.IndexByte(rest, '\n')
+		line := rest[:i+1]
+		rest = rest[i+1:]
+		if !bytes.HasPrefix(line, []byte("Connection:")) && !bytes.HasPrefix(line, []byte("Keep-Alive:")) {
+			_, _ = bw.Write(line)
+		}
+	}
+	raw.endHead(sh.hasDate)
+}
+
+// copySimpleBody passes length bytes of body from c to the client,
+// flushing after each write when flush is set. false: either side failed.
+func (x *exchange) copySimpleBody(c *backendConn, length int64, flush func() error) bool {
 	for length > 0 {
 		if c.br.Buffered() == 0 {
 			if _, err := c.br.Peek(1); err != nil {
-				x.aborted = true // the backend broke off mid-body
-				return true, false
+				return false
 			}
 		}
 		p, _ := c.br.Peek(int(min(length, int64(c.br.Buffered()))))
 		if _, err := x.w.Write(p); err != nil {
-			x.aborted = true
-			return true, false
+			return false
 		}
 		if flush != nil && flush() != nil {
-			x.aborted = true
-			return true, false
+			return false
 		}
 		_, _ = c.br.Discard(len(p))
 		length -= int64(len(p))
 	}
-	return true, c.br.Buffered() == 0
+	return true
 }
 
 // headerMap copies the n header lines of a simple response, checked by
