@@ -160,17 +160,7 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	sg := r.signer.Load()
 	fc, _ := req.Context().Value(frontConnKey{}).(*frontConn) // nil behind net/http's server
-	var memo *cookieMemo
-	if fc != nil {
-		memo = &fc.cookie
-	}
-	tk, st := readTicket(req.Header, r.cfg.Cookie.Name, sg, now, r.cfg.Cookie.MaxAge, memo)
-	switch st {
-	case cookieForged:
-		r.m.forged.Add(1)
-	case cookieExpired:
-		r.m.expired.Add(1)
-	}
+	tk, st := r.readCookie(req, sg, fc, now)
 	if req.ProtoMajor == 1 && len(req.TransferEncoding) > 0 {
 		// RFC 9112 section 6.1: after a request with both Content-Length and
 		// Transfer-Encoding the connection must close. net/http deletes
@@ -200,14 +190,7 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		if rec != nil {
 			rec.backend, rec.outcome = d.target.name, d.outcome.String()
 		}
-		x := &exchange{r: r, b: d.target, w: w, in: req, body: body,
-			fast: !upgrade && d.target.pool != nil && fastEligible(req)}
-		if fc != nil {
-			x.lastConn = &fc.lastConn
-		}
-		if d.setCookie {
-			x.cookie = r.cookie(sg.encode(&d.tk), req)
-		}
+		x := r.newExchange(d, w, req, body, upgrade, sg, fc)
 		if upgrade {
 			err = r.runUpgrade(req.Context(), x)
 		} else {
@@ -220,17 +203,52 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			return
 		}
 		if errors.Is(err, errRetry) && attempt < maxAttempts {
-			tk = d.tk
-			if d.setCookie {
-				st = cookieUnsent
-			} else {
-				st = cookieValid
-			}
+			tk, st = d.retryTicket()
 			continue
 		}
 		r.fail(w, req, x, err)
 		return
 	}
+}
+
+// readCookie reads req's affinity ticket, counting forged and expired
+// cookies. fc, when set, remembers the connection's last valid cookie.
+func (r *Router) readCookie(req *http.Request, sg *signer, fc *frontConn, now time.Time) (ticket, cookieState) {
+	var memo *cookieMemo
+	if fc != nil {
+		memo = &fc.cookie
+	}
+	tk, st := readTicket(req.Header, r.cfg.Cookie.Name, sg, now, r.cfg.Cookie.MaxAge, memo)
+	switch st {
+	case cookieForged:
+		r.m.forged.Add(1)
+	case cookieExpired:
+		r.m.expired.Add(1)
+	}
+	return tk, st
+}
+
+// newExchange is the exchange of req with d's backend.
+func (r *Router) newExchange(d decision, w http.ResponseWriter, req *http.Request, body *bodyReader, upgrade bool, sg *signer, fc *frontConn) *exchange {
+	x := &exchange{r: r, b: d.target, w: w, in: req, body: body,
+		fast: !upgrade && d.target.pool != nil && fastEligible(req)}
+	if fc != nil {
+		x.lastConn = &fc.lastConn
+	}
+	if d.setCookie {
+		x.cookie = r.cookie(sg.encode(&d.tk), req)
+	}
+	return x
+}
+
+// retryTicket is the ticket a request decided by d is decided again with
+// when its backend refused it: the one d chose, as if the client had sent
+// it (unsent when d was to set it as a new cookie).
+func (d *decision) retryTicket() (ticket, cookieState) {
+	if d.setCookie {
+		return d.tk, cookieUnsent
+	}
+	return d.tk, cookieValid
 }
 
 // sessionFor names the session actor a request runs in: its client's own,
