@@ -157,7 +157,7 @@ func (e *envelope) refuse(err error) {
 	if st := e.stream; st != nil {
 		e.state.Store(envDone)
 		e.sess.active.Add(-1)
-		st.cancel()
+		st.cancel(nil)
 		e.replyCh <- reply{err: err}
 		return
 	}

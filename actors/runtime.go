@@ -274,14 +274,14 @@ func (rt *Runtime) stream(ctx context.Context, live func() *sessionRec, p *pool,
 	pooled := env
 	env = &envelope{pool: p, mode: mode, ref: ref, sess: pooled.sess, call: pooled.call, replyCh: make(chan reply, 1)}
 	putEnvelope(pooled)
-	sctx, cancel := context.WithCancel(ctx)
+	sctx, cancel := context.WithCancelCause(ctx)
 	st := &Stream{ctx: sctx, cancel: cancel, items: make(chan any, streamBuffer)}
 	env.ctx, env.stream = sctx, st
 	env.sess.post(env)
 	// Streams never wait: the session answers at once, with the worker
 	// that took the stream or the refusal.
 	if r := <-env.replyCh; r.err != nil {
-		cancel()
+		cancel(nil)
 		return nil, r.err
 	}
 	return st, nil

@@ -14,7 +14,7 @@ const streamBuffer = 16
 // A Stream is meant for one reading goroutine.
 type Stream struct {
 	ctx         context.Context
-	cancel      context.CancelFunc
+	cancel      context.CancelCauseFunc
 	items       chan any
 	err         error // set before items is closed
 	worker      int
@@ -25,7 +25,8 @@ type Stream struct {
 func (s *Stream) Worker() (id int, incarnation uint64) { return s.worker, s.incarnation }
 
 // Recv returns the next item, io.EOF once the worker finished, the worker's
-// error if it failed, or the context's error once cancelled.
+// error if it failed (ErrWorkerFailed if it was tainted meanwhile), or the
+// context's error once cancelled.
 func (s *Stream) Recv() (any, error) {
 	select {
 	case item, ok := <-s.items:
@@ -35,7 +36,7 @@ func (s *Stream) Recv() (any, error) {
 		case item, ok := <-s.items:
 			return s.outcome(item, ok)
 		default:
-			return nil, s.ctx.Err()
+			return nil, context.Cause(s.ctx) // the worker's loss, or the caller's own cancel
 		}
 	}
 }
@@ -51,7 +52,7 @@ func (s *Stream) outcome(item any, ok bool) (any, error) {
 }
 
 // Close cancels the stream. It is safe to call more than once.
-func (s *Stream) Close() { s.cancel() }
+func (s *Stream) Close() { s.cancel(nil) }
 
 // send is the worker's side.
 func (s *Stream) send(item any) error {
@@ -59,7 +60,7 @@ func (s *Stream) send(item any) error {
 	case s.items <- item:
 		return nil
 	case <-s.ctx.Done():
-		return s.ctx.Err()
+		return context.Cause(s.ctx)
 	}
 }
 
@@ -67,5 +68,5 @@ func (s *Stream) send(item any) error {
 func (s *Stream) end(err error) {
 	s.err = err
 	close(s.items)
-	s.cancel()
+	s.cancel(nil)
 }

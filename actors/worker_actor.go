@@ -31,7 +31,9 @@ type workerActor struct {
 	born  time.Time
 	async bool // Capacity > 1: calls run on goroutines the worker owns
 	calls atomic.Int64
-	dead  atomic.Bool // tainted: everything still addressed to it is stale
+	// taint is set once, when the incarnation is tainted: everything still
+	// addressed to it is then stale.
+	taint atomic.Pointer[taintRecord]
 
 	// Runner goroutines (Capacity > 1) are kept between calls: a fresh
 	// goroutine per call would regrow its stack for every deep call (an
@@ -46,7 +48,20 @@ type workerActor struct {
 	running   atomic.Int64 // calls begun and not yet returned (Capacity > 1 only)
 	stopping  atomic.Bool  // this incarnation stopped or restarts
 	closeOnce sync.Once
+
+	// Streams running on this incarnation, each with the error a taint
+	// interrupted it with (nil while it runs on): a stream may wait on a
+	// slow consumer for as long as it likes, but not once its worker is
+	// known to be lost.
+	streamsMu sync.Mutex
+	streams   map[*envelope]error
 }
+
+// taintRecord is why an incarnation was tainted.
+type taintRecord struct{ cause error }
+
+// dead reports whether the incarnation was tainted.
+func (a *workerActor) dead() bool { return a.taint.Load() != nil }
 
 // maxIdleRunners bounds the runner goroutines one worker keeps waiting.
 const maxIdleRunners = 64
@@ -220,7 +235,7 @@ func (a *workerActor) begin(env *envelope) bool {
 		return false
 	}
 	switch {
-	case env.call.Incarnation != a.inc || a.dead.Load():
+	case env.call.Incarnation != a.inc || a.dead():
 		// Tainted or restarted since the session chose it: the session
 		// decides again (a hint call moves, a strict or ref call fails).
 		postGrant(p.release(w, env))
@@ -259,10 +274,12 @@ func (a *workerActor) run(env *envelope) {
 		failed := env.fail(ErrWorkerFailed, "")
 		failed.cause = perr
 		val, err = nil, failed
-	case a.dead.Load():
+	case a.dead():
 		// Another call (Capacity > 1) tainted this incarnation meanwhile:
 		// whatever this call changed is lost with it.
-		val, err = nil, env.fail(ErrWorkerFailed, "worker tainted while the call ran")
+		failed := env.fail(ErrWorkerFailed, "worker tainted while the call ran")
+		failed.cause = a.taint.Load().cause
+		val, err = nil, failed
 	case err != nil && IsFatal(err):
 		a.taintNow(taintReason(err, messages.TaintFatalError), err)
 		failed := env.fail(ErrWorkerFailed, "")
@@ -320,12 +337,69 @@ func (a *workerActor) invoke(env *envelope) (val any, perr *PanicError, err erro
 	}()
 	switch {
 	case env.stream != nil:
+		a.trackStream(env)
+		defer a.untrackStream(env, &err)
 		return nil, nil, a.handleStream(env.stream.ctx, env, env.stream.send)
 	case env.astream != nil:
+		a.trackStream(env)
+		defer a.untrackStream(env, &err)
 		return nil, nil, a.handleStream(env.astream.ctx, env, env.astream.send)
 	}
 	val, err = a.impl.Handle(env.ctx, env.call)
 	return val, nil, err
+}
+
+// trackStream registers a stream call about to run on a, for
+// interruptStreams. One that starts on a worker tainted already is
+// interrupted at once.
+func (a *workerActor) trackStream(env *envelope) {
+	a.streamsMu.Lock()
+	defer a.streamsMu.Unlock()
+	if a.streams == nil {
+		a.streams = map[*envelope]error{}
+	}
+	a.streams[env] = nil
+	if a.dead() {
+		a.interruptLocked(env, nil)
+	}
+}
+
+// untrackStream forgets a stream that returned; if a taint interrupted
+// it, *err becomes that interruption, whatever the worker returned (it may
+// have taken the failed send for a consumer that left).
+func (a *workerActor) untrackStream(env *envelope, err *error) {
+	a.streamsMu.Lock()
+	ierr := a.streams[env]
+	delete(a.streams, env)
+	a.streamsMu.Unlock()
+	if ierr != nil {
+		*err = ierr
+	}
+}
+
+// interruptStreams ends the streams running on a with ErrWorkerFailed:
+// their sends fail from now on, and each stream's reader gets the error
+// after the items already delivered.
+func (a *workerActor) interruptStreams(cause error) {
+	a.streamsMu.Lock()
+	defer a.streamsMu.Unlock()
+	for env, ierr := range a.streams {
+		if ierr == nil {
+			a.interruptLocked(env, cause)
+		}
+	}
+}
+
+func (a *workerActor) interruptLocked(env *envelope, cause error) {
+	ierr := env.fail(ErrWorkerFailed, "worker tainted while the stream ran")
+	ierr.cause = cause
+	a.streams[env] = ierr
+	switch {
+	case env.stream != nil:
+		env.stream.cancel(ierr)
+	case env.astream != nil:
+		env.astream.cancel(ierr)
+	}
 }
 
 func (a *workerActor) handleStream(ctx context.Context, env *envelope, send func(any) error) error {
@@ -340,7 +414,7 @@ func (a *workerActor) handleStream(ctx context.Context, env *envelope, send func
 // calls waiting for it fail now, and the supervisor is asked to restart it.
 // Safe from any goroutine; only the first taint of an incarnation counts.
 func (a *workerActor) taintNow(reason messages.TaintReason, cause error) {
-	if !a.dead.CompareAndSwap(false, true) {
+	if !a.taint.CompareAndSwap(nil, &taintRecord{cause: cause}) {
 		return
 	}
 	w, p := a.w, a.w.pool
@@ -367,11 +441,14 @@ func (a *workerActor) taintNow(reason messages.TaintReason, cause error) {
 	}
 	ev.Msg("worker tainted")
 	p.rt.system.Root.Send(a.self, &escalateMsg{inc: a.inc, taint: &supervisor.Taint{Reason: reason, Err: cause}})
+	if reason != messages.TaintRecycle { // a recycled worker still finishes its streams
+		a.interruptStreams(cause)
+	}
 }
 
 func (a *workerActor) releaseSession(m *messages.ReleaseSession) {
 	r, ok := a.impl.(SessionReleaser)
-	if !ok || a.dead.Load() {
+	if !ok || a.dead() {
 		return
 	}
 	if perr := protect(func() { r.ReleaseSession(a.w.pool.rt.ctx, m.Session, m.Source) }); perr != nil {
@@ -381,7 +458,7 @@ func (a *workerActor) releaseSession(m *messages.ReleaseSession) {
 
 func (a *workerActor) checkHealth() {
 	p := a.w.pool
-	if a.impl == nil || a.dead.Load() {
+	if a.impl == nil || a.dead() {
 		return
 	}
 	if p.cfg.MaxAge > 0 && time.Since(a.born) >= p.cfg.MaxAge {

@@ -57,13 +57,22 @@ func (a *workerActor) wireSelfTaint() {
 		return
 	}
 	root, pid, inc := a.w.pool.rt.system.Root, a.self, a.inc
-	st.SetTaint(func(cause error) { root.Send(pid, &selfTaintMsg{inc: inc, cause: cause}) })
+	st.SetTaint(func(cause error) {
+		// The taint waits in the mailbox behind a running call: with
+		// Capacity 1, behind a stream that may wait on a slow consumer.
+		// Such a stream is interrupted here and now (this incarnation's
+		// only), unless the worker only asks to be recycled.
+		if !errors.Is(cause, ErrRecycle) {
+			a.interruptStreams(cause)
+		}
+		root.Send(pid, &selfTaintMsg{inc: inc, cause: cause})
+	})
 }
 
 // selfTaint runs in the worker actor: stale messages (an earlier
 // incarnation's) are dropped.
 func (a *workerActor) selfTaint(m *selfTaintMsg) {
-	if m.inc != a.inc || a.dead.Load() {
+	if m.inc != a.inc || a.dead() {
 		return
 	}
 	reason := taintReason(m.cause, messages.TaintHealthCheck)

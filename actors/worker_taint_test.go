@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"testing"
 	"time"
@@ -88,4 +89,152 @@ func TestSelfTainterTaintsBetweenCalls(t *testing.T) {
 			require.ErrorIs(t, events[0].Err, tc.cause)
 		})
 	}
+}
+
+// selfTaintingStreamer streams numbers until its send fails, or until
+// done is closed; it hands its taint function to the test.
+type selfTaintingStreamer struct {
+	selfTainting
+	done <-chan struct{}
+}
+
+func (s *selfTaintingStreamer) HandleStream(ctx context.Context, _ messages.Call, send func(any) error) error {
+	for i := 0; ; i++ {
+		select {
+		case <-s.done:
+			return nil
+		default:
+		}
+		if err := send(i); err != nil {
+			return nil // as a worker that takes a failed send for a reader that left
+		}
+	}
+}
+
+// A self-taint reaches a Capacity 1 worker's mailbox only after its
+// running call: a stream stuck on a reader that stopped reading is
+// interrupted at once instead, so the worker restarts without waiting for
+// that reader, who gets ErrWorkerFailed after the items it was sent.
+// Recycling lets the stream finish.
+func TestSelfTaintInterruptsAStreamStuckOnItsReader(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		cause     error
+		interrupt bool
+	}{
+		{"exited", fmt.Errorf("child process exited: %w", ErrWorkerExited), true},
+		{"recycle", fmt.Errorf("rss above the limit: %w", ErrRecycle), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			taints := make(chan func(error), 4)
+			done := make(chan struct{})
+			rt := start(t, Config{
+				Pools: []PoolConfig{{Name: "p", Size: 1, Affinity: StrictQueue,
+					NewWorker: func(_ context.Context, info WorkerInfo) (Worker, error) {
+						return &selfTaintingStreamer{selfTainting{inc: info.Incarnation, taints: taints}, done}, nil
+					}}},
+				Restart: fastRestarts,
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			st, err := rt.Session("s").Stream(ctx, "numbers")
+			require.NoError(t, err)
+			defer st.Close()
+			v, err := st.Recv()
+			require.NoError(t, err)
+			require.Equal(t, 0, v)
+			taint := <-taints
+			require.Eventually(t, func() bool { return len(st.items) == streamBuffer }, 10*time.Second, time.Millisecond,
+				"the worker fills the stream's buffer, then waits for this reader")
+
+			taint(tc.cause)
+			if !tc.interrupt {
+				close(done)
+				n := 1
+				for ; ; n++ {
+					if _, err = st.Recv(); err != nil {
+						break
+					}
+				}
+				require.ErrorIs(t, err, io.EOF, "a recycled worker finishes its stream")
+				require.Eventually(t, func() bool { return rt.Stats().Pools["p"].Restarts == 1 }, 10*time.Second, time.Millisecond)
+				return
+			}
+			require.Eventually(t, func() bool { return rt.Stats().Pools["p"].Restarts == 1 }, 10*time.Second, time.Millisecond,
+				"the worker restarts while its reader still holds the stream")
+			want := 1
+			for ; ; want++ {
+				v, err := st.Recv()
+				if err != nil {
+					require.ErrorIs(t, err, ErrWorkerFailed)
+					require.ErrorIs(t, err, tc.cause)
+					break
+				}
+				require.Equal(t, want, v, "the items sent before the taint, in order")
+			}
+			require.Equal(t, 1+streamBuffer, want, "every item already sent is delivered first")
+		})
+	}
+}
+
+// The same for a stream of the message API waiting for its receiver's acks.
+func TestSelfTaintInterruptsAThrottledActorStream(t *testing.T) {
+	taints := make(chan func(error), 4)
+	rt := start(t, Config{
+		Pools: []PoolConfig{{Name: "p", Size: 1, Affinity: StrictQueue,
+			NewWorker: func(_ context.Context, info WorkerInfo) (Worker, error) {
+				return &selfTaintingStreamer{selfTainting{inc: info.Incarnation, taints: taints}, nil}, nil
+			}}},
+		Restart: fastRestarts,
+	})
+	user, out := spawnUser(t, rt, "s")
+	rt.ActorSystem().Root.Send(user, &messages.StreamRequest{Tag: 1, Window: 2})
+	for seq := uint64(0); seq < 2; seq++ {
+		require.Equal(t, seq, next(t, out).(*messages.StreamItem).Seq)
+	}
+	cause := errors.New("child process stopped answering")
+	(<-taints)(cause) // the worker waits for an ack that never comes
+
+	end := next(t, out).(*messages.StreamEnd)
+	require.ErrorIs(t, end.Err, ErrWorkerFailed)
+	require.ErrorIs(t, end.Err, cause)
+	require.Equal(t, uint64(2), end.Items)
+	require.Eventually(t, func() bool { return rt.Stats().Pools["p"].Restarts == 1 }, 10*time.Second, time.Millisecond)
+}
+
+// fatalCaller fails every plain call with a fatal error, tainting its
+// worker, and streams as selfTaintingStreamer.
+type fatalCaller struct{ selfTaintingStreamer }
+
+func (*fatalCaller) Handle(context.Context, messages.Call) (any, error) {
+	return nil, Fatal(errors.New("state corrupted"))
+}
+
+// With Capacity above 1, a taint by another call interrupts the streams
+// running on the worker too: their outcome is ErrWorkerFailed either way.
+func TestTaintInterruptsTheStreamsOfAConcurrentWorker(t *testing.T) {
+	taints := make(chan func(error), 4)
+	rt := start(t, Config{
+		Pools: []PoolConfig{{Name: "p", Size: 1, Capacity: 2, Affinity: Hint,
+			NewWorker: func(_ context.Context, info WorkerInfo) (Worker, error) {
+				return &fatalCaller{selfTaintingStreamer{selfTainting{inc: info.Incarnation, taints: taints}, nil}}, nil
+			}}},
+		Restart: fastRestarts,
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := rt.Session("s").Stream(ctx, "numbers")
+	require.NoError(t, err)
+	defer st.Close()
+	require.Eventually(t, func() bool { return len(st.items) == streamBuffer }, 10*time.Second, time.Millisecond)
+
+	_, err = rt.Session("t").Call(ctx, "corrupt")
+	require.ErrorIs(t, err, ErrWorkerFailed)
+	for {
+		if _, err = st.Recv(); err != nil {
+			break
+		}
+	}
+	require.ErrorIs(t, err, ErrWorkerFailed)
+	require.Eventually(t, func() bool { return rt.Stats().Pools["p"].Restarts == 1 }, 10*time.Second, time.Millisecond)
 }

@@ -267,19 +267,28 @@ func TestPythonKitStreamsThroughAWindow(t *testing.T) {
 }
 
 // A process that announced credit and sends beyond it is tainted: the
-// window bounds the host's memory, whatever the process does.
+// window bounds the host's memory, whatever the process does. The stream,
+// stuck on a consumer that does not read, ends with ErrWorkerFailed after
+// the items it holds, whatever the capacity: with Capacity 1 the stream
+// call holds the worker actor, and the taint interrupts it.
 func TestStreamBeyondItsCreditTaints(t *testing.T) {
-	cfg := fakeConfig("credit")
-	cfg.StreamWindow = 4
-	// Capacity 2 runs the stream off the worker actor, which can then take
-	// the taint while the stream is stuck on its consumer (with Capacity 1
-	// the taint waits for the stream call to end).
-	h := startPool(t, cfg, 1, actors.StrictQueue, func(pc *actors.PoolConfig) { pc.Capacity = 2 })
-	// Nobody reads: at most the window and the stream's buffer are granted.
-	st, err := h.rt.Session("s").Stream(testCtx(t), op("flood", "n", 1000))
-	require.NoError(t, err)
-	defer st.Close()
-	taint := h.waitTaint(t, 1)
-	require.ErrorIs(t, taint.Err, ErrProtocol)
-	require.ErrorContains(t, taint.Err, "beyond the")
+	for _, capacity := range []int{1, 2} {
+		t.Run(fmt.Sprint("capacity ", capacity), func(t *testing.T) {
+			cfg := fakeConfig("credit")
+			cfg.StreamWindow = 4
+			h := startPool(t, cfg, 1, actors.StrictQueue, func(pc *actors.PoolConfig) { pc.Capacity = capacity })
+			// Nobody reads: at most the window and the stream's buffer are granted.
+			st, err := h.rt.Session("s").Stream(testCtx(t), op("flood", "n", 1000))
+			require.NoError(t, err)
+			defer st.Close()
+			taint := h.waitTaint(t, 1)
+			require.ErrorIs(t, taint.Err, ErrProtocol)
+			require.ErrorContains(t, taint.Err, "beyond the")
+			for err == nil {
+				_, err = st.Recv()
+			}
+			require.ErrorIs(t, err, actors.ErrWorkerFailed)
+			require.ErrorIs(t, err, ErrProtocol)
+		})
+	}
 }
