@@ -189,16 +189,11 @@ func (b *testBackend) handler() http.Handler {
 // answering each read with a text frame of the byte count so far, and
 // reports every byte it got on wsGot.
 func (b *testBackend) wsHold(w http.ResponseWriter, r *http.Request) {
-	conn, brw, err := http.NewResponseController(w).Hijack()
-	if err != nil {
+	conn, brw, ok := acceptWS(w, r)
+	if !ok {
 		return
 	}
 	defer conn.Close()
-	fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
-		wsAccept(r.Header.Get("Sec-WebSocket-Key")))
-	if brw.Flush() != nil {
-		return
-	}
 	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	var got []byte
 	buf := make([]byte, 512)
@@ -218,16 +213,11 @@ func (b *testBackend) wsHold(w http.ResponseWriter, r *http.Request) {
 // fails. Once a write has made no progress for 100 ms, every buffer on the
 // way to the client is full: it closes wsFull and goes on writing.
 func (b *testBackend) wsFlood(w http.ResponseWriter, r *http.Request) {
-	conn, brw, err := http.NewResponseController(w).Hijack()
-	if err != nil {
+	conn, _, ok := acceptWS(w, r)
+	if !ok {
 		return
 	}
 	defer conn.Close()
-	fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
-		wsAccept(r.Header.Get("Sec-WebSocket-Key")))
-	if brw.Flush() != nil {
-		return
-	}
 	frame := append([]byte{0x82, 127, 0, 0, 0, 0, 0, 0, 0x80, 0}, make([]byte, 32<<10)...)
 	full := false
 	for rest := frame; ; {
@@ -247,6 +237,21 @@ func (b *testBackend) wsFlood(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+}
+
+// acceptWS takes over r's connection and answers 101 for a WebSocket.
+func acceptWS(w http.ResponseWriter, r *http.Request) (net.Conn, *bufio.ReadWriter, bool) {
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return nil, nil, false
+	}
+	fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
+		wsAccept(r.Header.Get("Sec-WebSocket-Key")))
+	if brw.Flush() != nil {
+		conn.Close()
+		return nil, nil, false
+	}
+	return conn, brw, true
 }
 
 func wsAccept(key string) string {
