@@ -783,6 +783,7 @@ type simpleHead struct {
 	size        int    // of the whole head, status line and blank line included
 	length      int64  // Content-Length
 	hasDate     bool
+	hasType     bool // a Content-Type
 	eventStream bool // Content-Type text/event-stream: flushed as it comes
 }
 
@@ -798,20 +799,31 @@ func readSimpleHead(c *backendConn) (sh simpleHead, ok bool) {
 		return sh, false
 	}
 	head := buf[:end+2] // every line with its CRLF
-	nl := bytes.IndexByte(head, '\n')
-	if sh.code, ok = simpleStatus(head[:nl-1]); !ok {
+	status, rest, ok := cutCRLFLine(head)
+	if !ok {
 		return sh, false
 	}
-	sh.lines, sh.size, sh.length = head[nl+1:], end+4, -1
-	for rest := sh.lines; len(rest) > 0; sh.n++ {
-		i := bytes.IndexByte(rest, '\n')
-		line := rest[:i-1]
-		rest = rest[i+1:]
-		if !sh.check(line) {
+	if sh.code, ok = simpleStatus(status); !ok {
+		return sh, false
+	}
+	sh.lines, sh.size, sh.length = rest, end+4, -1
+	for ; len(rest) > 0; sh.n++ {
+		var line []byte
+		if line, rest, ok = cutCRLFLine(rest); !ok || !sh.check(line) {
 			return sh, false
 		}
 	}
 	return sh, sh.length >= 0
+}
+
+// cutCRLFLine cuts the first line off b, which must end with CRLF: ok
+// false for a bare LF (ReadResponse decides what that means).
+func cutCRLFLine(b []byte) (line, rest []byte, ok bool) {
+	i := bytes.IndexByte(b, '\n')
+	if i < 1 || b[i-1] != '\r' {
+		return nil, nil, false
+	}
+	return b[:i-1], b[i+1:], true
 }
 
 // simpleStatus parses an HTTP/1.1 status line with a final status other
@@ -852,7 +864,11 @@ func (sh *simpleHead) check(line []byte) bool {
 	case "Date":
 		sh.hasDate = true
 	case "Content-Type":
+		if sh.hasType {
+			return false // which one counts is ReadResponse's path to decide
+		}
 		base, _, _ := bytes.Cut(value, []byte(";"))
+		sh.hasType = true
 		sh.eventStream = bytes.EqualFold(bytes.TrimSpace(base), []byte("text/event-stream"))
 	case "Proxy-Connection", "Transfer-Encoding", "Trailer", "Upgrade", "Te",
 		"Proxy-Authenticate", "Proxy-Authorization":

@@ -439,6 +439,30 @@ func TestFastPathRefusesAnInvalidHeaderName(t *testing.T) {
 	assert.Empty(t, b.lastRequest(), "nothing reached the backend")
 }
 
+// A backend answering with a head of bare line ends (found by
+// FuzzSimpleHeadAgreesWithReadResponse: it once panicked the fast path)
+// gets its client a 502, and the router goes on serving.
+func TestFastPathSurvivesAHeadOfBareLineEnds(t *testing.T) {
+	var broken atomic.Bool
+	broken.Store(true)
+	b := startScripted(t, func(_ *http.Request, w *bufio.Writer) bool {
+		if broken.Load() {
+			_, _ = w.WriteString("\n\r\n\r\n")
+			return false
+		}
+		_, _ = w.WriteString(okResponse)
+		return true
+	})
+	p := startRouter(t, scriptedConfig(b, ""))
+	c := newClient(t)
+	code, _, _ := c.get(p.srv.URL + "/x")
+	require.Equal(t, http.StatusBadGateway, code)
+	broken.Store(false)
+	code, _, body := c.get(p.srv.URL + "/x")
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, "ok", body)
+}
+
 func TestFastPathBoundsResponseHeadersNotBodies(t *testing.T) {
 	big := strings.Repeat("x", 1<<20)
 	b := startScripted(t, func(req *http.Request, w *bufio.Writer) bool {
