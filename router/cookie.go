@@ -31,7 +31,10 @@ const (
 	cookieRawLen  = payloadLen + macLen
 )
 
-var cookieEncoding = base64.RawURLEncoding
+// cookieEncoding is strict: a value whose last character carries non-zero
+// padding bits is refused, so that each ticket has exactly one valid
+// cookie, the one the router wrote.
+var cookieEncoding = base64.RawURLEncoding.Strict()
 
 // cookieState is what reading the cookie found.
 type cookieState uint8

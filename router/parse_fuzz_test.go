@@ -189,3 +189,34 @@ func FuzzSimpleHeadAgreesWithReadResponse(f *testing.F) {
 		}
 	})
 }
+
+// Reading the affinity cookie out of a Cookie header never panics, and a
+// cookie it takes as valid is the one the router would have written for
+// that ticket, byte for byte.
+func FuzzReadTicket(f *testing.F) {
+	sg := newSigner([][]byte{testKey1})
+	now := time.Unix(1_800_000_000, 0)
+	valid := sg.encode(&ticket{sid: newSessionID(), epoch: 3, issued: now.Unix()})
+	for _, seed := range []string{
+		"affinity=" + valid,
+		"a=1; affinity=" + valid + "; b=2",
+		"affinity=\"" + valid + "\"",
+		"affinity=" + valid[:len(valid)-1] + "A",
+		"affinity=x; affinity=" + valid,
+		"affinity=" + valid + valid,
+		"affinity;=; ;affinity=",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, header string) {
+		h := http.Header{"Cookie": {header}}
+		var memo cookieMemo
+		tk, st := readTicket(h, "affinity", sg, now, 24*time.Hour, &memo)
+		again, st2 := readTicket(h, "affinity", sg, now, 24*time.Hour, &memo)
+		require.Equal(t, st, st2, "the memo answers as the codec: %q", header)
+		require.Equal(t, tk, again, "%q", header)
+		if st == cookieValid {
+			require.Contains(t, header, sg.encode(&tk), "a valid cookie is the router's own encoding: %q", header)
+		}
+	})
+}
