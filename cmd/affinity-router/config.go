@@ -265,7 +265,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.StringVar(&o.accessLog, "access-log", "", "write one JSON line per request to this `file` (\"-\": stdout), reopened on SIGHUP for log rotation: client, method, host, uri, status, bytes, duration_ms, backend, outcome; empty: none")
 	fs.BoolVar(&o.forwarded, "forwarded", false, "also send backends the standard Forwarded header (RFC 7239): for, host and proto of the router's hop, after the incoming elements from -trusted-proxies")
 	fs.BoolVar(&o.preserveHost, "preserve-host", false, "send backends the client's Host header instead of the backend URL's host (X-Forwarded-Host carries it either way)")
-	fs.StringVar(&o.tlsCert, "tls-cert", "", "serve TLS with this certificate file (cookies are then Secure)")
+	fs.StringVar(&o.tlsCert, "tls-cert", "", "serve TLS with this certificate file (cookies are then Secure); it and -tls-key are re-read on SIGHUP, for renewed certificates")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "private key file for -tls-cert")
 	fs.StringVar(&o.keysFile, "keys-file", "", fmt.Sprintf("file with the cookie HMAC keys, one per line, each at least %d bytes; the first signs, all verify (rotation). Required", router.MinKeyLen))
 	fs.Var(&o.backends, "backend", "backend `URL` or name=URL; repeat for each backend. The name (default: the URL) is what cookies hash on: routers that must agree need the same names")

@@ -6,14 +6,16 @@
 //	affinity-router -keys-file keys.txt -backend http://10.0.0.1:8080 -backend http://10.0.0.2:8080
 //
 // SIGHUP re-reads the config file's backends (unless -backend gave them),
-// the keys file and the admin token file, reopens the access log, and
-// warns of the other settings changed in the file, which need a restart. SIGINT or
+// the keys file, the admin token file and the TLS key pair, reopens the
+// access log, and warns of the other settings changed in the file, which
+// need a restart. SIGINT or
 // SIGTERM drain and stop: running requests get -shutdown-grace, WebSockets
 // are closed at once, and the exit status is 0 after a clean drain.
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -85,6 +87,7 @@ func run(args []string, sigs <-chan os.Signal, ready func(proxy, admin string)) 
 						log.Error().Err(err).Msg("reload: access log not reopened")
 					}
 				}
+				sv.reloadCertificate(&log)
 				reload(o, rt, &log)
 				continue
 			}
@@ -125,14 +128,33 @@ type serving struct {
 	servers   []shutdowner
 	errc      chan error // each server's Serve error
 	proxyAddr string
-	adminAddr string // empty without an admin listener
+	adminAddr string       // empty without an admin listener
+	cert      *certificate // nil without TLS
+}
+
+// reloadCertificate reads the TLS key pair again, if there is one.
+func (sv *serving) reloadCertificate(log *zerolog.Logger) {
+	if sv.cert == nil {
+		return
+	}
+	if err := sv.cert.reload(); err != nil {
+		log.Error().Err(err).Msg("reload: TLS certificate unchanged")
+		return
+	}
+	log.Info().Msg("reload: TLS certificate applied")
 }
 
 // startServers listens and serves the proxy and, unless -admin is empty,
 // the admin API. On error nothing is left running but rt.
 func startServers(o *options, rt *router.Router, log *zerolog.Logger) (*serving, error) {
 	sv := &serving{errc: make(chan error, 2)}
-	proxy, addr, err := startProxy(o, rt, sv.errc)
+	if o.tlsCert != "" {
+		var err error
+		if sv.cert, err = loadCertificate(o.tlsCert, o.tlsKey); err != nil {
+			return nil, fmt.Errorf("-tls-cert: %w", err)
+		}
+	}
+	proxy, addr, err := startProxy(o, rt, sv.cert, sv.errc)
 	if err != nil {
 		return nil, err
 	}
@@ -153,7 +175,7 @@ func startServers(o *options, rt *router.Router, log *zerolog.Logger) (*serving,
 // which answers the common request itself and hands every other
 // connection to an http.Server; TLS (and so HTTP/2) is the http.Server's
 // alone.
-func startProxy(o *options, rt *router.Router, errc chan<- error) (shutdowner, string, error) {
+func startProxy(o *options, rt *router.Router, cert *certificate, errc chan<- error) (shutdowner, string, error) {
 	// No ReadTimeout or WriteTimeout: they would cut long uploads, streams
 	// and WebSockets. The router bounds request bodies itself
 	// (-body-read-timeout, -min-upload-rate) and upgraded connections
@@ -163,8 +185,9 @@ func startProxy(o *options, rt *router.Router, errc chan<- error) (shutdowner, s
 	if err != nil {
 		return nil, "", err
 	}
-	if o.tlsCert != "" {
-		go func() { errc <- proxy.ServeTLS(ln, o.tlsCert, o.tlsKey) }()
+	if cert != nil {
+		proxy.TLSConfig = &tls.Config{GetCertificate: cert.get, MinVersion: tls.VersionTLS12}
+		go func() { errc <- proxy.ServeTLS(ln, "", "") }()
 		return proxy, ln.Addr().String(), nil
 	}
 	front, err := router.NewServer(proxy)
