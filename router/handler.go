@@ -194,7 +194,7 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		if upgrade {
 			err = r.runUpgrade(req.Context(), x)
 		} else {
-			err = r.run(req.Context(), x, r.sessionFor(d, now), now, fc)
+			err = r.runInSession(req.Context(), x, d, now, fc)
 		}
 		if err == nil {
 			if rec != nil {
@@ -252,17 +252,18 @@ func (d *decision) retryTicket() (ticket, cookieState) {
 }
 
 // sessionFor names the session actor a request runs in: its client's own,
-// unless the client is new or MaxSessions are tracked already.
-func (r *Router) sessionFor(d decision, now time.Time) string {
+// unless the client is new or MaxSessions are tracked already. A non-nil
+// entry must be ended when the request ends.
+func (r *Router) sessionFor(d decision, now time.Time) (string, *sessionEntry) {
 	if d.outcome == outcomeNew {
-		return newClientsSession
+		return newClientsSession, nil
 	}
-	name, ok := r.sessions.track(d.tk.sid, r.sessionClock(now))
-	if !ok {
+	e := r.sessions.begin(d.tk.sid, r.sessionClock(now))
+	if e == nil {
 		r.m.sessionsRefused.Add(1)
-		return newClientsSession
+		return newClientsSession, nil
 	}
-	return name
+	return e.name, e
 }
 
 // newClientsSession is the session actor that runs first requests. A client
@@ -272,6 +273,16 @@ const newClientsSession = "new-clients"
 
 // errRetry: the request never reached the backend and can go elsewhere.
 var errRetry = errors.New("retry on another backend")
+
+// runInSession runs x in the session actor d's client has, keeping that
+// session in the table while it runs.
+func (r *Router) runInSession(ctx context.Context, x *exchange, d decision, now time.Time, fc *frontConn) error {
+	name, e := r.sessionFor(d, now)
+	if e != nil {
+		defer func() { e.end(r.sessionClock(time.Now())) }()
+	}
+	return r.run(ctx, x, name, now, fc)
+}
 
 // run proxies x on its backend's worker actor and classifies the result.
 // now is when the request came in: its backend latency is counted from

@@ -510,12 +510,15 @@ func TestSessionTableSweeps(t *testing.T) {
 	st := newSessionTable(2)
 	var a, b, c [16]byte
 	a[0], b[0], c[0] = 1, 2, 3
+	// tracked runs one request of sid from now to now.
 	tracked := func(sid [16]byte, now uint32) bool {
-		name, ok := st.track(sid, now)
-		if ok {
-			require.Equal(t, sessionName(sid), name)
+		e := st.begin(sid, now)
+		if e == nil {
+			return false
 		}
-		return ok
+		require.Equal(t, sessionName(sid), e.name)
+		e.end(now)
+		return true
 	}
 	require.True(t, tracked(a, 10))
 	require.True(t, tracked(b, 20))
@@ -525,6 +528,27 @@ func TestSessionTableSweeps(t *testing.T) {
 	st.sweep(25) // forgets b, last used at 20
 	require.EqualValues(t, 1, st.count.Load())
 	require.True(t, tracked(c, 31))
+}
+
+// A request that outlives the idle time keeps its session in the table:
+// the runtime keeps its session actor meanwhile, so forgetting it would let
+// one more session in than MaxSessions.
+func TestSessionTableKeepsSessionsWithRequestsRunning(t *testing.T) {
+	st := newSessionTable(1)
+	var a, b [16]byte
+	a[0], b[0] = 1, 2
+	long := st.begin(a, 10)
+	require.NotNil(t, long)
+	st.sweep(100)
+	require.EqualValues(t, 1, st.count.Load(), "a's request still runs")
+	require.Nil(t, st.begin(b, 100), "full while a's request runs")
+
+	long.end(200)
+	st.sweep(150)
+	require.EqualValues(t, 1, st.count.Load(), "idle time counts from the request's end")
+	st.sweep(201)
+	require.Zero(t, st.count.Load())
+	require.NotNil(t, st.begin(b, 201))
 }
 
 func TestFrameTrackerFindsBoundaries(t *testing.T) {

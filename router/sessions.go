@@ -12,7 +12,10 @@ import (
 // minting cookies could otherwise grow memory without limit. Each entry is
 // a session id, its last use (seconds since the router started) and its
 // session actor's name (made once, not per request), much smaller than
-// what it stands for.
+// what it stands for. An entry with requests running is never forgotten:
+// the runtime keeps a session actor while a call is in progress, however
+// long (a download, an event stream), so forgetting it would let the table
+// admit more sessions than max.
 type sessionTable struct {
 	max    int64
 	count  atomic.Int64
@@ -23,56 +26,72 @@ const sessionShards = 64
 
 type sessionShard struct {
 	mu sync.RWMutex
-	m  map[[16]byte]sessionEntry
+	m  map[[16]byte]*sessionEntry
 }
 
 type sessionEntry struct {
-	last uint32
-	name string // sessionName(sid)
+	last    atomic.Uint32 // seconds since the router started
+	running atomic.Int32  // requests begun and not yet ended
+	name    string        // sessionName(sid)
 }
 
 func newSessionTable(max int) *sessionTable {
 	t := &sessionTable{max: int64(max)}
 	for i := range t.shards {
-		t.shards[i].m = make(map[[16]byte]sessionEntry)
+		t.shards[i].m = make(map[[16]byte]*sessionEntry)
 	}
 	return t
 }
 
-// track records a use of sid at now and returns its session actor's name,
-// or ok false when the session may not have its own: the table is full and
-// sid is not in it.
-func (t *sessionTable) track(sid [16]byte, now uint32) (name string, ok bool) {
+// begin records a request of sid starting at now and returns its session
+// entry, or nil when the session may not have its own session actor: the
+// table is full and sid is not in it. The caller calls end when the
+// request ends.
+func (t *sessionTable) begin(sid [16]byte, now uint32) *sessionEntry {
 	sh := &t.shards[sid[0]%sessionShards] // sid is random: its first byte spreads evenly
 	sh.mu.RLock()
-	e, ok := sh.m[sid]
-	sh.mu.RUnlock()
-	if ok && e.last == now {
-		return e.name, true // the common case: a read lock only
+	e := sh.m[sid]
+	if e != nil {
+		// Under the read lock, so sweep (which takes the write lock)
+		// sees the request running.
+		e.running.Add(1)
+		sh.mu.RUnlock()
+		if e.last.Load() != now {
+			e.last.Store(now)
+		}
+		return e // the common case: a read lock only
 	}
+	sh.mu.RUnlock()
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	e, ok = sh.m[sid]
-	if !ok {
+	if e = sh.m[sid]; e == nil {
 		// Reserve first, so concurrent inserts cannot overshoot max.
 		if t.count.Add(1) > t.max {
 			t.count.Add(-1)
-			return "", false
+			return nil
 		}
-		e.name = sessionName(sid)
+		e = &sessionEntry{name: sessionName(sid)}
+		sh.m[sid] = e
 	}
-	e.last = now
-	sh.m[sid] = e
-	return e.name, true
+	e.running.Add(1)
+	e.last.Store(now)
+	return e
 }
 
-// sweep forgets sessions last used before cutoff.
+// end records that a request begun on e ended at now: the session's idle
+// time counts from then.
+func (e *sessionEntry) end(now uint32) {
+	e.last.Store(now)
+	e.running.Add(-1)
+}
+
+// sweep forgets sessions last used before cutoff with no request running.
 func (t *sessionTable) sweep(cutoff uint32) {
 	for i := range t.shards {
 		sh := &t.shards[i]
 		sh.mu.Lock()
 		for sid, e := range sh.m {
-			if e.last < cutoff {
+			if e.running.Load() == 0 && e.last.Load() < cutoff {
 				delete(sh.m, sid)
 				t.count.Add(-1)
 			}
