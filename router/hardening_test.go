@@ -319,6 +319,48 @@ func TestCloseDoesNotWaitOnAClientThatStoppedReading(t *testing.T) {
 	require.Zero(t, r.Metrics().Upgraded)
 }
 
+// Item 8: Close closes a WebSocket once its client has answered the close
+// frame (RFC 6455 section 7.1.1), not before, whatever the backend sends
+// meanwhile (wsHold answers every read, the router's close frame included).
+func TestCloseWaitsForTheClientsCloseAnswer(t *testing.T) {
+	b := startBackend(t, "a")
+	r, err := New(testConfig(b))
+	require.NoError(t, err)
+	r.closeHandshake = time.Minute // the client answers when the test says
+	srv := httptest.NewServer(r)
+	defer srv.Close()
+	conn, br, resp := openWSPath(t, srv.URL, "/ws-hold", "")
+	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+
+	closed := make(chan error, 1)
+	go func() { closed <- r.Close(context.Background()) }()
+	frame := make([]byte, len(closeGoingAway))
+	_, err = io.ReadFull(br, frame)
+	require.NoError(t, err)
+	require.Equal(t, closeGoingAway[:], frame)
+	assert.Never(t, func() bool { return len(closed) > 0 }, 200*time.Millisecond, 5*time.Millisecond,
+		"Close waits for the client's answer")
+
+	clientClose := []byte{0x88, 0x82, 9, 9, 9, 9, 0x03 ^ 9, 0xe9 ^ 9} // masked 1001
+	_, err = conn.Write(clientClose)
+	require.NoError(t, err)
+	select {
+	case err := <-closed:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not end on the client's answer")
+	}
+	rest, err := io.ReadAll(br)
+	require.NoError(t, err, "the connection ends with a FIN")
+	require.Empty(t, rest, "nothing after the close frame: the backend's answer is not passed on")
+	select {
+	case got := <-b.wsGot:
+		require.Len(t, got, 8, "the backend got the router's close frame only: %x", got)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the backend's connection was not closed")
+	}
+}
+
 // panicTransport panics on requests for /panic, as a bug met by one kind
 // of request would, and passes the rest on.
 type panicTransport struct{ http.RoundTripper }

@@ -70,8 +70,11 @@ type Router struct {
 	stopHealth context.CancelFunc
 	healthDone chan struct{}
 	closeOnce  sync.Once
-	closeErr   error
-	closed     atomic.Bool
+	// closeHandshake bounds Close's wait for WebSocket clients to answer
+	// its close frames.
+	closeHandshake time.Duration
+	closeErr       error
+	closed         atomic.Bool
 }
 
 // New validates cfg, starts the runtime with one worker actor per backend
@@ -84,7 +87,7 @@ func New(cfg Config) (*Router, error) {
 		return nil, err
 	}
 	r := &Router{cfg: cfg, log: zerolog.Nop(), slots: make(map[int]*slot),
-		started: time.Now(), sessions: newSessionTable(cfg.MaxSessions), upConns: make(map[*idleConn]struct{})}
+		started: time.Now(), closeHandshake: time.Second, sessions: newSessionTable(cfg.MaxSessions), upConns: make(map[*idleConn]struct{})}
 	r.closing, r.stopClosing = context.WithCancel(context.Background())
 	if cfg.Logger != nil {
 		r.log = *cfg.Logger
@@ -191,22 +194,12 @@ func sessionName(sid [16]byte) string { return base64.RawURLEncoding.EncodeToStr
 
 // Close stops health checks, closes upgraded connections (they would not
 // end on their own: both ends of a WebSocket get a close frame, 1001 going
-// away, then both TCP connections are closed), lets running
-// requests finish (until ctx ends) and stops the runtime. Requests after
-// Close get 503. Idempotent.
+// away, and the connections are closed once the client answers, or after a
+// second, or when ctx ends), lets running requests finish (until ctx ends)
+// and stops the runtime. Requests after Close get 503. Idempotent.
 func (r *Router) Close(ctx context.Context) error {
 	r.closeOnce.Do(func() {
-		r.upMu.Lock()
-		r.closed.Store(true)
-		conns := make([]*idleConn, 0, len(r.upConns))
-		for c := range r.upConns {
-			conns = append(conns, c)
-		}
-		r.upMu.Unlock()
-		deadline := time.Now().Add(time.Second) // one for all: slow readers cannot stack up
-		for _, c := range conns {
-			c.goingAway(deadline)
-		}
+		upDone := r.goingAway(ctx)
 		r.upMu.Lock()
 		for _, p := range r.pages {
 			p.Close()
@@ -215,7 +208,7 @@ func (r *Router) Close(ctx context.Context) error {
 		r.stopClosing()
 		r.stopHealth()
 		<-r.healthDone
-		upErr := r.waitUpgrades(ctx)
+		upErr := waitUpgrades(ctx, upDone)
 		r.closeErr = errors.Join(upErr, r.rt.Shutdown(ctx))
 		if t, ok := r.transport.(interface{ CloseIdleConnections() }); ok {
 			t.CloseIdleConnections()
@@ -226,6 +219,37 @@ func (r *Router) Close(ctx context.Context) error {
 		r.log.Info().Msg("affinity router stopped")
 	})
 	return r.closeErr
+}
+
+// goingAway refuses new upgrades, sends every WebSocket's ends a close
+// frame and waits, for r.closeHandshake at most or until ctx ends, for the
+// upgrades to end: a client's answer ends its own. The result is closed once every
+// upgrade has ended.
+func (r *Router) goingAway(ctx context.Context) <-chan struct{} {
+	r.upMu.Lock()
+	r.closed.Store(true)
+	conns := make([]*idleConn, 0, len(r.upConns))
+	for c := range r.upConns {
+		conns = append(conns, c)
+	}
+	r.upMu.Unlock()
+	deadline := time.Now().Add(r.closeHandshake) // one for all: slow readers cannot stack up
+	for _, c := range conns {
+		c.goingAway(deadline)
+	}
+	done := make(chan struct{})
+	go func() { // ends once the upgrades return, which Close makes them do
+		r.upWG.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return done
 }
 
 // SetKeys replaces the cookie keys: keys[0] signs, all verify.
@@ -426,13 +450,8 @@ func (r *Router) Backends() []BackendStatus {
 }
 
 // waitUpgrades waits until the upgraded connections, cancelled by Close,
-// have been torn down.
-func (r *Router) waitUpgrades(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() { // ends once the cancelled upgrades return, which Close caused
-		r.upWG.Wait()
-		close(done)
-	}()
+// have been torn down (done closed).
+func waitUpgrades(ctx context.Context, done <-chan struct{}) error {
 	select {
 	case <-done:
 		return nil

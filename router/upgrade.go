@@ -116,7 +116,7 @@ func (w *upgradeWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	ic := &idleConn{Conn: conn, idle: w.idle, out: wsOutbound{track: w.websocket}, upstream: w.upstream}
+	ic := &idleConn{Conn: conn, idle: w.idle, out: wsOutbound{track: w.websocket, swallow: true}, upstream: w.upstream}
 	ic.touch()
 	w.conn = ic
 	w.r.upMu.Lock()
@@ -211,16 +211,24 @@ func (u *upstreamConn) goingAway(deadline time.Time) {
 type wsOutbound struct {
 	mu      sync.Mutex
 	track   bool         // a WebSocket: follow frames
+	swallow bool         // once gone, writes succeed unsent instead of failing
 	frames  frameTracker // of the bytes written, under mu
 	gone    bool         // a close frame was injected: no more writes
 	closing atomic.Int64 // unix ns: the write deadline of a pending close frame, 0 if none
 }
 
-// write passes p to send unless a close frame was injected.
+// write passes p to send unless a close frame was injected. Then it
+// fails, which ends the upgrade, or with swallow drops p: the client's side
+// swallows the backend's answer to its close frame, so that the upgrade
+// lasts until the client's own answer fails on the backend's side (RFC 6455
+// section 7.1.1: the server closes the connection once it has the peer's).
 func (o *wsOutbound) write(p []byte, send func([]byte) (int, error)) (int, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.gone {
+		if o.swallow {
+			return len(p), nil
+		}
 		return 0, net.ErrClosed
 	}
 	n, err := send(p)
