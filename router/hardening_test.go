@@ -434,6 +434,31 @@ func TestIdleWebSocketIsClosed(t *testing.T) {
 	require.Eventually(t, func() bool { return p.Metrics().Upgraded == 0 }, 5*time.Second, time.Millisecond)
 }
 
+// Item 8: after the idle timeout's close frame, the client has time to
+// answer it, and its answer ends the connection.
+func TestIdleWebSocketWaitsForTheClientsCloseAnswer(t *testing.T) {
+	b := startBackend(t, "a")
+	cfg := testConfig(b)
+	cfg.UpgradeIdleTimeout = 100 * time.Millisecond
+	p := startRouter(t, cfg)
+	p.Router.closeHandshake = time.Minute // before the upgrade reads it
+	conn, br, resp := openWSPath(t, p.srv.URL, "/ws-hold", "")
+	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+	frame := make([]byte, len(closeGoingAway))
+	_, err := io.ReadFull(br, frame)
+	require.NoError(t, err)
+	require.Equal(t, closeGoingAway[:], frame)
+	assert.Never(t, func() bool { return p.Metrics().Upgraded == 0 }, 200*time.Millisecond, 5*time.Millisecond,
+		"the upgrade waits for the client's answer")
+
+	_, err = conn.Write([]byte{0x88, 0x82, 9, 9, 9, 9, 0x03 ^ 9, 0xe9 ^ 9}) // masked 1001
+	require.NoError(t, err)
+	rest, err := io.ReadAll(br)
+	require.NoError(t, err, "the connection ends with a FIN")
+	require.Empty(t, rest, "the backend's answer to the close frame is not passed on")
+	require.Eventually(t, func() bool { return p.Metrics().Upgraded == 0 }, 5*time.Second, time.Millisecond)
+}
+
 // startUpload sends the headers of a POST /upload announcing size bytes
 // and returns the connection, for the test to trickle the body.
 func startUpload(t *testing.T, proxyURL string, size int) net.Conn {

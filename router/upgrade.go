@@ -116,7 +116,8 @@ func (w *upgradeWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	ic := &idleConn{Conn: conn, idle: w.idle, out: wsOutbound{track: w.websocket, swallow: true}, upstream: w.upstream}
+	ic := &idleConn{Conn: conn, idle: w.idle, handshake: w.r.closeHandshake,
+		out: wsOutbound{track: w.websocket, swallow: true}, upstream: w.upstream}
 	ic.touch()
 	w.conn = ic
 	w.r.upMu.Lock()
@@ -127,11 +128,14 @@ func (w *upgradeWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 
 // idleConn fails a read once neither direction has moved for idle. Reads
 // wait in slices of idle; a slice that ends while writes went on is
-// retried, so a one-way stream (server pushes only) stays open.
+// retried, so a one-way stream (server pushes only) stays open. A
+// WebSocket gets a close frame first, and handshake to answer it.
 type idleConn struct {
 	net.Conn
-	idle time.Duration
-	last atomic.Int64 // unix nanoseconds of the last traffic
+	idle      time.Duration
+	handshake time.Duration
+	last      atomic.Int64 // unix nanoseconds of the last traffic
+	closeBy   time.Time    // once idle: when to stop waiting for the close answer (the reader's only)
 
 	out      wsOutbound    // writes to the client
 	upstream *upstreamConn // the backend side of a WebSocket, or nil
@@ -141,10 +145,9 @@ func (c *idleConn) touch() { c.last.Store(time.Now().UnixNano()) }
 
 func (c *idleConn) Read(p []byte) (int, error) {
 	for {
-		deadline := time.Unix(0, c.last.Load()).Add(c.idle)
-		if now := time.Now(); !now.Before(deadline) {
-			c.goingAway(now.Add(time.Second))
-			return 0, errUpgradeIdle
+		deadline, err := c.readDeadline()
+		if err != nil {
+			return 0, err
 		}
 		_ = c.Conn.SetReadDeadline(deadline)
 		n, err := c.Conn.Read(p)
@@ -157,6 +160,29 @@ func (c *idleConn) Read(p []byte) (int, error) {
 		}
 		return n, err
 	}
+}
+
+// readDeadline is how long the next read may wait. Once the connection has
+// been idle for c.idle, a WebSocket client gets a close frame and until
+// c.handshake later to answer it: its answer, passed on, ends the upgrade
+// (see wsOutbound.write). Then, or with no close frame sent, errUpgradeIdle.
+func (c *idleConn) readDeadline() (time.Time, error) {
+	now := time.Now()
+	if !c.closeBy.IsZero() {
+		if now.Before(c.closeBy) {
+			return c.closeBy, nil
+		}
+		return time.Time{}, errUpgradeIdle
+	}
+	deadline := time.Unix(0, c.last.Load()).Add(c.idle)
+	if now.Before(deadline) {
+		return deadline, nil
+	}
+	c.closeBy = now.Add(c.handshake)
+	if !c.goingAway(c.closeBy) {
+		return time.Time{}, errUpgradeIdle
+	}
+	return c.closeBy, nil
 }
 
 func (c *idleConn) Write(p []byte) (int, error) {
@@ -174,14 +200,16 @@ func (c *idleConn) Write(p []byte) (int, error) {
 
 // goingAway sends both ends of a WebSocket a close frame (1001, going
 // away) before Close tears the connections down, so each sees a clean
-// close and not an abnormal one (1006).
-func (c *idleConn) goingAway(deadline time.Time) {
-	c.out.inject(c.Conn, deadline, func() {
+// close and not an abnormal one (1006). It reports whether the client got
+// one.
+func (c *idleConn) goingAway(deadline time.Time) bool {
+	sent := c.out.inject(c.Conn, deadline, func() {
 		_, _ = c.Conn.Write(closeGoingAway[:])
 	})
 	if c.upstream != nil {
 		c.upstream.goingAway(deadline)
 	}
+	return sent
 }
 
 // upstreamConn is the backend side of an upgraded WebSocket: the
@@ -240,23 +268,25 @@ func (o *wsOutbound) write(p []byte, send func([]byte) (int, error)) (int, error
 
 // inject runs send, which writes a close frame on conn by deadline,
 // unless this is no WebSocket, a write stopped mid-frame (a frame cannot be
-// put there), or a close frame went that way already. It waits for a write
+// put there), or a close frame went that way already; it reports whether
+// it ran send. It waits for a write
 // under way, one that has already delivered its bytes included, but no
 // longer than deadline: a write stuck on a peer that does not read fails
 // then, as does one that starts meanwhile (see capDeadline).
-func (o *wsOutbound) inject(conn net.Conn, deadline time.Time, send func()) {
+func (o *wsOutbound) inject(conn net.Conn, deadline time.Time, send func()) (sent bool) {
 	if !o.track {
-		return
+		return false
 	}
 	o.closing.Store(deadline.UnixNano())
 	_ = conn.SetWriteDeadline(deadline)
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.gone || o.frames.closed || !o.frames.atBoundary() {
-		return
+		return false
 	}
 	o.gone = true
 	send()
+	return true
 }
 
 // capDeadline brings conn's write deadline, just set by a writer, back to
