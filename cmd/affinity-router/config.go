@@ -39,7 +39,7 @@ func (d *duration) UnmarshalJSON(b []byte) error {
 // fileConfig is the JSON config file. Every field has a flag of the same
 // meaning; flags given on the command line win over the file.
 type fileConfig struct {
-	Listen             string           `json:"listen"`
+	Listen             listenList       `json:"listen"`
 	Admin              *string          `json:"admin"`
 	TLSCert            string           `json:"tls_cert"`
 	TLSKey             string           `json:"tls_key"`
@@ -138,6 +138,48 @@ func (l *commaList) Set(v string) error {
 	return nil
 }
 
+// listenList is the repeatable -listen flag, and the file's "listen": an
+// address or a list of them.
+type listenList []string
+
+func (l *listenList) String() string { return strings.Join(*l, ",") }
+
+func (l *listenList) Set(v string) error {
+	*l = append(*l, v)
+	return nil
+}
+
+func (l *listenList) UnmarshalJSON(b []byte) error {
+	var one string
+	if err := json.Unmarshal(b, &one); err == nil {
+		*l = listenList{one}
+		return nil
+	}
+	var many []string
+	if err := json.Unmarshal(b, &many); err != nil {
+		return errors.New("listen: want an address or a list of addresses")
+	}
+	*l = many
+	return nil
+}
+
+// check refuses an empty or repeated address: a second listener on the
+// same address could never open (port 0, any free port, may repeat).
+func (l listenList) check() error {
+	seen := make(map[string]bool, len(l))
+	for _, a := range l {
+		_, port, _ := net.SplitHostPort(a)
+		switch {
+		case a == "":
+			return errors.New("-listen: empty address")
+		case seen[a] && port != "0":
+			return fmt.Errorf("-listen: %s given twice", a)
+		}
+		seen[a] = true
+	}
+	return nil
+}
+
 // backendList is the repeatable -backend flag: "url" or "name=url".
 type backendList []router.Backend
 
@@ -209,7 +251,7 @@ func (l weightList) apply(bs []router.Backend) error {
 // options is everything main needs, from flags and the config file.
 type options struct {
 	configFile string
-	listen     string
+	listen     listenList
 	admin      string
 	tlsCert    string
 	tlsKey     string
@@ -252,12 +294,13 @@ const (
 	defaultIdleTimeout       = 60 * time.Second
 	defaultShutdownGrace     = 30 * time.Second
 	defaultGCHeapFloorMiB    = 64
+	defaultListen            = ":8080"
 )
 
 func newFlagSet(o *options) *flag.FlagSet {
 	fs := flag.NewFlagSet("affinity-router", flag.ContinueOnError)
 	fs.StringVar(&o.configFile, "config", "", "JSON config file (fields as the flags, snake_case; flags win). Backends (unless -backend gives them), keys and the admin token are re-read on SIGHUP; other changes are logged as needing a restart")
-	fs.StringVar(&o.listen, "listen", ":8080", "address to serve proxied traffic on")
+	fs.Var(&o.listen, "listen", "`address` to serve proxied traffic on (default "+defaultListen+"); repeat for several, all served alike")
 	fs.StringVar(&o.admin, "admin", "127.0.0.1:9090", "address of the admin listener (/healthz, /metrics, /backends, the live page on /ui/); empty disables it. Keep it private; see -admin-token-file")
 	fs.StringVar(&o.adminTokenFile, "admin-token-file", "", "file holding the admin API's bearer token (at least 16 bytes), re-read on SIGHUP; every admin request but GET /healthz must then send \"Authorization: Bearer <token>\"")
 	fs.Var(&o.adminHosts, "admin-hosts", "comma-separated `names` (or name:port) the admin API may be reached by besides loopback names and the -admin host; requests with any other Host header are refused (DNS rebinding)")
@@ -320,6 +363,12 @@ func parseOptions(args []string) (*options, error) {
 		o.merge(fc, set)
 		o.fileConfig, o.flagsSet = fc, set
 	}
+	if len(o.listen) == 0 {
+		o.listen = listenList{defaultListen}
+	}
+	if err := o.listen.check(); err != nil {
+		return nil, err
+	}
 	return o, nil
 }
 
@@ -364,7 +413,9 @@ func (o *options) merge(fc *fileConfig, set map[string]bool) {
 			*dst = v
 		}
 	}
-	str("listen", &o.listen, fc.Listen)
+	if !set["listen"] && len(fc.Listen) > 0 {
+		o.listen = fc.Listen
+	}
 	if !set["admin"] && fc.Admin != nil {
 		o.admin = *fc.Admin
 	}

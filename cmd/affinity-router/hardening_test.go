@@ -21,6 +21,7 @@ import (
 // started is a run() in the background.
 type started struct {
 	proxy, admin string
+	proxies      []string // every -listen's, proxy first
 	sigs         chan os.Signal
 	done         chan error
 }
@@ -28,13 +29,15 @@ type started struct {
 func startRun(t *testing.T, args ...string) *started {
 	t.Helper()
 	s := &started{sigs: make(chan os.Signal, 1), done: make(chan error, 1)}
-	addrs := make(chan [2]string, 1)
+	ready := make(chan struct{})
 	go func() {
-		s.done <- run(args, s.sigs, func(p, a string) { addrs <- [2]string{p, a} })
+		s.done <- run(args, s.sigs, func(p []string, a string) {
+			s.proxies, s.proxy, s.admin = p, p[0], a
+			close(ready)
+		})
 	}()
 	select {
-	case a := <-addrs:
-		s.proxy, s.admin = a[0], a[1]
+	case <-ready:
 	case err := <-s.done:
 		t.Fatal(err)
 	}

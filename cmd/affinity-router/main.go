@@ -5,7 +5,7 @@
 //
 //	affinity-router -keys-file keys.txt -backend http://10.0.0.1:8080 -backend http://10.0.0.2:8080
 //
-// SIGHUP re-reads the config file's backends (unless -backend gave them),
+// -listen may be repeated. SIGHUP re-reads the config file's backends (unless -backend gave them),
 // the keys file, the admin token file and the TLS key pair, reopens the
 // access log, and warns of the other settings changed in the file, which
 // need a restart. SIGINT or
@@ -47,7 +47,7 @@ func main() {
 
 // run serves until a signal on sigs stops it. ready, when set, learns the
 // listeners' addresses once they accept connections.
-func run(args []string, sigs <-chan os.Signal, ready func(proxy, admin string)) error {
+func run(args []string, sigs <-chan os.Signal, ready func(proxy []string, admin string)) error {
 	o, err := parseOptions(args)
 	if err != nil {
 		return err
@@ -73,7 +73,7 @@ func run(args []string, sigs <-chan os.Signal, ready func(proxy, admin string)) 
 		return err
 	}
 	if ready != nil {
-		ready(sv.proxyAddr, sv.adminAddr)
+		ready(sv.proxyAddrs, sv.adminAddr)
 	}
 	for {
 		select {
@@ -125,11 +125,11 @@ func newRouter(o *options, log *zerolog.Logger) (*router.Router, io.WriteCloser,
 
 // serving is what startServers started.
 type serving struct {
-	servers   []shutdowner
-	errc      chan error // each server's Serve error
-	proxyAddr string
-	adminAddr string       // empty without an admin listener
-	cert      *certificate // nil without TLS
+	servers    []shutdowner
+	errc       chan error   // each Serve's error
+	proxyAddrs []string     // one per -listen
+	adminAddr  string       // empty without an admin listener
+	cert       *certificate // nil without TLS
 }
 
 // reloadCertificate reads the TLS key pair again, if there is one.
@@ -147,18 +147,25 @@ func (sv *serving) reloadCertificate(log *zerolog.Logger) {
 // startServers listens and serves the proxy and, unless -admin is empty,
 // the admin API. On error nothing is left running but rt.
 func startServers(o *options, rt *router.Router, log *zerolog.Logger) (*serving, error) {
-	sv := &serving{errc: make(chan error, 2)}
+	sv := &serving{errc: make(chan error, len(o.listen)+1)} // never blocks a Serve's end
 	if o.tlsCert != "" {
 		var err error
 		if sv.cert, err = loadCertificate(o.tlsCert, o.tlsKey); err != nil {
 			return nil, fmt.Errorf("-tls-cert: %w", err)
 		}
 	}
-	proxy, addr, err := startProxy(o, rt, sv.cert, sv.errc)
+	lns, err := listenAll(o.listen)
 	if err != nil {
 		return nil, err
 	}
-	sv.servers, sv.proxyAddr = append(sv.servers, proxy), addr
+	proxy, err := startProxy(o, rt, sv.cert, lns, sv.errc)
+	if err != nil {
+		return nil, err
+	}
+	sv.servers = append(sv.servers, proxy)
+	for _, ln := range lns {
+		sv.proxyAddrs = append(sv.proxyAddrs, ln.Addr().String())
+	}
 	if o.admin != "" {
 		admin, addr, err := startAdmin(o, rt, sv.errc, log)
 		if err != nil {
@@ -167,36 +174,56 @@ func startServers(o *options, rt *router.Router, log *zerolog.Logger) (*serving,
 		}
 		sv.servers, sv.adminAddr = append(sv.servers, admin), addr
 	}
-	log.Info().Str("addr", sv.proxyAddr).Msg("proxy listening")
+	for _, addr := range sv.proxyAddrs {
+		log.Info().Str("addr", addr).Msg("proxy listening")
+	}
 	return sv, nil
 }
 
-// startProxy serves rt on -listen. Plain-text clients go to router.Server,
-// which answers the common request itself and hands every other
-// connection to an http.Server; TLS (and so HTTP/2) is the http.Server's
-// alone.
-func startProxy(o *options, rt *router.Router, cert *certificate, errc chan<- error) (shutdowner, string, error) {
+// listenAll opens a listener on every address, or none.
+func listenAll(addrs []string) ([]net.Listener, error) {
+	lns := make([]net.Listener, 0, len(addrs))
+	for _, addr := range addrs {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			for _, open := range lns {
+				_ = open.Close()
+			}
+			return nil, err
+		}
+		lns = append(lns, ln)
+	}
+	return lns, nil
+}
+
+// startProxy serves rt on lns, one server for all. Plain-text clients go
+// to router.Server, which answers the common request itself and hands
+// every other connection to an http.Server; TLS (and so HTTP/2) is the
+// http.Server's alone.
+func startProxy(o *options, rt *router.Router, cert *certificate, lns []net.Listener, errc chan<- error) (shutdowner, error) {
 	// No ReadTimeout or WriteTimeout: they would cut long uploads, streams
 	// and WebSockets. The router bounds request bodies itself
 	// (-body-read-timeout, -min-upload-rate) and upgraded connections
 	// (-upgrade-idle-timeout).
-	proxy := &http.Server{Addr: o.listen, Handler: rt, ReadHeaderTimeout: o.readHeaderTO, IdleTimeout: o.idleTO}
-	ln, err := net.Listen("tcp", o.listen)
-	if err != nil {
-		return nil, "", err
-	}
+	proxy := &http.Server{Handler: rt, ReadHeaderTimeout: o.readHeaderTO, IdleTimeout: o.idleTO}
 	if cert != nil {
 		proxy.TLSConfig = &tls.Config{GetCertificate: cert.get, MinVersion: tls.VersionTLS12}
-		go func() { errc <- proxy.ServeTLS(ln, "", "") }()
-		return proxy, ln.Addr().String(), nil
+		for _, ln := range lns {
+			go func() { errc <- proxy.ServeTLS(ln, "", "") }()
+		}
+		return proxy, nil
 	}
 	front, err := router.NewServer(proxy)
 	if err != nil {
-		_ = ln.Close()
-		return nil, "", err
+		for _, ln := range lns {
+			_ = ln.Close()
+		}
+		return nil, err
 	}
-	go func() { errc <- front.Serve(ln) }()
-	return front, ln.Addr().String(), nil
+	for _, ln := range lns {
+		go func() { errc <- front.Serve(ln) }()
+	}
+	return front, nil
 }
 
 // startAdmin serves rt's admin API on -admin.

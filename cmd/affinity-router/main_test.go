@@ -57,6 +57,7 @@ func TestBadConfigIsAClearError(t *testing.T) {
 	unknown := writeFile(t, dir, "unknown.json", `{"listen": ":1", "colour": "blue"}`)
 	badDur := writeFile(t, dir, "dur.json", `{"health_interval": 5}`)
 	withBackends := writeFile(t, dir, "backends.json", `{"backends": [{"name": "a", "url": "http://127.0.0.1:1"}]}`)
+	badListen := writeFile(t, dir, "listen.json", `{"listen": 8080}`)
 	cases := []struct {
 		args []string
 		want string
@@ -80,6 +81,9 @@ func TestBadConfigIsAClearError(t *testing.T) {
 		{[]string{"-keys-file", keys, "-backend", "a=http://127.0.0.1:1", "-weight", "a=0x"}, `weight of "a"`},
 		{[]string{"-keys-file", keys, "-backend", "a=http://127.0.0.1:1", "-weight", "a=-1"}, "weight -1 out of range"},
 		{[]string{"-config", withBackends, "-keys-file", keys, "-weight", "a=2"}, "give the config file's backends a \"weight\""},
+		{[]string{"-keys-file", keys, "-backend", "http://127.0.0.1:1", "-listen", "127.0.0.1:7", "-listen", "127.0.0.1:7"}, "-listen: 127.0.0.1:7 given twice"},
+		{[]string{"-keys-file", keys, "-backend", "http://127.0.0.1:1", "-listen", ""}, "-listen: empty address"},
+		{[]string{"-config", badListen}, "listen: want an address or a list of addresses"},
 	}
 	for _, c := range cases {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
@@ -96,7 +100,7 @@ func TestFlagsWinOverTheFile(t *testing.T) {
 		"backends": [{"name": "a", "url": "http://127.0.0.1:2"}], "admin": ""}`)
 	o, err := parseOptions([]string{"-config", cfg, "-failover", "sticky"})
 	require.NoError(t, err)
-	require.Equal(t, "127.0.0.1:1", o.listen)
+	require.Equal(t, listenList{"127.0.0.1:1"}, o.listen)
 	require.Equal(t, "sticky", o.failover)
 	require.Equal(t, 2*time.Hour, o.cookie.MaxAge)
 	require.Equal(t, "", o.admin, "the file can disable the admin listener")
@@ -145,7 +149,7 @@ func TestRunProxiesAndReloadsOnSIGHUP(t *testing.T) {
 	addrs := make(chan [2]string, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- run([]string{"-config", cfg}, sigs, func(p, adm string) { addrs <- [2]string{p, adm} })
+		done <- run([]string{"-config", cfg}, sigs, func(p []string, adm string) { addrs <- [2]string{p[0], adm} })
 	}()
 	var ad [2]string
 	select {
@@ -267,10 +271,63 @@ func TestRunFailsCleanlyWhenAnAddressIsTaken(t *testing.T) {
 	base := []string{"-keys-file", keys, "-backend", "http://127.0.0.1:1", "-log-level", "error"}
 	for _, tc := range []struct{ flags []string }{
 		{[]string{"-listen", taken.Addr().String(), "-admin", "127.0.0.1:0"}},
+		{[]string{"-listen", "127.0.0.1:0", "-listen", taken.Addr().String(), "-admin", "127.0.0.1:0"}},
 		{[]string{"-listen", "127.0.0.1:0", "-admin", taken.Addr().String()}},
 	} {
 		sigs := make(chan os.Signal)
-		err := run(append(base, tc.flags...), sigs, func(string, string) { t.Error("run served") })
+		err := run(append(base, tc.flags...), sigs, func([]string, string) { t.Error("run served") })
 		require.ErrorContains(t, err, "address already in use", "%v", tc.flags)
+	}
+}
+
+// Several -listen addresses (or a list in the file) are served alike: a
+// cookie from one routes the same on the other.
+func TestSeveralListenAddresses(t *testing.T) {
+	dir := t.TempDir()
+	conf := writeFile(t, dir, "c.json", `{"listen": ["127.0.0.1:0", "[::1]:0"]}`)
+	o, err := parseOptions([]string{"-config", conf})
+	require.NoError(t, err)
+	require.Equal(t, listenList{"127.0.0.1:0", "[::1]:0"}, o.listen, "the file's list")
+	o, err = parseOptions([]string{"-config", conf, "-listen", "127.0.0.1:1"})
+	require.NoError(t, err)
+	require.Equal(t, listenList{"127.0.0.1:1"}, o.listen, "the flag wins")
+	o, err = parseOptions(nil)
+	require.NoError(t, err)
+	require.Equal(t, listenList{defaultListen}, o.listen)
+
+	backend := func(name string) string {
+		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("X-Backend", name)
+		}))
+		t.Cleanup(s.Close)
+		return s.URL
+	}
+	keys := writeFile(t, dir, "keys", key1+"\n")
+	s := startRun(t, "-keys-file", keys, "-backend", "a="+backend("a"), "-backend", "b="+backend("b"),
+		"-listen", "127.0.0.1:0", "-listen", "127.0.0.1:0", "-admin", "", "-log-level", "error")
+	defer func() { require.NoError(t, s.stop(t)) }()
+	require.Len(t, s.proxies, 2)
+	require.NotEqual(t, s.proxies[0], s.proxies[1])
+
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	get := func(addr, cookie string) *http.Response {
+		req, err := http.NewRequest(http.MethodGet, "http://"+addr+"/", nil)
+		require.NoError(t, err)
+		if cookie != "" {
+			req.Header.Set("Cookie", cookie)
+		}
+		resp, err := tr.RoundTrip(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp
+	}
+	first := get(s.proxies[0], "")
+	require.Len(t, first.Cookies(), 1)
+	cookie := first.Cookies()[0].String()
+	for range 5 {
+		for _, addr := range s.proxies {
+			require.Equal(t, first.Header.Get("X-Backend"), get(addr, cookie).Header.Get("X-Backend"), addr)
+		}
 	}
 }

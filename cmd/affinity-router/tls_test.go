@@ -53,7 +53,7 @@ func TestSIGHUPReloadsTheTLSCertificate(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- run([]string{"-keys-file", keys, "-backend", backend.URL, "-listen", "127.0.0.1:0", "-admin", "",
-			"-tls-cert", cert, "-tls-key", key, "-log-level", "error"}, sigs, func(p, _ string) { addrs <- p })
+			"-tls-cert", cert, "-tls-key", key, "-log-level", "error"}, sigs, func(p []string, _ string) { addrs <- p[0] })
 	}()
 	var addr string
 	select {
