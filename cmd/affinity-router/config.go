@@ -334,7 +334,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.DurationVar(&o.upgradeIdleTO, "upgrade-idle-timeout", router.DefaultUpgradeIdleTimeout, "close an upgraded connection (WebSocket) with no traffic either way for this long")
 	fs.IntVar(&o.maxSessions, "max-sessions", router.DefaultMaxSessions, "client sessions tracked with their own session actor (memory bound); beyond it, routing is unchanged and the refusal is counted")
 	fs.IntVar(&o.gcHeapFloorMiB, "gc-heap-floor-mib", defaultGCHeapFloorMiB, "MiB the Go heap may grow by between garbage collections however small the live heap is (the floor itself is never touched: no resident memory); 0 leaves Go's default, which collects every few MB at the router's usual heap size")
-	fs.DurationVar(&o.shutdownGrace, "shutdown-grace", defaultShutdownGrace, "on SIGTERM/SIGINT, how long running requests may take to finish; WebSockets are closed at once. Exit status 0 after a clean drain")
+	fs.DurationVar(&o.shutdownGrace, "shutdown-grace", defaultShutdownGrace, "on SIGTERM/SIGINT, how long running requests may take to finish; WebSockets get a close frame and up to a second to answer it. Exit status 0 after a clean drain")
 	return fs
 }
 

@@ -5,12 +5,12 @@
 //
 //	affinity-router -keys-file keys.txt -backend http://10.0.0.1:8080 -backend http://10.0.0.2:8080
 //
-// -listen may be repeated. SIGHUP re-reads the config file's backends (unless -backend gave them),
-// the keys file, the admin token file and the TLS key pair, reopens the
-// access log, and warns of the other settings changed in the file, which
-// need a restart. SIGINT or
-// SIGTERM drain and stop: running requests get -shutdown-grace, WebSockets
-// are closed at once, and the exit status is 0 after a clean drain.
+// -listen may be repeated. SIGHUP re-reads the config file's backends
+// (unless -backend gave them), the keys file, the admin token file and the
+// TLS key pair, reopens the access log, and warns of the other settings
+// changed in the file, which need a restart. SIGINT or SIGTERM drain and
+// stop: running requests get -shutdown-grace, WebSockets get a close frame
+// and a second to answer it, and the exit status is 0 after a clean drain.
 package main
 
 import (
