@@ -100,6 +100,11 @@ type member struct {
 	replicaMu sync.Mutex
 	replicas  map[string][]*wire.Entry // grain entries this member backs up
 
+	// The streams read here whose worker is on another member.
+	readersMu     sync.Mutex
+	readers       map[*streamReader]*actor.PID
+	readersClosed bool
+
 	// ready is set once the member has joined: protoactor's StartMember
 	// registers the member, then sleeps a second before returning, and
 	// other members call during that second.
@@ -116,7 +121,7 @@ type remoteCall struct {
 // startMember joins the cluster. protoactor's StartMember sleeps a second.
 func (rt *Runtime) startMember(cc ClusterConfig) error {
 	m := &member{rt: rt, cfg: cc, pending: map[uint64]remoteCall{}, alive: map[string]string{}, departed: map[string]bool{},
-		replicas: map[string][]*wire.Entry{}}
+		replicas: map[string][]*wire.Entry{}, readers: map[*streamReader]*actor.PID{}}
 	kind := cluster.NewKind(sessionKind, actor.PropsFromProducer(func() actor.Actor { return &sessionGrain{m: m} }))
 	cfg := cluster.Configure(cc.Name, cc.Provider, disthash.New(), remote.Configure(cc.Host, cc.Port),
 		// protoactor's own requests (finding a grain's activation) get a
@@ -163,7 +168,8 @@ func startClusterMember(c *cluster.Cluster) (err error) {
 	return nil
 }
 
-// onEvent follows the topology: calls sent to a member that left fail.
+// onEvent follows the topology: calls sent to a member that left fail, and
+// so do the streams read from there.
 func (m *member) onEvent(evt any) {
 	t, ok := evt.(*cluster.ClusterTopology)
 	if !ok {
@@ -172,6 +178,7 @@ func (m *member) onEvent(evt any) {
 	m.setAlive(t.Members)
 	for _, left := range t.Left {
 		m.failPendingOn(left.Id)
+		m.readersLost(left)
 	}
 }
 
@@ -204,16 +211,17 @@ func (m *member) depart(id string) {
 	m.aliveMu.Unlock()
 }
 
-// sendCall sends msg to member id's gateway, unless that member is gone
-// (sent false) or has announced it is leaving (leaving true).
-func (m *member) sendCall(id string, msg *wire.Call) (sent, leaving bool) {
+// sendCall sends msg to member id's gateway on behalf of from, the actor
+// its answer goes to, unless that member is gone (sent false) or has
+// announced it is leaving (leaving true).
+func (m *member) sendCall(id string, msg *wire.Call, from *actor.PID) (sent, leaving bool) {
 	m.aliveMu.RLock()
 	defer m.aliveMu.RUnlock()
 	addr, ok := m.alive[id]
 	if !ok {
 		return false, m.departed[id]
 	}
-	m.rt.system.Root.RequestWithCustomSender(gatewayOf(addr), msg, m.gateway)
+	m.rt.system.Root.RequestWithCustomSender(gatewayOf(addr), msg, from)
 	return true, false
 }
 

@@ -63,6 +63,10 @@ func (g *gateway) Receive(ctx actor.Context) {
 		}
 	case *wire.Query:
 		g.query(ctx, m)
+	case *wire.StreamAck:
+		g.streamControl(ctx, m.Session, &streamControl{key: streamKey{tag: m.Id}, items: m.Items})
+	case *wire.StreamCancel:
+		g.streamControl(ctx, m.Session, &streamControl{key: streamKey{tag: m.Id}, cancel: true})
 	case *actor.DeadLetterResponse:
 		// A message this gateway sent found no one (a caller's member
 		// left); the calls concerned are failed by the topology change.
@@ -144,4 +148,13 @@ func (g *gateway) query(ctx actor.Context, m *wire.Query) {
 		return
 	}
 	r.post(&leaseQuery{replicas: replicas, to: ctx.Sender()})
+}
+
+// streamControl hands a reader's ack or cancel to the session running its
+// stream, which knows the stream by its reader (the sender) and id.
+func (g *gateway) streamControl(ctx actor.Context, session string, c *streamControl) {
+	if r := g.m.rt.sessions.get(session); r != nil {
+		c.key.sender = pidKey(ctx.Sender())
+		r.post(c)
+	}
 }

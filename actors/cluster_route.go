@@ -60,9 +60,9 @@ func (a *sessionActor) routeCluster(env *envelope) bool {
 	if a.bindingSlot(env.pool).lease != 0 {
 		return false // this member holds the lease
 	}
-	if env.isStream() { // not carried between members yet
+	if env.astream != nil { // the message API's streams do not cross members
 		env.refuse(&callError{sentinel: ErrStreamingUnsupported, pool: env.pool.cfg.Name, session: a.rec.id, worker: -1,
-			detail: "streaming calls run only on the member holding the session (its first call must not be a stream)"})
+			detail: "a StreamRequest runs only on the member holding the session; Session.Stream crosses members"})
 		return true
 	}
 	cr := a.clusterRoute(env.pool)
@@ -91,9 +91,9 @@ func (a *sessionActor) routeRemoteRef(env *envelope) bool {
 	if env.ref.Member == "" || env.ref.Member == m.id {
 		return false
 	}
-	if env.isStream() {
+	if env.astream != nil {
 		env.refuse(&callError{sentinel: ErrStreamingUnsupported, pool: env.pool.cfg.Name, session: a.rec.id, worker: env.ref.Worker,
-			detail: "streaming calls on a ref run only on the ref's member"})
+			detail: "a StreamRequest on a ref runs only on the ref's member; Runtime.StreamRef crosses members"})
 		return true
 	}
 	_, alive := m.addressOf(env.ref.Member)
@@ -189,7 +189,8 @@ func (a *sessionActor) resolved(m *resolvedRoute) {
 }
 
 // forward sends env to the member holding its lease; e is the route's entry (nil for
-// a ref call). The reply comes back through this member's gateway.
+// a ref call). The reply comes back through this member's gateway; a
+// stream's messages come to a reader of its own.
 func (a *sessionActor) forward(env *envelope, e *wire.Entry) {
 	m := a.rec.rt.member
 	payload, err := wire.EncodeValue(env.call.Payload)
@@ -208,8 +209,12 @@ func (a *sessionActor) forward(env *envelope, e *wire.Entry) {
 	} else {
 		target = env.ref.Member
 	}
+	if env.stream != nil {
+		m.forwardStream(env, target, msg)
+		return
+	}
 	msg.Id = m.track(env, target)
-	switch sent, leaving := m.sendCall(target, msg); {
+	switch sent, leaving := m.sendCall(target, msg, m.gateway); {
 	case sent:
 	case leaving: // it announced its leave since we chose it
 		if rc, ok := m.untrack(msg.Id); ok {
@@ -225,7 +230,7 @@ func (a *sessionActor) forward(env *envelope, e *wire.Entry) {
 func (a *sessionActor) refused(m *remoteRefused) {
 	env := m.env
 	if err := env.ctx.Err(); err != nil {
-		env.finish(nil, err)
+		env.refuse(err)
 		return
 	}
 	env.state.Store(envNew)
@@ -252,7 +257,7 @@ func (a *sessionActor) refused(m *remoteRefused) {
 
 // inbound runs a call another member forwarded here, if this member still
 // holds the lease it was sent for.
-func (a *sessionActor) inbound(in *inboundCall) {
+func (a *sessionActor) inbound(actx actor.Context, in *inboundCall) {
 	rt := a.rec.rt
 	msg := in.msg
 	refuse := func(e *wire.Error) {
@@ -276,6 +281,9 @@ func (a *sessionActor) inbound(in *inboundCall) {
 	env := a.newEnvelope(p, Affinity(msg.Affinity), ref, payload)
 	env.remote = &remoteOrigin{to: in.from, id: msg.Id}
 	env.timeout = time.Duration(msg.TimeoutNs)
+	if msg.Window > 0 {
+		a.inboundStream(actx, env, in.from, msg)
+	}
 	a.route(env)
 }
 

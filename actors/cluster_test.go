@@ -51,13 +51,13 @@ func newTally(context.Context, WorkerInfo) (Worker, error) { return &tally{n: ma
 // testCluster starts n members of one in-process cluster (protoactor's
 // test provider), in parallel since each start sleeps a second.
 type testCluster struct {
-	t       *testing.T
+	t       testing.TB
 	agent   *test.InMemAgent
 	members []*Runtime
 	mode    Affinity
 }
 
-func startTestCluster(t *testing.T, n int, mode Affinity) *testCluster {
+func startTestCluster(t testing.TB, n int, mode Affinity) *testCluster {
 	t.Helper()
 	tc := &testCluster{t: t, agent: test.NewInMemAgent(), mode: mode}
 	tc.add(n)
@@ -144,7 +144,7 @@ func TestClusterSessionStateFollowsTheSessionFromEveryMember(t *testing.T) {
 }
 
 // splitResult parses a tally answer: member/worker/incarnation/count.
-func splitResult(t *testing.T, s string) (member string, worker int, inc uint64, n int) {
+func splitResult(t testing.TB, s string) (member string, worker int, inc uint64, n int) {
 	t.Helper()
 	parts := strings.Split(s, "/")
 	require.Len(t, parts, 4, s)
@@ -154,7 +154,7 @@ func splitResult(t *testing.T, s string) (member string, worker int, inc uint64,
 }
 
 // callIn calls session id in pool from rt and returns where it ran.
-func callIn(t *testing.T, rt *Runtime, pool, id string, payload any) (member string, n int, err error) {
+func callIn(t testing.TB, rt *Runtime, pool, id string, payload any) (member string, n int, err error) {
 	t.Helper()
 	out, err := rt.Session(id).Call(context.Background(), payload, WithPool(pool))
 	if err != nil {
@@ -372,8 +372,15 @@ func TestClusterMessageAPIAndPortability(t *testing.T) {
 	type local struct{ x int }
 	_, err = away.Session("api").Call(context.Background(), local{1})
 	assert.ErrorIs(t, err, ErrPayloadNotPortable, "a Go struct cannot cross members")
-	_, err = away.Session("api").Stream(context.Background(), "count")
-	assert.ErrorIs(t, err, ErrStreamingUnsupported, "streams do not cross members yet")
+	st, err := away.Session("api").Stream(context.Background(), "items:3")
+	if assert.NoError(t, err, "streams cross members") {
+		assert.Len(t, readAll(t, st), 3)
+	}
+	res, err := away.ActorSystem().Root.RequestFuture(away.SessionPID("api"), &messages.StreamRequest{Payload: "items:3"}, 10*time.Second).Result()
+	require.NoError(t, err)
+	if end, ok := res.(*messages.StreamEnd); assert.True(t, ok, "%T", res) {
+		assert.ErrorIs(t, end.Err, ErrStreamingUnsupported, "the message API's streams do not cross members")
+	}
 	_, err = away.Session("api").Call(context.Background(), []byte("raw"))
 	assert.NoError(t, err, "bytes cross")
 }

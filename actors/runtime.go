@@ -503,6 +503,7 @@ func (rt *Runtime) shutdown(ctx context.Context) error {
 	rt.closed.Store(true)
 	if rt.member != nil {
 		rt.member.leaving.Store(true)
+		rt.member.stopReaders()
 	}
 	for _, p := range rt.pools {
 		p.close()

@@ -193,7 +193,7 @@ func (r *sessionRec) orphan(msg any) {
 		m.reply <- binding{}
 	case *closeRequest:
 		r.rt.closeSession(r, m.source)
-	case *dropWaiting, *streamEnded, *passivateRequest:
+	case *dropWaiting, *streamEnded, *passivateRequest, *streamControl:
 	default: // a message of the actor API
 		r.successor().post(msg)
 	}

@@ -115,7 +115,9 @@ func (a *sessionActor) Receive(ctx actor.Context) {
 func (a *sessionActor) receiveCluster(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *inboundCall:
-		a.inbound(m)
+		a.inbound(ctx, m)
+	case *streamControl:
+		a.streamControlled(m)
 	case *resolvedRoute:
 		a.resolved(m)
 	case *remoteRefused:
@@ -563,8 +565,11 @@ func (a *sessionActor) deliver(env *envelope, w *worker) {
 		env.stream.worker, env.stream.incarnation = env.call.Worker, env.call.Incarnation
 		env.replyCh <- reply{} // Session.Stream returns now
 	}
-	if env.astream != nil {
-		a.trackStream(env.astream)
+	if s := env.astream; s != nil {
+		a.trackStream(s)
+		if s.remote {
+			s.start(env.call.Worker, env.call.Incarnation)
+		}
 	}
 	if a.mb.own == env && w.runsOnCallers {
 		env.runOn = w // the caller runs it as soon as this turn is over

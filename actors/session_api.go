@@ -168,7 +168,8 @@ func (a *sessionActor) cancelThrottled(err error) {
 	}
 }
 
-// actorStream is the sending end of a streaming call of the message API.
+// actorStream is the sending end of a streaming call of the message API,
+// or (remote) of a stream read on another cluster member.
 type actorStream struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
@@ -181,6 +182,13 @@ type actorStream struct {
 	window uint64        // items that may be sent ahead of acks; 0: no limit
 	acked  atomic.Uint64 // items the receiver acknowledged
 	credit chan struct{} // a token after each ack, for a send waiting
+
+	// remote: the receiver is a streamReader on another member. started:
+	// it was told the worker (set by the session actor before the worker
+	// runs). pool and worker name them in errors.
+	remote, started bool
+	pool            string
+	worker          int
 }
 
 // send is the worker's side. It waits only in a throttled stream whose
@@ -195,6 +203,9 @@ func (s *actorStream) send(item any) error {
 	}
 	if err := s.ctx.Err(); err != nil {
 		return err
+	}
+	if s.remote {
+		return s.sendRemote(item)
 	}
 	s.rt.system.Root.Send(s.to, &messages.StreamItem{Tag: s.key.tag, Seq: s.seq, Item: item})
 	s.seq++
@@ -222,6 +233,10 @@ func (s *actorStream) end(err error) {
 		err = context.Cause(s.ctx) // what cancelled it, rather than the send's context.Canceled
 	}
 	s.cancel(nil)
-	s.rt.system.Root.Send(s.to, &messages.StreamEnd{Tag: s.key.tag, Err: err, Items: s.seq})
+	if s.remote {
+		s.endRemote(err)
+	} else {
+		s.rt.system.Root.Send(s.to, &messages.StreamEnd{Tag: s.key.tag, Err: err, Items: s.seq})
+	}
 	s.rec.post(&streamEnded{key: s.key, watched: s.window > 0})
 }

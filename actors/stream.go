@@ -19,6 +19,7 @@ type Stream struct {
 	err         error // set before items is closed
 	worker      int
 	incarnation uint64
+	acks        *streamAcks // set when the worker is on another cluster member
 }
 
 // Worker returns the id and incarnation of the worker serving the stream.
@@ -44,6 +45,9 @@ func (s *Stream) Recv() (any, error) {
 func (s *Stream) outcome(item any, ok bool) (any, error) {
 	switch {
 	case ok:
+		if s.acks != nil {
+			s.acks.took()
+		}
 		return item, nil
 	case s.err != nil:
 		return nil, s.err

@@ -311,6 +311,12 @@ func (x *Error) GetText() string {
 
 // Call asks the member holding a session's lease (or a ref's worker) to run
 // one call; the answer is one Reply to the sender, by id.
+//
+// A Call with a window is a streaming call, sent by the caller's reading
+// actor. The worker's member answers that actor with StreamStarted (or a
+// Reply or StreamEnd refusing it), then StreamItems, at most window items
+// ahead of the StreamAcks the reader sends to its gateway, then one
+// StreamEnd. The reader may send StreamCancel to that gateway at any time.
 type Call struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -321,6 +327,7 @@ type Call struct {
 	TimeoutNs     int64                  `protobuf:"varint,6,opt,name=timeout_ns,json=timeoutNs,proto3" json:"timeout_ns,omitempty"`
 	Payload       *Value                 `protobuf:"bytes,7,opt,name=payload,proto3" json:"payload,omitempty"`
 	Lease         uint64                 `protobuf:"varint,8,opt,name=lease,proto3" json:"lease,omitempty"`
+	Window        uint32                 `protobuf:"varint,9,opt,name=window,proto3" json:"window,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -407,6 +414,13 @@ func (x *Call) GetPayload() *Value {
 func (x *Call) GetLease() uint64 {
 	if x != nil {
 		return x.Lease
+	}
+	return 0
+}
+
+func (x *Call) GetWindow() uint32 {
+	if x != nil {
+		return x.Window
 	}
 	return 0
 }
@@ -1146,6 +1160,273 @@ func (*LeaveNoted) Descriptor() ([]byte, []int) {
 	return file_wire_proto_rawDescGZIP(), []int{17}
 }
 
+// StreamStarted tells a stream's reader the worker that took the stream.
+type StreamStarted struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Worker        int32                  `protobuf:"varint,1,opt,name=worker,proto3" json:"worker,omitempty"`
+	Incarnation   uint64                 `protobuf:"varint,2,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamStarted) Reset() {
+	*x = StreamStarted{}
+	mi := &file_wire_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamStarted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamStarted) ProtoMessage() {}
+
+func (x *StreamStarted) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamStarted.ProtoReflect.Descriptor instead.
+func (*StreamStarted) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *StreamStarted) GetWorker() int32 {
+	if x != nil {
+		return x.Worker
+	}
+	return 0
+}
+
+func (x *StreamStarted) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
+// StreamItem is item seq (from 0) of a stream.
+type StreamItem struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Value         *Value                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamItem) Reset() {
+	*x = StreamItem{}
+	mi := &file_wire_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamItem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamItem) ProtoMessage() {}
+
+func (x *StreamItem) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamItem.ProtoReflect.Descriptor instead.
+func (*StreamItem) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *StreamItem) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *StreamItem) GetValue() *Value {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+// StreamAck tells the worker's member that the reader took the first items
+// items of stream id: the worker may send up to items + window.
+type StreamAck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Session       string                 `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
+	Id            uint64                 `protobuf:"varint,2,opt,name=id,proto3" json:"id,omitempty"`
+	Items         uint64                 `protobuf:"varint,3,opt,name=items,proto3" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamAck) Reset() {
+	*x = StreamAck{}
+	mi := &file_wire_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamAck) ProtoMessage() {}
+
+func (x *StreamAck) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamAck.ProtoReflect.Descriptor instead.
+func (*StreamAck) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *StreamAck) GetSession() string {
+	if x != nil {
+		return x.Session
+	}
+	return ""
+}
+
+func (x *StreamAck) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *StreamAck) GetItems() uint64 {
+	if x != nil {
+		return x.Items
+	}
+	return 0
+}
+
+// StreamCancel stops stream id at its worker.
+type StreamCancel struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Session       string                 `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
+	Id            uint64                 `protobuf:"varint,2,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamCancel) Reset() {
+	*x = StreamCancel{}
+	mi := &file_wire_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamCancel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamCancel) ProtoMessage() {}
+
+func (x *StreamCancel) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamCancel.ProtoReflect.Descriptor instead.
+func (*StreamCancel) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *StreamCancel) GetSession() string {
+	if x != nil {
+		return x.Session
+	}
+	return ""
+}
+
+func (x *StreamCancel) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+// StreamEnd is a stream's outcome (no error: the worker finished), or its
+// refusal when no StreamStarted came before it.
+type StreamEnd struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Error         *Error                 `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamEnd) Reset() {
+	*x = StreamEnd{}
+	mi := &file_wire_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamEnd) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamEnd) ProtoMessage() {}
+
+func (x *StreamEnd) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamEnd.ProtoReflect.Descriptor instead.
+func (*StreamEnd) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *StreamEnd) GetError() *Error {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
 var File_wire_proto protoreflect.FileDescriptor
 
 const file_wire_proto_rawDesc = "" +
@@ -1169,7 +1450,7 @@ const file_wire_proto_rawDesc = "" +
 	"\x06member\x18\x06 \x01(\tR\x06member\"/\n" +
 	"\x05Error\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x12\n" +
-	"\x04text\x18\x02 \x01(\tR\x04text\"\xeb\x01\n" +
+	"\x04text\x18\x02 \x01(\tR\x04text\"\x83\x02\n" +
 	"\x04Call\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x18\n" +
 	"\asession\x18\x02 \x01(\tR\asession\x12\x12\n" +
@@ -1179,7 +1460,8 @@ const file_wire_proto_rawDesc = "" +
 	"\n" +
 	"timeout_ns\x18\x06 \x01(\x03R\ttimeoutNs\x12.\n" +
 	"\apayload\x18\a \x01(\v2\x14.affinity.wire.ValueR\apayload\x12\x14\n" +
-	"\x05lease\x18\b \x01(\x04R\x05lease\"\xa9\x01\n" +
+	"\x05lease\x18\b \x01(\x04R\x05lease\x12\x16\n" +
+	"\x06window\x18\t \x01(\rR\x06window\"\xa9\x01\n" +
 	"\x05Reply\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12*\n" +
 	"\x05value\x18\x02 \x01(\v2\x14.affinity.wire.ValueR\x05value\x12*\n" +
@@ -1221,7 +1503,23 @@ const file_wire_proto_rawDesc = "" +
 	"\aLeaving\x12\x16\n" +
 	"\x06member\x18\x01 \x01(\tR\x06member\"\f\n" +
 	"\n" +
-	"LeaveNotedB/Z-github.com/affinity-go/affinity/internal/wireb\x06proto3"
+	"LeaveNoted\"I\n" +
+	"\rStreamStarted\x12\x16\n" +
+	"\x06worker\x18\x01 \x01(\x05R\x06worker\x12 \n" +
+	"\vincarnation\x18\x02 \x01(\x04R\vincarnation\"J\n" +
+	"\n" +
+	"StreamItem\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12*\n" +
+	"\x05value\x18\x02 \x01(\v2\x14.affinity.wire.ValueR\x05value\"K\n" +
+	"\tStreamAck\x12\x18\n" +
+	"\asession\x18\x01 \x01(\tR\asession\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\x04R\x02id\x12\x14\n" +
+	"\x05items\x18\x03 \x01(\x04R\x05items\"8\n" +
+	"\fStreamCancel\x12\x18\n" +
+	"\asession\x18\x01 \x01(\tR\asession\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\x04R\x02id\"7\n" +
+	"\tStreamEnd\x12*\n" +
+	"\x05error\x18\x01 \x01(\v2\x14.affinity.wire.ErrorR\x05errorB/Z-github.com/affinity-go/affinity/internal/wireb\x06proto3"
 
 var (
 	file_wire_proto_rawDescOnce sync.Once
@@ -1235,30 +1533,35 @@ func file_wire_proto_rawDescGZIP() []byte {
 	return file_wire_proto_rawDescData
 }
 
-var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_wire_proto_goTypes = []any{
-	(*Value)(nil),        // 0: affinity.wire.Value
-	(*Ref)(nil),          // 1: affinity.wire.Ref
-	(*Error)(nil),        // 2: affinity.wire.Error
-	(*Call)(nil),         // 3: affinity.wire.Call
-	(*Reply)(nil),        // 4: affinity.wire.Reply
-	(*Entry)(nil),        // 5: affinity.wire.Entry
-	(*Resolve)(nil),      // 6: affinity.wire.Resolve
-	(*Resolved)(nil),     // 7: affinity.wire.Resolved
-	(*Grant)(nil),        // 8: affinity.wire.Grant
-	(*Granted)(nil),      // 9: affinity.wire.Granted
-	(*CloseSession)(nil), // 10: affinity.wire.CloseSession
-	(*Closed)(nil),       // 11: affinity.wire.Closed
-	(*Revoke)(nil),       // 12: affinity.wire.Revoke
-	(*Query)(nil),        // 13: affinity.wire.Query
-	(*Holding)(nil),      // 14: affinity.wire.Holding
-	(*Replicate)(nil),    // 15: affinity.wire.Replicate
-	(*Leaving)(nil),      // 16: affinity.wire.Leaving
-	(*LeaveNoted)(nil),   // 17: affinity.wire.LeaveNoted
-	(*anypb.Any)(nil),    // 18: google.protobuf.Any
+	(*Value)(nil),         // 0: affinity.wire.Value
+	(*Ref)(nil),           // 1: affinity.wire.Ref
+	(*Error)(nil),         // 2: affinity.wire.Error
+	(*Call)(nil),          // 3: affinity.wire.Call
+	(*Reply)(nil),         // 4: affinity.wire.Reply
+	(*Entry)(nil),         // 5: affinity.wire.Entry
+	(*Resolve)(nil),       // 6: affinity.wire.Resolve
+	(*Resolved)(nil),      // 7: affinity.wire.Resolved
+	(*Grant)(nil),         // 8: affinity.wire.Grant
+	(*Granted)(nil),       // 9: affinity.wire.Granted
+	(*CloseSession)(nil),  // 10: affinity.wire.CloseSession
+	(*Closed)(nil),        // 11: affinity.wire.Closed
+	(*Revoke)(nil),        // 12: affinity.wire.Revoke
+	(*Query)(nil),         // 13: affinity.wire.Query
+	(*Holding)(nil),       // 14: affinity.wire.Holding
+	(*Replicate)(nil),     // 15: affinity.wire.Replicate
+	(*Leaving)(nil),       // 16: affinity.wire.Leaving
+	(*LeaveNoted)(nil),    // 17: affinity.wire.LeaveNoted
+	(*StreamStarted)(nil), // 18: affinity.wire.StreamStarted
+	(*StreamItem)(nil),    // 19: affinity.wire.StreamItem
+	(*StreamAck)(nil),     // 20: affinity.wire.StreamAck
+	(*StreamCancel)(nil),  // 21: affinity.wire.StreamCancel
+	(*StreamEnd)(nil),     // 22: affinity.wire.StreamEnd
+	(*anypb.Any)(nil),     // 23: google.protobuf.Any
 }
 var file_wire_proto_depIdxs = []int32{
-	18, // 0: affinity.wire.Value.proto:type_name -> google.protobuf.Any
+	23, // 0: affinity.wire.Value.proto:type_name -> google.protobuf.Any
 	1,  // 1: affinity.wire.Value.ref:type_name -> affinity.wire.Ref
 	1,  // 2: affinity.wire.Call.ref:type_name -> affinity.wire.Ref
 	0,  // 3: affinity.wire.Call.payload:type_name -> affinity.wire.Value
@@ -1272,11 +1575,13 @@ var file_wire_proto_depIdxs = []int32{
 	5,  // 11: affinity.wire.Holding.leases:type_name -> affinity.wire.Entry
 	5,  // 12: affinity.wire.Holding.replicas:type_name -> affinity.wire.Entry
 	5,  // 13: affinity.wire.Replicate.entries:type_name -> affinity.wire.Entry
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	0,  // 14: affinity.wire.StreamItem.value:type_name -> affinity.wire.Value
+	2,  // 15: affinity.wire.StreamEnd.error:type_name -> affinity.wire.Error
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_wire_proto_init() }
@@ -1298,7 +1603,7 @@ func file_wire_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_wire_proto_rawDesc), len(file_wire_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
