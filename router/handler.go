@@ -254,11 +254,11 @@ func (d *decision) retryTicket() (ticket, cookieState) {
 // sessionFor names the session actor a request runs in: its client's own,
 // unless the client is new or MaxSessions are tracked already. A non-nil
 // entry must be ended when the request ends.
-func (r *Router) sessionFor(d decision, now time.Time) (string, *sessionEntry) {
+func (r *Router) sessionFor(d decision) (string, *sessionEntry) {
 	if d.outcome == outcomeNew {
 		return newClientsSession, nil
 	}
-	e := r.sessions.begin(d.tk.sid, r.sessionClock(now))
+	e := r.sessions.begin(d.tk.sid)
 	if e == nil {
 		r.m.sessionsRefused.Add(1)
 		return newClientsSession, nil
@@ -277,7 +277,7 @@ var errRetry = errors.New("retry on another backend")
 // runInSession runs x in the session actor d's client has, keeping that
 // session in the table while it runs.
 func (r *Router) runInSession(ctx context.Context, x *exchange, d decision, now time.Time, fc *frontConn) error {
-	name, e := r.sessionFor(d, now)
+	name, e := r.sessionFor(d)
 	if e != nil {
 		defer func() { e.end(r.sessionClock(time.Now())) }()
 	}

@@ -579,7 +579,7 @@ func TestSessionTableSweeps(t *testing.T) {
 	a[0], b[0], c[0] = 1, 2, 3
 	// tracked runs one request of sid from now to now.
 	tracked := func(sid [16]byte, now uint32) bool {
-		e := st.begin(sid, now)
+		e := st.begin(sid)
 		if e == nil {
 			return false
 		}
@@ -604,18 +604,18 @@ func TestSessionTableKeepsSessionsWithRequestsRunning(t *testing.T) {
 	st := newSessionTable(1)
 	var a, b [16]byte
 	a[0], b[0] = 1, 2
-	long := st.begin(a, 10)
+	long := st.begin(a)
 	require.NotNil(t, long)
 	st.sweep(100)
 	require.EqualValues(t, 1, st.count.Load(), "a's request still runs")
-	require.Nil(t, st.begin(b, 100), "full while a's request runs")
+	require.Nil(t, st.begin(b), "full while a's request runs")
 
 	long.end(200)
 	st.sweep(150)
 	require.EqualValues(t, 1, st.count.Load(), "idle time counts from the request's end")
 	st.sweep(201)
 	require.Zero(t, st.count.Load())
-	require.NotNil(t, st.begin(b, 201))
+	require.NotNil(t, st.begin(b))
 }
 
 func TestFrameTrackerFindsBoundaries(t *testing.T) {

@@ -223,8 +223,8 @@ func (r *Router) Close(ctx context.Context) error {
 
 // goingAway refuses new upgrades, sends every WebSocket's ends a close
 // frame and waits, for r.closeHandshake at most or until ctx ends, for the
-// upgrades to end: a client's answer ends its own. The result is closed once every
-// upgrade has ended.
+// upgrades to end: a client's answer ends its own. The result is closed
+// once every upgrade has ended.
 func (r *Router) goingAway(ctx context.Context) <-chan struct{} {
 	r.upMu.Lock()
 	r.closed.Store(true)
@@ -242,12 +242,11 @@ func (r *Router) goingAway(ctx context.Context) <-chan struct{} {
 		r.upWG.Wait()
 		close(done)
 	}()
-	t := time.NewTimer(time.Until(deadline))
-	defer t.Stop()
+	wait, stop := context.WithDeadline(ctx, deadline)
+	defer stop()
 	select {
 	case <-done:
-	case <-t.C:
-	case <-ctx.Done():
+	case <-wait.Done():
 	}
 	return done
 }

@@ -30,7 +30,7 @@ type sessionShard struct {
 }
 
 type sessionEntry struct {
-	last    atomic.Uint32 // seconds since the router started
+	last    atomic.Uint32 // when its last request ended, in seconds since the router started
 	running atomic.Int32  // requests begun and not yet ended
 	name    string        // sessionName(sid)
 }
@@ -43,11 +43,12 @@ func newSessionTable(max int) *sessionTable {
 	return t
 }
 
-// begin records a request of sid starting at now and returns its session
+// begin records that a request of sid started and returns its session
 // entry, or nil when the session may not have its own session actor: the
 // table is full and sid is not in it. The caller calls end when the
-// request ends.
-func (t *sessionTable) begin(sid [16]byte, now uint32) *sessionEntry {
+// request ends. No clock is read here: an entry is swept only with no
+// request running, so its idle time counts from its last request's end.
+func (t *sessionTable) begin(sid [16]byte) *sessionEntry {
 	sh := &t.shards[sid[0]%sessionShards] // sid is random: its first byte spreads evenly
 	sh.mu.RLock()
 	e := sh.m[sid]
@@ -56,9 +57,6 @@ func (t *sessionTable) begin(sid [16]byte, now uint32) *sessionEntry {
 		// sees the request running.
 		e.running.Add(1)
 		sh.mu.RUnlock()
-		if e.last.Load() != now {
-			e.last.Store(now)
-		}
 		return e // the common case: a read lock only
 	}
 	sh.mu.RUnlock()
@@ -74,7 +72,6 @@ func (t *sessionTable) begin(sid [16]byte, now uint32) *sessionEntry {
 		sh.m[sid] = e
 	}
 	e.running.Add(1)
-	e.last.Store(now)
 	return e
 }
 
