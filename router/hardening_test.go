@@ -361,6 +361,105 @@ func TestCloseWaitsForTheClientsCloseAnswer(t *testing.T) {
 	}
 }
 
+// Item 8: a close frame never cuts a frame in two. When Close finds the
+// backend mid-frame towards the client, the client gets the rest of that
+// frame, then the close frame, and nothing the backend sends after it.
+func TestCloseFrameWaitsForTheFrameToTheClient(t *testing.T) {
+	b := startBackend(t, "a")
+	r, err := New(testConfig(b))
+	require.NoError(t, err)
+	r.closeHandshake = time.Minute // the client answers when the test says
+	srv := httptest.NewServer(r)
+	defer srv.Close()
+	conn, br, resp := openWSPath(t, srv.URL, "/ws-split", "")
+	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+	start := make([]byte, 6)
+	_, err = io.ReadFull(br, start)
+	require.NoError(t, err)
+	require.Equal(t, wsSplitFrame[:6], start)
+
+	closed := make(chan error, 1)
+	go func() { closed <- r.Close(context.Background()) }()
+	// The backend sends the rest once it has the router's close frame, which
+	// goes after the client's side has been dealt with.
+	select {
+	case got := <-b.wsGot:
+		require.Equal(t, []byte{0x88, 0x82}, got[:2], "the backend got a masked close frame: %x", got)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the backend got no close frame")
+	}
+	rest := make([]byte, len(wsSplitFrame)-6+len(closeGoingAway))
+	_, err = io.ReadFull(br, rest)
+	require.NoError(t, err)
+	require.Equal(t, wsSplitFrame[6:], rest[:6], "the frame under way arrives whole")
+	require.Equal(t, closeGoingAway[:], rest[6:], "then the close frame, not the late frame")
+
+	clientClose := []byte{0x88, 0x82, 9, 9, 9, 9, 0x03 ^ 9, 0xe9 ^ 9} // masked 1001
+	_, err = conn.Write(clientClose)
+	require.NoError(t, err)
+	select {
+	case err := <-closed:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not end on the client's answer")
+	}
+	after, err := io.ReadAll(br)
+	require.NoError(t, err, "the connection ends with a FIN")
+	require.Empty(t, after, "nothing after the close frame")
+}
+
+// Item 8, the backend's side: when Close finds the client mid-frame, the
+// backend gets the rest of that frame, then the router's close frame, and
+// not what the client sends after it.
+func TestCloseFrameWaitsForTheFrameToTheBackend(t *testing.T) {
+	b := startBackend(t, "a")
+	r, err := New(testConfig(b))
+	require.NoError(t, err)
+	r.closeHandshake = time.Minute
+	srv := httptest.NewServer(r)
+	defer srv.Close()
+	conn, br, resp := openWSPath(t, srv.URL, "/ws-hold", "")
+	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+	m := [4]byte{1, 2, 3, 4}
+	frame := []byte{0x82, 0x8a, m[0], m[1], m[2], m[3]} // masked binary, 10 bytes
+	for i, c := range []byte("partofone!") {
+		frame = append(frame, c^m[i%4])
+	}
+	_, err = conn.Write(frame[:10])
+	require.NoError(t, err)
+	hdr := make([]byte, 4)
+	_, err = io.ReadFull(br, hdr) // wsHold's count, "10": the backend has the start
+	require.NoError(t, err)
+	require.Equal(t, []byte{0x81, 2, '1', '0'}, hdr)
+
+	closed := make(chan error, 1)
+	go func() { closed <- r.Close(context.Background()) }()
+	got := make([]byte, len(closeGoingAway))
+	_, err = io.ReadFull(br, got)
+	require.NoError(t, err)
+	require.Equal(t, closeGoingAway[:], got)
+	clientClose := []byte{0x88, 0x82, 9, 9, 9, 9, 0x03 ^ 9, 0xe8 ^ 9} // masked 1000
+	_, err = conn.Write(append(append([]byte{}, frame[10:]...), clientClose...))
+	require.NoError(t, err)
+	select {
+	case err := <-closed:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not end")
+	}
+	var sent []byte
+	select {
+	case sent = <-b.wsGot:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the backend's connection was not closed")
+	}
+	require.Equal(t, frame, sent[:min(len(sent), len(frame))], "the frame under way arrives whole")
+	tail := sent[len(frame):]
+	require.Len(t, tail, 8, "then one close frame: %x", tail)
+	require.Equal(t, []byte{0x88, 0x82}, tail[:2])
+	require.Equal(t, []byte{0x03, 0xe9}, []byte{tail[6] ^ tail[2], tail[7] ^ tail[3]}, "the router's 1001, not the client's 1000")
+}
+
 // panicTransport panics on requests for /panic, as a bug met by one kind
 // of request would, and passes the rest on.
 type panicTransport struct{ http.RoundTripper }
@@ -641,9 +740,11 @@ func TestFrameTrackerFindsBoundaries(t *testing.T) {
 		return append(b, make([]byte, n)...)
 	}
 	var stream []byte
+	var ends []int // where each frame of the stream ends
 	for _, n := range []int{0, 5, 125, 126, 300, 70_000} {
 		for _, masked := range []bool{false, true} {
 			stream = append(stream, frame(n, masked)...)
+			ends = append(ends, len(stream))
 		}
 	}
 	// Fed in odd slices, it is at a boundary only at the end.
@@ -660,6 +761,20 @@ func TestFrameTrackerFindsBoundaries(t *testing.T) {
 	require.False(t, f.closed, "binary frames only")
 	f.feed(frame(10, false)[:5])
 	require.False(t, f.atBoundary(), "mid-frame")
+
+	// From any point of the stream, frameEnd finds the next boundary, or
+	// takes all it is given when the frame goes on beyond it.
+	var g frameTracker
+	next := 0
+	for i := 0; i < len(stream); i += 13 {
+		for ends[next] <= i {
+			next++
+		}
+		require.Equal(t, ends[next]-i, g.frameEnd(stream[i:]), "from byte %d", i)
+		cut := min(ends[next]-i, 3)
+		require.Equal(t, cut, g.frameEnd(stream[i:i+cut]), "from byte %d, cut short", i)
+		g.feed(stream[i:min(i+13, len(stream))])
+	}
 
 	var c frameTracker
 	c.feed([]byte{0x88, 0x82, 1, 2})

@@ -44,7 +44,7 @@ type testBackend struct {
 	cancelled chan struct{} // /slow: signalled when the request's context ends
 	sseNext   chan struct{} // /sse: one receive per event after the first
 	release   chan struct{} // /hold: answers once it is closed
-	wsGot     chan []byte   // /ws-hold: what the client side sent, once it closed
+	wsGot     chan []byte   // /ws-hold: what the client side sent, once it closed; /ws-split: the router's close frame
 	wsFull    chan struct{} // /ws-flood: closed once its writes stall (nobody reads)
 }
 
@@ -162,6 +162,7 @@ func (b *testBackend) handler() http.Handler {
 	})
 	mux.HandleFunc("/ws-hold", b.wsHold)
 	mux.HandleFunc("/ws-flood", b.wsFlood)
+	mux.HandleFunc("/ws-split", b.wsSplit)
 	mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) {
 		if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
 			http.Error(w, "want websocket", http.StatusBadRequest)
@@ -207,6 +208,35 @@ func (b *testBackend) wsHold(w http.ResponseWriter, r *http.Request) {
 		count := strconv.Itoa(len(got))
 		_, _ = conn.Write(append([]byte{0x81, byte(len(count))}, count...))
 	}
+}
+
+// wsSplitFrame is the binary frame /ws-split sends in two parts: its
+// header and 4 payload bytes, then the other 6.
+var wsSplitFrame = []byte{0x82, 10, 'p', 'a', 'r', 't', 'o', 'f', 'o', 'n', 'e', '!'}
+
+// wsLateFrame is the text frame /ws-split sends right after wsSplitFrame.
+var wsLateFrame = []byte{0x81, 4, 'l', 'a', 't', 'e'}
+
+// wsSplit upgrades and sends the start of wsSplitFrame. Once it has the
+// router's close frame (8 bytes, reported on wsGot), it sends the rest of
+// that frame and wsLateFrame, then reads until the connection ends.
+func (b *testBackend) wsSplit(w http.ResponseWriter, r *http.Request) {
+	conn, brw, ok := acceptWS(w, r)
+	if !ok {
+		return
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := conn.Write(wsSplitFrame[:6]); err != nil {
+		return
+	}
+	closeFrame := make([]byte, 8)
+	if _, err := io.ReadFull(brw, closeFrame); err != nil {
+		return
+	}
+	b.wsGot <- closeFrame
+	_, _ = conn.Write(append(append([]byte{}, wsSplitFrame[6:]...), wsLateFrame...))
+	_, _ = io.Copy(io.Discard, brw)
 }
 
 // wsFlood upgrades, then sends 32 KiB binary frames until the connection

@@ -201,7 +201,7 @@ func (c *idleConn) Write(p []byte) (int, error) {
 // goingAway sends both ends of a WebSocket a close frame (1001, going
 // away) before Close tears the connections down, so each sees a clean
 // close and not an abnormal one (1006). It reports whether the client got
-// one.
+// one, or will once the frame being sent to it ends.
 func (c *idleConn) goingAway(deadline time.Time) bool {
 	sent := c.out.inject(c.Conn, deadline, func() {
 		_, _ = c.Conn.Write(closeGoingAway[:])
@@ -242,6 +242,7 @@ type wsOutbound struct {
 	swallow bool         // once gone, writes succeed unsent instead of failing
 	frames  frameTracker // of the bytes written, under mu
 	gone    bool         // a close frame was injected: no more writes
+	after   func()       // sends a close frame once the frame under way ends, under mu
 	closing atomic.Int64 // unix ns: the write deadline of a pending close frame, 0 if none
 }
 
@@ -250,28 +251,51 @@ type wsOutbound struct {
 // swallows the backend's answer to its close frame, so that the upgrade
 // lasts until the client's own answer fails on the backend's side (RFC 6455
 // section 7.1.1: the server closes the connection once it has the peer's).
+// A close frame waiting for the frame under way goes right after its last
+// byte; what p holds beyond that is treated as written after it.
 func (o *wsOutbound) write(p []byte, send func([]byte) (int, error)) (int, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.gone {
-		if o.swallow {
-			return len(p), nil
-		}
-		return 0, net.ErrClosed
+		return o.refuse(p)
+	}
+	whole := p
+	if o.after != nil {
+		p = p[:o.frames.frameEnd(p)]
 	}
 	n, err := send(p)
 	if o.track && n > 0 {
 		o.frames.feed(p[:n])
 	}
-	return n, err
+	if err != nil || o.after == nil || !o.frames.atBoundary() {
+		return n, err
+	}
+	if !o.frames.closed { // that frame was no close frame of the peer's own
+		o.gone = true
+		o.after()
+	}
+	o.after = nil
+	if !o.gone {
+		return n, nil
+	}
+	m, err := o.refuse(whole[n:])
+	return n + m, err
 }
 
-// inject runs send, which writes a close frame on conn by deadline,
-// unless this is no WebSocket, a write stopped mid-frame (a frame cannot be
-// put there), or a close frame went that way already; it reports whether
-// it ran send. It waits for a write
-// under way, one that has already delivered its bytes included, but no
-// longer than deadline: a write stuck on a peer that does not read fails
+// refuse answers a write that comes after the close frame.
+func (o *wsOutbound) refuse(p []byte) (int, error) {
+	if o.swallow {
+		return len(p), nil
+	}
+	return 0, net.ErrClosed
+}
+
+// inject runs send, which writes a close frame on conn by deadline, unless
+// this is no WebSocket or a close frame went that way already; it reports
+// whether it ran send or will. A write stopped mid-frame leaves send to
+// the write that ends that frame (a frame cannot be cut). It waits for a
+// write under way, one that has already delivered its bytes included, but
+// no longer than deadline: a write stuck on a peer that does not read fails
 // then, as does one that starts meanwhile (see capDeadline).
 func (o *wsOutbound) inject(conn net.Conn, deadline time.Time, send func()) (sent bool) {
 	if !o.track {
@@ -281,8 +305,12 @@ func (o *wsOutbound) inject(conn net.Conn, deadline time.Time, send func()) (sen
 	_ = conn.SetWriteDeadline(deadline)
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.gone || o.frames.closed || !o.frames.atBoundary() {
+	if o.gone || o.frames.closed {
 		return false
+	}
+	if !o.frames.atBoundary() {
+		o.after = send
+		return true
 	}
 	o.gone = true
 	send()
@@ -350,6 +378,25 @@ func (f *frameTracker) feed(p []byte) {
 }
 
 func (f *frameTracker) atBoundary() bool { return f.left == 0 && f.hdrN == 0 }
+
+// frameEnd is how many bytes of p end the frame under way: all of p if it
+// does not end there.
+func (f frameTracker) frameEnd(p []byte) int {
+	for i := 0; i < len(p); {
+		if f.left > 0 {
+			n := min(uint64(len(p)-i), f.left)
+			f.left -= n
+			i += int(n)
+		} else {
+			f.feed(p[i : i+1])
+			i++
+		}
+		if f.atBoundary() {
+			return i
+		}
+	}
+	return len(p)
+}
 
 var errUpgradeIdle = errors.New("affinity router: upgraded connection idle")
 
