@@ -60,11 +60,6 @@ func (a *sessionActor) routeCluster(env *envelope) bool {
 	if a.bindingSlot(env.pool).lease != 0 {
 		return false // this member holds the lease
 	}
-	if env.astream != nil { // the message API's streams do not cross members
-		env.refuse(&callError{sentinel: ErrStreamingUnsupported, pool: env.pool.cfg.Name, session: a.rec.id, worker: -1,
-			detail: "a StreamRequest runs only on the member holding the session; Session.Stream crosses members"})
-		return true
-	}
 	cr := a.clusterRoute(env.pool)
 	if e := cr.entry; e != nil {
 		if e.Member == m.id { // the lease was revoked since: ask again
@@ -90,11 +85,6 @@ func (a *sessionActor) routeRemoteRef(env *envelope) bool {
 	m := a.rec.rt.member
 	if env.ref.Member == "" || env.ref.Member == m.id {
 		return false
-	}
-	if env.astream != nil {
-		env.refuse(&callError{sentinel: ErrStreamingUnsupported, pool: env.pool.cfg.Name, session: a.rec.id, worker: env.ref.Worker,
-			detail: "a StreamRequest on a ref runs only on the ref's member; Runtime.StreamRef crosses members"})
-		return true
 	}
 	_, alive := m.addressOf(env.ref.Member)
 	if !alive {
@@ -209,7 +199,10 @@ func (a *sessionActor) forward(env *envelope, e *wire.Entry) {
 	} else {
 		target = env.ref.Member
 	}
-	if env.stream != nil {
+	if env.astream != nil { // its receiver's acks and cancel come here
+		a.trackStream(env.astream)
+	}
+	if env.isStream() {
 		m.forwardStream(env, target, msg)
 		return
 	}

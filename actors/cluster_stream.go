@@ -9,11 +9,14 @@ import (
 	"github.com/asynkron/protoactor-go/cluster"
 
 	"github.com/affinity-go/affinity/internal/wire"
+	"github.com/affinity-go/affinity/messages"
 )
 
 // Streams across members. The caller's member (the reader's) spawns a
 // streamReader per stream, which sends the call to the worker's member and
-// receives the stream's messages (see wire.Call). The worker's member runs
+// receives the stream's messages (see wire.Call). It hands the items to a
+// Session.Stream, or, for the message API's StreamRequest, relays them to
+// the requesting actor as messages.StreamItem. The worker's member runs
 // the stream as an actorStream whose receiver is that reader: items are
 // encoded and sent at most a window ahead of the reader's acks. Each side
 // watches the other: the reader watches the worker member's gateway, the
@@ -54,12 +57,14 @@ type streamReader struct {
 	started bool
 	done    bool
 	next    uint64      // seq of the next item
+	acks    *streamAcks // once started
 	stopCtx func() bool // stops the watch on the caller's context
 }
 
 // Messages to a stream reader from its own member.
 type (
 	readerCancelled struct{}                // the caller closed the stream or its context ended
+	readerAck       struct{ items uint64 }  // a StreamRequest's receiver acked its first items
 	readerPeerGone  struct{ detail string } // the worker's member went away
 	readerShutdown  struct{}                // this member is shutting down
 )
@@ -67,14 +72,23 @@ type (
 // forwardStream sends a streaming call to target, through a new reader.
 func (m *member) forwardStream(env *envelope, target string, call *wire.Call) {
 	call.Id, call.Window = m.nextID.Add(1), clusterStreamWindow
-	// Room for a whole window: the reader's turn never waits for Recv.
-	env.stream.items = make(chan any, clusterStreamWindow)
+	if s := env.astream; s != nil {
+		if s.window > 0 { // the receiver's own acks pace the worker
+			call.Window = uint32(min(s.window, uint64(^uint32(0))))
+		}
+	} else {
+		// Room for a whole window: the reader's turn never waits for Recv.
+		env.stream.items = make(chan any, clusterStreamWindow)
+	}
 	r := &streamReader{m: m, env: env, call: call, target: target}
 	// On the goroutine that posts to it, as the gateway: its turns are
 	// short and never block.
 	props := actor.PropsFromProducer(func() actor.Actor { return r },
 		actor.WithDispatcher(actor.NewSynchronizedDispatcher(gatewayThroughput)))
-	m.rt.system.Root.Spawn(props)
+	pid := m.rt.system.Root.Spawn(props)
+	if s := env.astream; s != nil {
+		s.relay = pid // for the receiver's acks (see actorStream.ack)
+	}
 }
 
 func (r *streamReader) Receive(ctx actor.Context) {
@@ -100,6 +114,10 @@ func (r *streamReader) Receive(ctx actor.Context) {
 		r.end(ctx, r.env.fail(ErrWorkerFailed, msg.detail))
 	case *readerCancelled:
 		r.abort(ctx, context.Cause(r.env.ctx))
+	case *readerAck:
+		if r.started {
+			r.acks.send(msg.items)
+		}
 	case *readerShutdown, *actor.Stopping:
 		r.abort(ctx, fmt.Errorf("%w: member shutting down", ErrShutdown))
 	}
@@ -135,15 +153,18 @@ func (r *streamReader) onStarted(ctx actor.Context, msg *wire.StreamStarted) {
 	if r.started {
 		return
 	}
-	env, st := r.env, r.env.stream
+	env := r.env
 	r.started, env.ran = true, true
 	env.call.Worker, env.call.Incarnation = int(msg.Worker), msg.Incarnation
-	st.worker, st.incarnation = env.call.Worker, env.call.Incarnation
 	root, gw, self, session, id := r.m.rt.system.Root, r.gw, ctx.Self(), env.call.Session, r.call.Id
-	st.acks = &streamAcks{send: func(items uint64) {
+	r.acks = &streamAcks{send: func(items uint64) {
 		root.RequestWithCustomSender(gw, &wire.StreamAck{Session: session, Id: id, Items: items}, self)
 	}}
-	env.replyCh <- reply{} // Session.Stream returns now
+	if st := env.stream; st != nil {
+		st.worker, st.incarnation = env.call.Worker, env.call.Incarnation
+		st.acks = r.acks
+		env.replyCh <- reply{} // Session.Stream returns now
+	}
 }
 
 func (r *streamReader) onItem(ctx actor.Context, msg *wire.StreamItem) {
@@ -156,12 +177,35 @@ func (r *streamReader) onItem(ctx actor.Context, msg *wire.StreamItem) {
 		r.abort(ctx, fmt.Errorf("stream item %d (pool %s, session %s): %w", msg.Seq, r.env.pool.cfg.Name, r.env.call.Session, err))
 		return
 	}
-	select {
-	case r.env.stream.items <- item:
-		r.next++
-	default:
+	if !r.deliver(item) {
 		r.abort(ctx, r.env.fail(ErrInternal, "the worker's member sent past the stream's window"))
+		return
 	}
+	r.next++
+}
+
+// deliver hands an item to the stream's reader: the channel Recv reads,
+// or the actor that sent the StreamRequest. An unthrottled StreamRequest
+// is acked as it is relayed; a throttled one by its receiver's StreamAck.
+func (r *streamReader) deliver(item any) bool {
+	s := r.env.astream
+	if s == nil {
+		select {
+		case r.env.stream.items <- item:
+			return true
+		default:
+			return false
+		}
+	}
+	if s.window > 0 && s.seq >= s.acked.Load()+s.window {
+		return false
+	}
+	r.m.rt.system.Root.Send(s.to, &messages.StreamItem{Tag: s.key.tag, Seq: s.seq, Item: item})
+	s.seq++
+	if s.window == 0 {
+		r.acks.took()
+	}
+	return true
 }
 
 // onEnd handles the stream's end, or its refusal before it started.

@@ -286,6 +286,109 @@ func TestClusterStreamsCrossMembers(t *testing.T) {
 	})
 }
 
+// The message API's StreamRequest from a member that does not hold the
+// session: its items reach the requesting actor in order, a Window paces
+// the worker on the other member, and a cancel or a receiver that stops
+// frees that worker.
+func TestClusterMessageAPIStreams(t *testing.T) {
+	tc := startTestCluster(t, 3, StrictQueue)
+	const w = clusterStreamWindow
+	items := func(t *testing.T, out chan any, tag uint64, from uint64, n int) []any {
+		t.Helper()
+		var got []any
+		for seq := from; seq < from+uint64(n); seq++ {
+			item, ok := next(t, out).(*messages.StreamItem)
+			require.True(t, ok, "item %d", seq)
+			require.Equal(t, tag, item.Tag)
+			require.Equal(t, seq, item.Seq, "in order")
+			got = append(got, item.Item)
+		}
+		return got
+	}
+
+	t.Run("unthrottled, from every member, past many acks", func(t *testing.T) {
+		home, _ := place(t, tc.members, "mst")
+		const n = 5 * w
+		for i, rt := range tc.members {
+			user, out := spawnUser(t, rt, "mst")
+			rt.ActorSystem().Root.Send(user, &messages.StreamRequest{Tag: uint64(i + 1), Payload: fmt.Sprint("items:", n)})
+			for k, item := range items(t, out, uint64(i+1), 0, n) {
+				m, _, _, seq := splitResult(t, item.(string))
+				require.Equal(t, home.member.id, m, "ran on the session's worker")
+				require.Equal(t, k, seq)
+			}
+			end := next(t, out).(*messages.StreamEnd)
+			require.NoError(t, end.Err)
+			require.EqualValues(t, n, end.Items)
+		}
+	})
+
+	t.Run("a window paces the worker on the other member; a cancel stops it", func(t *testing.T) {
+		id := "mst-window"
+		home, away := place(t, tc.members, id)
+		f := newFlood(id)
+		user, out := spawnUser(t, away, id)
+		root := away.ActorSystem().Root
+		root.Send(user, &messages.StreamRequest{Tag: 7, Window: 3, Payload: "flood"})
+		items(t, out, 7, 0, 3)
+		f.waitSending(t, 4)
+		assert.EqualValues(t, 3, f.sent.Load(), "the fourth send waits for an ack")
+		root.Send(user, &messages.StreamAck{Tag: 7, Items: 2})
+		items(t, out, 7, 3, 2)
+		f.waitSending(t, 6)
+		assert.EqualValues(t, 5, f.sent.Load())
+		root.Send(user, &messages.CancelStream{Tag: 7})
+		end := next(t, out).(*messages.StreamEnd)
+		require.ErrorIs(t, end.Err, context.Canceled)
+		require.EqualValues(t, 5, end.Items)
+		assert.ErrorIs(t, f.stopped(t), context.Canceled, "the worker's send fails")
+		require.Eventually(t, func() bool { return home.Stats().Pools["p"].Inflight == 0 }, 10*time.Second, time.Millisecond)
+	})
+
+	t.Run("a throttled stream's receiver that stops frees the worker", func(t *testing.T) {
+		id := "mst-gone"
+		home, away := place(t, tc.members, id)
+		f := newFlood(id)
+		user, out := spawnUser(t, away, id)
+		root := away.ActorSystem().Root
+		root.Send(user, &messages.StreamRequest{Tag: 1, Window: 1, Payload: "flood"})
+		items(t, out, 1, 0, 1)
+		require.NoError(t, root.StopFuture(user).Wait())
+		assert.ErrorIs(t, f.stopped(t), context.Canceled)
+		require.Eventually(t, func() bool { return home.Stats().Pools["p"].Inflight == 0 }, 10*time.Second, time.Millisecond)
+		_, err := away.Session(id).Call(context.Background(), "count", WithAffinity(StrictFailFast))
+		assert.NoError(t, err, "the worker is free")
+	})
+
+	t.Run("on a ref, and refused by a busy worker", func(t *testing.T) {
+		id := "mst-ref"
+		home, away := place(t, tc.members, id)
+		out0, err := home.Session(id).Call(context.Background(), "ref")
+		require.NoError(t, err)
+		ref := out0.(messages.Ref)
+		user, out := spawnUser(t, away, id)
+		root := away.ActorSystem().Root
+		root.Send(user, &messages.StreamRequest{Tag: 2, Ref: &ref, Payload: "items:10"})
+		for _, item := range items(t, out, 2, 0, 10) {
+			m, worker, inc, _ := splitResult(t, item.(string))
+			require.Equal(t, ref.Member, m)
+			require.Equal(t, ref.Worker, worker)
+			require.Equal(t, ref.Incarnation, inc)
+		}
+		require.NoError(t, next(t, out).(*messages.StreamEnd).Err)
+
+		held := make(chan error, 1)
+		go func() { _, err := home.Session(id).Call(context.Background(), "hold"); held <- err }()
+		<-holdStarted
+		root.Send(user, &messages.StreamRequest{Tag: 3, Payload: "items:1"})
+		end := next(t, out).(*messages.StreamEnd)
+		assert.ErrorIs(t, end.Err, ErrWorkerBusy, "strict_queue: a stream never waits")
+		assert.Zero(t, end.Items)
+		holdRelease <- struct{}{}
+		require.NoError(t, <-held)
+	})
+}
+
 // hintPair returns two sessions bound, in pool "hint", to the two workers
 // of member rt.
 func hintPair(t *testing.T, rt *Runtime) []string {

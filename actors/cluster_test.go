@@ -376,11 +376,6 @@ func TestClusterMessageAPIAndPortability(t *testing.T) {
 	if assert.NoError(t, err, "streams cross members") {
 		assert.Len(t, readAll(t, st), 3)
 	}
-	res, err := away.ActorSystem().Root.RequestFuture(away.SessionPID("api"), &messages.StreamRequest{Payload: "items:3"}, 10*time.Second).Result()
-	require.NoError(t, err)
-	if end, ok := res.(*messages.StreamEnd); assert.True(t, ok, "%T", res) {
-		assert.ErrorIs(t, end.Err, ErrStreamingUnsupported, "the message API's streams do not cross members")
-	}
 	_, err = away.Session("api").Call(context.Background(), []byte("raw"))
 	assert.NoError(t, err, "bytes cross")
 }

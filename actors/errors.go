@@ -40,9 +40,7 @@ var (
 	// invalid affinity, a ref that conflicts with the named pool, ...).
 	ErrInvalidArgument = errors.New("affinity: invalid argument")
 	// ErrStreamingUnsupported: a streaming call reached a worker that does
-	// not implement StreamWorker, or (cluster) a messages.StreamRequest was
-	// sent to a session, or on a ref, that lives on another member: the
-	// message API's streams do not cross members, Session.Stream's do.
+	// not implement StreamWorker.
 	ErrStreamingUnsupported = errors.New("affinity: worker does not support streaming")
 	// ErrSessionClosed: the call was waiting in its session when the session
 	// was closed. It never ran.

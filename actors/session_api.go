@@ -189,6 +189,10 @@ type actorStream struct {
 	remote, started bool
 	pool            string
 	worker          int
+
+	// relay: the worker is on another member, and this streamReader relays
+	// its items to the receiver (set and read by the session actor only).
+	relay *actor.PID
 }
 
 // send is the worker's side. It waits only in a throttled stream whose
@@ -213,13 +217,20 @@ func (s *actorStream) send(item any) error {
 }
 
 // ack records that the receiver handled the first items items, and wakes
-// a send waiting for credit.
+// a send waiting for credit, or has the relay pass the ack on.
 func (s *actorStream) ack(items uint64) {
 	for {
 		old := s.acked.Load()
-		if items <= old || s.acked.CompareAndSwap(old, items) {
+		if items <= old {
+			return
+		}
+		if s.acked.CompareAndSwap(old, items) {
 			break
 		}
+	}
+	if s.relay != nil {
+		s.rt.system.Root.Send(s.relay, &readerAck{items: items})
+		return
 	}
 	select {
 	case s.credit <- struct{}{}:
