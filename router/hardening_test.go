@@ -341,18 +341,7 @@ func TestCloseWaitsForTheClientsCloseAnswer(t *testing.T) {
 	assert.Never(t, func() bool { return len(closed) > 0 }, 200*time.Millisecond, 5*time.Millisecond,
 		"Close waits for the client's answer")
 
-	clientClose := []byte{0x88, 0x82, 9, 9, 9, 9, 0x03 ^ 9, 0xe9 ^ 9} // masked 1001
-	_, err = conn.Write(clientClose)
-	require.NoError(t, err)
-	select {
-	case err := <-closed:
-		require.NoError(t, err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("Close did not end on the client's answer")
-	}
-	rest, err := io.ReadAll(br)
-	require.NoError(t, err, "the connection ends with a FIN")
-	require.Empty(t, rest, "nothing after the close frame: the backend's answer is not passed on")
+	answerClose(t, conn, br, closed) // nothing after the close frame: the backend's answer is not passed on
 	select {
 	case got := <-b.wsGot:
 		require.Len(t, got, 8, "the backend got the router's close frame only: %x", got)
@@ -394,8 +383,16 @@ func TestCloseFrameWaitsForTheFrameToTheClient(t *testing.T) {
 	require.Equal(t, wsSplitFrame[6:], rest[:6], "the frame under way arrives whole")
 	require.Equal(t, closeGoingAway[:], rest[6:], "then the close frame, not the late frame")
 
+	answerClose(t, conn, br, closed)
+}
+
+// answerClose sends the router's close frame back, as a client does, and
+// checks that Close (its outcome on closed) then ends cleanly, and that
+// nothing more came before the connection's end.
+func answerClose(t *testing.T, conn net.Conn, br *bufio.Reader, closed <-chan error) {
+	t.Helper()
 	clientClose := []byte{0x88, 0x82, 9, 9, 9, 9, 0x03 ^ 9, 0xe9 ^ 9} // masked 1001
-	_, err = conn.Write(clientClose)
+	_, err := conn.Write(clientClose)
 	require.NoError(t, err)
 	select {
 	case err := <-closed:
@@ -403,9 +400,9 @@ func TestCloseFrameWaitsForTheFrameToTheClient(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Close did not end on the client's answer")
 	}
-	after, err := io.ReadAll(br)
+	rest, err := io.ReadAll(br)
 	require.NoError(t, err, "the connection ends with a FIN")
-	require.Empty(t, after, "nothing after the close frame")
+	require.Empty(t, rest, "nothing after the close frame")
 }
 
 // Item 8, the backend's side: when Close finds the client mid-frame, the
