@@ -350,6 +350,49 @@ func TestCloseWaitsForTheClientsCloseAnswer(t *testing.T) {
 	}
 }
 
+// Item 8: Close waits for the close answers of WebSocket clients only. An
+// upgrade still waiting for its backend, or a connection upgraded to
+// another protocol, has no close frame to answer: Close cancels it at once
+// instead of giving it the handshake's time.
+func TestCloseDoesNotWaitForWhatHasNoCloseFrame(t *testing.T) {
+	for _, path := range []string{"/slow", "/ws-hold"} {
+		t.Run(path, func(t *testing.T) {
+			b := startBackend(t, "a")
+			r, err := New(testConfig(b))
+			require.NoError(t, err)
+			r.closeHandshake = time.Minute
+			srv := httptest.NewServer(r)
+			defer srv.Close()
+			conn, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
+			require.NoError(t, err)
+			defer conn.Close()
+			fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: example\r\nConnection: Upgrade\r\nUpgrade: tcp-echo\r\n\r\n", path)
+			if path == "/slow" { // the backend has it, and does not answer
+				select {
+				case <-b.arrived:
+				case <-time.After(10 * time.Second):
+					t.Fatal("the upgrade did not reach the backend")
+				}
+			} else {
+				require.NoError(t, conn.SetReadDeadline(time.Now().Add(10*time.Second)))
+				resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+				require.NoError(t, err)
+				require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+				require.Eventually(t, func() bool { return r.Metrics().Upgraded == 1 }, 10*time.Second, time.Millisecond)
+			}
+			closed := make(chan error, 1)
+			go func() { closed <- r.Close(context.Background()) }()
+			select {
+			case err := <-closed:
+				require.NoError(t, err)
+			case <-time.After(10 * time.Second):
+				t.Fatal("Close waits for an answer that cannot come")
+			}
+			require.Zero(t, r.Metrics().Upgraded)
+		})
+	}
+}
+
 // Item 8: a close frame never cuts a frame in two. When Close finds the
 // backend mid-frame towards the client, the client gets the rest of that
 // frame, then the close frame, and nothing the backend sends after it.

@@ -275,8 +275,9 @@ func acceptWS(w http.ResponseWriter, r *http.Request) (net.Conn, *bufio.ReadWrit
 	if err != nil {
 		return nil, nil, false
 	}
-	fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
-		wsAccept(r.Header.Get("Sec-WebSocket-Key")))
+	// The protocol asked for: a test may ask for another than websocket.
+	fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: %s\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
+		r.Header.Get("Upgrade"), wsAccept(r.Header.Get("Sec-WebSocket-Key")))
 	if brw.Flush() != nil {
 		conn.Close()
 		return nil, nil, false

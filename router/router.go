@@ -222,9 +222,11 @@ func (r *Router) Close(ctx context.Context) error {
 }
 
 // goingAway refuses new upgrades, sends every WebSocket's ends a close
-// frame and waits, for r.closeHandshake at most or until ctx ends, for the
-// upgrades to end: a client's answer ends its own. The result is closed
-// once every upgrade has ended.
+// frame and waits, for r.closeHandshake at most or until ctx ends, for
+// those WebSockets to end: a client's answer ends its own. Other upgraded
+// connections, and an upgrade still waiting for its backend's answer, are
+// not waited for: they get no close frame, and Close cancels them. The result is closed once
+// every upgrade has ended.
 func (r *Router) goingAway(ctx context.Context) <-chan struct{} {
 	r.upMu.Lock()
 	r.closed.Store(true)
@@ -234,8 +236,11 @@ func (r *Router) goingAway(ctx context.Context) <-chan struct{} {
 	}
 	r.upMu.Unlock()
 	deadline := time.Now().Add(r.closeHandshake) // one for all: slow readers cannot stack up
+	answering := conns[:0] // the WebSockets whose client got a close frame to answer
 	for _, c := range conns {
-		c.goingAway(deadline)
+		if c.goingAway(deadline) {
+			answering = append(answering, c)
+		}
 	}
 	done := make(chan struct{})
 	go func() { // ends once the upgrades return, which Close makes them do
@@ -244,9 +249,12 @@ func (r *Router) goingAway(ctx context.Context) <-chan struct{} {
 	}()
 	wait, stop := context.WithDeadline(ctx, deadline)
 	defer stop()
-	select {
-	case <-done:
-	case <-wait.Done():
+	for _, c := range answering {
+		select {
+		case <-c.ended:
+		case <-wait.Done():
+			return done
+		}
 	}
 	return done
 }

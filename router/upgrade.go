@@ -79,6 +79,7 @@ func (r *Router) runUpgrade(reqCtx context.Context, x *exchange) error {
 		r.upMu.Lock()
 		delete(r.upConns, uw.conn)
 		r.upMu.Unlock()
+		close(uw.conn.ended)
 	}
 	return r.finish(reqCtx, x, nil)
 }
@@ -116,7 +117,7 @@ func (w *upgradeWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	ic := &idleConn{Conn: conn, idle: w.idle, handshake: w.r.closeHandshake,
+	ic := &idleConn{Conn: conn, idle: w.idle, handshake: w.r.closeHandshake, ended: make(chan struct{}),
 		out: wsOutbound{track: w.websocket, swallow: true}, upstream: w.upstream}
 	ic.touch()
 	w.conn = ic
@@ -136,6 +137,7 @@ type idleConn struct {
 	handshake time.Duration
 	last      atomic.Int64 // unix nanoseconds of the last traffic
 	closeBy   time.Time    // once idle: when to stop waiting for the close answer (the reader's only)
+	ended     chan struct{} // closed once its upgrade has returned
 
 	out      wsOutbound    // writes to the client
 	upstream *upstreamConn // the backend side of a WebSocket, or nil
