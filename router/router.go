@@ -236,7 +236,7 @@ func (r *Router) goingAway(ctx context.Context) <-chan struct{} {
 	}
 	r.upMu.Unlock()
 	deadline := time.Now().Add(r.closeHandshake) // one for all: slow readers cannot stack up
-	answering := conns[:0] // the WebSockets whose client got a close frame to answer
+	answering := conns[:0]                       // the WebSockets whose client got a close frame to answer
 	for _, c := range conns {
 		if c.goingAway(deadline) {
 			answering = append(answering, c)

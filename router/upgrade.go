@@ -135,8 +135,8 @@ type idleConn struct {
 	net.Conn
 	idle      time.Duration
 	handshake time.Duration
-	last      atomic.Int64 // unix nanoseconds of the last traffic
-	closeBy   time.Time    // once idle: when to stop waiting for the close answer (the reader's only)
+	last      atomic.Int64  // unix nanoseconds of the last traffic
+	closeBy   time.Time     // once idle: when to stop waiting for the close answer (the reader's only)
 	ended     chan struct{} // closed once its upgrade has returned
 
 	out      wsOutbound    // writes to the client
