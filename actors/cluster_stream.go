@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -34,12 +35,13 @@ const clusterStreamWindow = 64
 // streamAcks acks, every half window, the items a stream's reader took.
 type streamAcks struct {
 	send         func(items uint64)
+	every        uint64 // half the window, at least 1
 	taken, acked uint64 // by the reading goroutine only
 }
 
 func (a *streamAcks) took() {
 	a.taken++
-	if a.taken-a.acked >= clusterStreamWindow/2 {
+	if a.taken-a.acked >= a.every {
 		a.acked = a.taken
 		a.send(a.taken)
 	}
@@ -77,8 +79,9 @@ func (m *member) forwardStream(env *envelope, target string, call *wire.Call) {
 			call.Window = uint32(min(s.window, uint64(^uint32(0))))
 		}
 	} else {
+		call.Window = uint32(cmp.Or(env.stream.window, clusterStreamWindow))
 		// Room for a whole window: the reader's turn never waits for Recv.
-		env.stream.items = make(chan any, clusterStreamWindow)
+		env.stream.items = make(chan any, call.Window)
 	}
 	r := &streamReader{m: m, env: env, call: call, target: target}
 	// On the goroutine that posts to it, as the gateway: its turns are
@@ -157,7 +160,7 @@ func (r *streamReader) onStarted(ctx actor.Context, msg *wire.StreamStarted) {
 	r.started, env.ran = true, true
 	env.call.Worker, env.call.Incarnation = int(msg.Worker), msg.Incarnation
 	root, gw, self, session, id := r.m.rt.system.Root, r.gw, ctx.Self(), env.call.Session, r.call.Id
-	r.acks = &streamAcks{send: func(items uint64) {
+	r.acks = &streamAcks{every: max(1, uint64(r.call.Window)/2), send: func(items uint64) {
 		root.RequestWithCustomSender(gw, &wire.StreamAck{Session: session, Id: id, Items: items}, self)
 	}}
 	if st := env.stream; st != nil {

@@ -262,6 +262,27 @@ func TestClusterStreamsCrossMembers(t *testing.T) {
 		assert.ErrorIs(t, f.stopped(t), context.Canceled)
 	})
 
+	t.Run("WithStreamWindow sets the window across members", func(t *testing.T) {
+		id := "st-window"
+		_, away := place(t, tc.members, id)
+		f := newFlood(id)
+		st, err := away.Session(id).Stream(ctx, "flood", WithStreamWindow(4))
+		require.NoError(t, err)
+		f.waitSending(t, 5)
+		assert.EqualValues(t, 5, f.sending.Load())
+		assert.EqualValues(t, 4, f.sent.Load())
+		for i := range 2 { // half of this window: one ack
+			item, err := st.Recv()
+			require.NoError(t, err)
+			assert.Equal(t, i, item)
+		}
+		f.waitSending(t, 7)
+		assert.EqualValues(t, 7, f.sending.Load())
+		assert.EqualValues(t, 6, f.sent.Load())
+		st.Close()
+		assert.ErrorIs(t, f.stopped(t), context.Canceled)
+	})
+
 	t.Run("an item that cannot cross members ends the stream", func(t *testing.T) {
 		_, away := place(t, tc.members, "st-bad")
 		st, err := away.Session("st-bad").Stream(ctx, "bad-item")

@@ -11,9 +11,37 @@ import (
 // caller's goroutine. Options are plain values (no allocation); later
 // options win.
 type CallOption struct {
-	pool     string
-	affinity Affinity
-	onCaller bool
+	pool      string
+	affinity  Affinity
+	onCaller  bool
+	window    int
+	windowSet bool
+}
+
+// maxStreamWindow bounds WithStreamWindow: a stream's buffer is allocated
+// whole when it starts.
+const maxStreamWindow = 1 << 16
+
+// WithStreamWindow bounds how many items of a streaming call may wait for
+// Recv: the worker's send waits once n items are ahead of what the reader
+// took. The default is 16 in one process and 64 across cluster members,
+// where the reader acks every n/2 items with a remote message. n must be
+// between 1 and 65536. Calls that do not stream ignore it.
+func WithStreamWindow(n int) CallOption { return CallOption{window: n, windowSet: true} }
+
+// streamWindow returns the window opts ask for (0: the default), or an
+// error for one out of range.
+func streamWindow(opts []CallOption) (int, error) {
+	n := 0
+	for _, o := range opts {
+		if o.windowSet {
+			if o.window < 1 || o.window > maxStreamWindow {
+				return 0, fmt.Errorf("%w: stream window %d (want 1 to %d)", ErrInvalidArgument, o.window, maxStreamWindow)
+			}
+			n = o.window
+		}
+	}
+	return n, nil
 }
 
 // RunOnCaller lets a call of the blocking API whose context can be

@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -179,7 +180,11 @@ func (rt *Runtime) StreamRef(ctx context.Context, ref messages.Ref, req any, opt
 	if err != nil {
 		return nil, err
 	}
-	return rt.stream(ctx, rt.Session(ref.Session).live, p, mode, &ref, req)
+	window, err := streamWindow(opts)
+	if err != nil {
+		return nil, err
+	}
+	return rt.stream(ctx, rt.Session(ref.Session).live, p, mode, &ref, req, window)
 }
 
 // maxStaleRetries bounds how often a hint call is re-routed because its
@@ -265,7 +270,9 @@ func (rt *Runtime) await(env *envelope) (any, error) {
 	return r.val, r.err
 }
 
-func (rt *Runtime) stream(ctx context.Context, live func() *sessionRec, p *pool, mode Affinity, ref *messages.Ref, req any) (*Stream, error) {
+// stream starts a streaming call; window 0 is the default (see
+// WithStreamWindow).
+func (rt *Runtime) stream(ctx context.Context, live func() *sessionRec, p *pool, mode Affinity, ref *messages.Ref, req any, window int) (*Stream, error) {
 	env, err := rt.newCall(ctx, live, p, mode, ref, req)
 	if err != nil {
 		return nil, err
@@ -275,7 +282,7 @@ func (rt *Runtime) stream(ctx context.Context, live func() *sessionRec, p *pool,
 	env = &envelope{pool: p, mode: mode, ref: ref, sess: pooled.sess, call: pooled.call, replyCh: make(chan reply, 1)}
 	putEnvelope(pooled)
 	sctx, cancel := context.WithCancelCause(ctx)
-	st := &Stream{ctx: sctx, cancel: cancel, items: make(chan any, streamBuffer)}
+	st := &Stream{ctx: sctx, cancel: cancel, window: window, items: make(chan any, cmp.Or(window, streamBuffer))}
 	env.ctx, env.stream = sctx, st
 	env.sess.post(env)
 	// Streams never wait: the session answers at once, with the worker

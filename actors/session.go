@@ -75,7 +75,11 @@ func (s *Session) Stream(ctx context.Context, req any, opts ...CallOption) (*Str
 	if err != nil {
 		return nil, err
 	}
-	return s.rt.stream(ctx, s.live, p, mode, nil, req)
+	window, err := streamWindow(opts)
+	if err != nil {
+		return nil, err
+	}
+	return s.rt.stream(ctx, s.live, p, mode, nil, req, window)
 }
 
 // Close ends the session (cleanup source "manual"): calls still waiting in

@@ -20,6 +20,7 @@ type Stream struct {
 	worker      int
 	incarnation uint64
 	acks        *streamAcks // set when the worker is on another cluster member
+	window      int         // WithStreamWindow's; 0: the default
 }
 
 // Worker returns the id and incarnation of the worker serving the stream.
