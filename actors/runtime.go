@@ -180,11 +180,7 @@ func (rt *Runtime) StreamRef(ctx context.Context, ref messages.Ref, req any, opt
 	if err != nil {
 		return nil, err
 	}
-	window, err := streamWindow(opts)
-	if err != nil {
-		return nil, err
-	}
-	return rt.stream(ctx, rt.Session(ref.Session).live, p, mode, &ref, req, window)
+	return rt.stream(ctx, rt.Session(ref.Session).live, p, mode, &ref, req, opts)
 }
 
 // maxStaleRetries bounds how often a hint call is re-routed because its
@@ -270,9 +266,13 @@ func (rt *Runtime) await(env *envelope) (any, error) {
 	return r.val, r.err
 }
 
-// stream starts a streaming call; window 0 is the default (see
+// stream starts a streaming call, its window from opts (see
 // WithStreamWindow).
-func (rt *Runtime) stream(ctx context.Context, live func() *sessionRec, p *pool, mode Affinity, ref *messages.Ref, req any, window int) (*Stream, error) {
+func (rt *Runtime) stream(ctx context.Context, live func() *sessionRec, p *pool, mode Affinity, ref *messages.Ref, req any, opts []CallOption) (*Stream, error) {
+	window, err := streamWindow(opts)
+	if err != nil {
+		return nil, err
+	}
 	env, err := rt.newCall(ctx, live, p, mode, ref, req)
 	if err != nil {
 		return nil, err

@@ -75,11 +75,7 @@ func (s *Session) Stream(ctx context.Context, req any, opts ...CallOption) (*Str
 	if err != nil {
 		return nil, err
 	}
-	window, err := streamWindow(opts)
-	if err != nil {
-		return nil, err
-	}
-	return s.rt.stream(ctx, s.live, p, mode, nil, req, window)
+	return s.rt.stream(ctx, s.live, p, mode, nil, req, opts)
 }
 
 // Close ends the session (cleanup source "manual"): calls still waiting in
