@@ -110,6 +110,8 @@ type member struct {
 	// other members call during that second.
 	ready   atomic.Bool
 	leaving atomic.Bool
+	// grantsRefusedJoining counts the leases refused while not ready.
+	grantsRefusedJoining atomic.Int64
 }
 
 // remoteCall is a call this member sent to another one.

@@ -22,6 +22,7 @@ var wireSentinels = []error{
 const (
 	codeStaleLease int32 = 100 + iota // the member holds no such lease
 	codeLeaving                       // the member is leaving the cluster
+	codeNotReady                      // the member has not finished joining
 )
 
 func encodeError(err error) *wire.Error {

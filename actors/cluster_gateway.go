@@ -42,8 +42,7 @@ func (g *gateway) Receive(ctx actor.Context) {
 		ctx.Respond(&wire.LeaveNoted{})
 		return
 	}
-	if !g.m.ready.Load() {
-		g.notReady(ctx)
+	if !g.m.ready.Load() && g.notReady(ctx) {
 		return
 	}
 	switch m := ctx.Message().(type) {
@@ -81,18 +80,24 @@ func (g *gateway) Receive(ctx actor.Context) {
 	}
 }
 
-// notReady answers what comes before this member has joined: calls and
-// grants are refused as by a member that is leaving (the sender tries
-// elsewhere or again), and nothing is held here yet.
-func (g *gateway) notReady(ctx actor.Context) {
+// notReady answers, and reports whether it did, what comes before this
+// member has joined: calls are refused as by a member that is leaving
+// (the sender routes again), grants as not ready (the grain asks the
+// others, then this one again), and nothing is held here yet. Replies to
+// this member's own calls, and replicas, are handled as usual.
+func (g *gateway) notReady(ctx actor.Context) bool {
 	switch m := ctx.Message().(type) {
 	case *wire.Call:
 		ctx.Send(ctx.Sender(), &wire.Reply{Id: m.Id, Error: &wire.Error{Code: codeLeaving, Text: "member not ready"}, Worker: -1})
 	case *wire.Grant:
-		ctx.Respond(&wire.Resolved{Error: &wire.Error{Code: codeLeaving, Text: "member not ready"}})
+		g.m.grantsRefusedJoining.Add(1)
+		ctx.Respond(&wire.Resolved{Error: &wire.Error{Code: codeNotReady, Text: "member not ready"}})
 	case *wire.Query:
 		ctx.Respond(&wire.Holding{})
+	case *wire.Reply, *wire.Replicate:
+		return false
 	}
+	return true
 }
 
 // call hands a call from another member to the local session actor, which

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math/rand/v2"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/cluster"
@@ -160,19 +161,45 @@ func (g *sessionGrain) bind(ctx actor.Context, m *wire.Resolve, sender *actor.PI
 	waiting, busy := g.granting[m.Pool]
 	g.granting[m.Pool] = append(waiting, heldRequest{msg: m, sender: sender})
 	if !busy {
-		g.grant(ctx, m.Pool, "", 0)
+		g.grant(ctx, m.Pool, g.newGrantTry())
 	}
 }
 
-// maxGrantAttempts bounds the offers made for one bind: a member that is
-// starting or leaving is skipped once, a loss it reports costs one more.
-const maxGrantAttempts = 3
+// maxGrantLosses bounds how often one bind adopts a place that turns out
+// lost (its member gone) and offers the lease again.
+const maxGrantLosses = 2
 
-// grant offers the lease to the member chosen for the session, skipping
-// one that refused as not (or no longer) a working member.
-func (g *sessionGrain) grant(ctx actor.Context, pool, skip string, attempt int) {
-	id, addr, ok := g.m.choose(g.id, skip)
-	if !ok || attempt >= maxGrantAttempts {
+// grantRetryPause is how long a bind waits when every member left to ask
+// is still joining (protoactor's StartMember takes a second).
+const grantRetryPause = 50 * time.Millisecond
+
+// grantTry is one bind's progress. A member that refused as leaving is
+// skipped for good; one that is still joining is skipped until every
+// member has been asked, then asked again after a pause, until the bind's
+// time (the cluster's RequestTimeout) runs out.
+type grantTry struct {
+	leaving  map[string]bool
+	joining  map[string]bool
+	losses   int
+	deadline time.Time
+}
+
+func (g *sessionGrain) newGrantTry() *grantTry {
+	return &grantTry{leaving: map[string]bool{}, joining: map[string]bool{}, deadline: time.Now().Add(g.m.cfg.RequestTimeout)}
+}
+
+func (t *grantTry) skips(id string) bool { return t.leaving[id] || t.joining[id] }
+
+// grant offers the lease to the member chosen for the session among those
+// t does not skip.
+func (g *sessionGrain) grant(ctx actor.Context, pool string, t *grantTry) {
+	id, addr, ok := g.m.choose(g.id, t.skips)
+	if !ok && len(t.joining) > 0 && time.Now().Add(grantRetryPause).Before(t.deadline) {
+		clear(t.joining)
+		ctx.ReenterAfter(actor.NewFuture(ctx.ActorSystem(), grantRetryPause), func(any, error) { g.grant(ctx, pool, t) })
+		return
+	}
+	if !ok || t.losses > maxGrantLosses {
 		g.answerGrant(ctx, pool, &wire.Resolved{Error: encodeError(fmt.Errorf("%w: no cluster member took the session", ErrNoWorkersAvailable))})
 		return
 	}
@@ -182,9 +209,13 @@ func (g *sessionGrain) grant(ctx actor.Context, pool, skip string, attempt int) 
 		r, _ := res.(*wire.Resolved)
 		switch {
 		case err == nil && r != nil && r.Entry != nil:
-			g.adopt(ctx, pool, r.Entry, attempt)
-		case err == nil && r != nil && r.Error.GetCode() == codeLeaving && skip == "":
-			g.grant(ctx, pool, id, attempt+1) // that member is starting or leaving: try the next
+			g.adopt(ctx, pool, r.Entry, t)
+		case err == nil && r != nil && r.Error.GetCode() == codeNotReady:
+			t.joining[id] = true
+			g.grant(ctx, pool, t)
+		case err == nil && r != nil && r.Error.GetCode() == codeLeaving:
+			t.leaving[id] = true
+			g.grant(ctx, pool, t)
 		case err != nil || r != nil:
 			g.answerGrant(ctx, pool, &wire.Resolved{Error: encodeError(fmt.Errorf("%w: member %s did not take the session: %v %v", ErrNoWorkersAvailable, id, res, err))})
 		default:
@@ -199,7 +230,7 @@ func (g *sessionGrain) grant(ctx actor.Context, pool, skip string, attempt int) 
 // session already lives there, or lived on a member now gone. A lost place
 // is kept (strict calls and refs must learn of the loss); calls in hint
 // mode then get a fresh grant.
-func (g *sessionGrain) adopt(ctx actor.Context, pool string, e *wire.Entry, attempt int) {
+func (g *sessionGrain) adopt(ctx actor.Context, pool string, e *wire.Entry, t *grantTry) {
 	if _, alive := g.m.addressOf(e.Member); !alive {
 		e.Dead = true
 	}
@@ -222,7 +253,8 @@ func (g *sessionGrain) adopt(ctx actor.Context, pool string, e *wire.Entry, atte
 		return
 	}
 	g.granting[pool] = rebind
-	g.grant(ctx, pool, "", attempt+1)
+	t.losses++
+	g.grant(ctx, pool, t)
 }
 
 func (g *sessionGrain) answerGrant(ctx actor.Context, pool string, r *wire.Resolved) {
@@ -267,11 +299,11 @@ func (g *sessionGrain) replicate() {
 // choose picks a live member for key by rendezvous hashing, skipping one
 // member: each member gets an even share of keys, and a member joining or
 // leaving moves only its own share.
-func (m *member) choose(key, skip string) (id, address string, ok bool) {
+func (m *member) choose(key string, skip func(id string) bool) (id, address string, ok bool) {
 	var best uint64
 	k := hash64(key)
 	for mid, addr := range m.members() {
-		if mid == skip {
+		if skip(mid) {
 			continue
 		}
 		if s := mix64(k ^ hash64(mid)); !ok || s > best {

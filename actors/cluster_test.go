@@ -227,6 +227,45 @@ func placeSessions(t *testing.T, tc *testCluster, n int) placed {
 	return pl
 }
 
+// A session's first call, made while members are still joining (for the
+// second protoactor's StartMember sleeps, others already call them), waits
+// for one to be ready rather than failing once two have refused the lease.
+func TestClusterFirstCallWaitsForAJoiningMember(t *testing.T) {
+	tc := startTestCluster(t, 3, StrictQueue)
+	for _, rt := range tc.members {
+		rt.member.ready.Store(false)
+	}
+	t.Cleanup(func() { // before tc.stop: cleanups run last first
+		for _, rt := range tc.members {
+			rt.member.ready.Store(true)
+		}
+	})
+	type result struct {
+		out any
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		out, err := tc.members[0].Session("first-while-joining").Call(context.Background(), "count", WithPool("p"))
+		done <- result{out, err}
+	}()
+	require.Eventually(t, func() bool {
+		for _, rt := range tc.members {
+			if rt.member.grantsRefusedJoining.Load() == 0 {
+				return false
+			}
+		}
+		return true
+	}, 10*time.Second, time.Millisecond, "every member refused the lease once")
+	ready := tc.members[2]
+	ready.member.ready.Store(true)
+	r := <-done
+	require.NoError(t, r.err)
+	member, _, _, n := splitResult(t, r.out.(string))
+	assert.Equal(t, ready.member.id, member, "the lease went to the member that became ready")
+	assert.Equal(t, 1, n)
+}
+
 func TestClusterGracefulLeave(t *testing.T) {
 	tc := startTestCluster(t, 3, StrictQueue)
 	pl := placeSessions(t, tc, 60)
