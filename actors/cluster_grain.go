@@ -296,9 +296,9 @@ func (g *sessionGrain) replicate() {
 	}
 }
 
-// choose picks a live member for key by rendezvous hashing, skipping one
-// member: each member gets an even share of keys, and a member joining or
-// leaving moves only its own share.
+// choose picks a live member for key by rendezvous hashing, among those
+// skip does not name: each member gets an even share of keys, and a member
+// joining or leaving moves only its own share.
 func (m *member) choose(key string, skip func(id string) bool) (id, address string, ok bool) {
 	var best uint64
 	k := hash64(key)
