@@ -112,18 +112,30 @@ type member struct {
 	leaving atomic.Bool
 	// grantsRefusedJoining counts the leases refused while not ready.
 	grantsRefusedJoining atomic.Int64
+
+	// The calls other members sent here, until answered (cluster_audit.go).
+	inboundMu sync.Mutex
+	inbound   map[inboundKey]struct{}
+	auditGen  atomic.Uint64 // audits of this member's own calls so far
+	// auditedKnown counts the calls others audited that were known here;
+	// callsLost, this member's calls failed because they were not.
+	auditedKnown, callsLost atomic.Int64
+	// testDrop, when set, drops the calls and replies it returns true for
+	// (at the gateway and in answerInbound): tests lose messages with it.
+	testDrop atomic.Pointer[func(any) bool]
 }
 
 // remoteCall is a call this member sent to another one.
 type remoteCall struct {
 	env    *envelope
 	member string
+	sentIn uint64 // 1 + the audit generation it was sent in; 0: not sent yet
 }
 
 // startMember joins the cluster. protoactor's StartMember sleeps a second.
 func (rt *Runtime) startMember(cc ClusterConfig) error {
 	m := &member{rt: rt, cfg: cc, pending: map[uint64]remoteCall{}, alive: map[string]string{}, departed: map[string]bool{},
-		replicas: map[string][]*wire.Entry{}, readers: map[*streamReader]*actor.PID{}}
+		replicas: map[string][]*wire.Entry{}, readers: map[*streamReader]*actor.PID{}, inbound: map[inboundKey]struct{}{}}
 	kind := cluster.NewKind(sessionKind, actor.PropsFromProducer(func() actor.Actor { return &sessionGrain{m: m} }))
 	cfg := cluster.Configure(cc.Name, cc.Provider, disthash.New(), remote.Configure(cc.Host, cc.Port),
 		// protoactor's own requests (finding a grain's activation) get a
@@ -148,6 +160,8 @@ func (rt *Runtime) startMember(cc ClusterConfig) error {
 	m.gateway = actor.NewPID(m.address, gatewayName)
 	m.setAlive(m.c.MemberList.Members().Members())
 	m.ready.Store(true)
+	rt.wg.Add(1)
+	go m.auditCalls(cc.RequestTimeout)
 	return nil
 }
 

@@ -69,6 +69,10 @@ func (g *gateway) Receive(ctx actor.Context) {
 	case *actor.DeadLetterResponse:
 		// A message this gateway sent found no one (a caller's member
 		// left); the calls concerned are failed by the topology change.
+	case *wire.Audit:
+		g.answerAudit(ctx, m)
+	case *wire.AuditResult:
+		g.lostCalls(m)
 	case *wire.Replicate:
 		g.m.replicaMu.Lock()
 		if len(m.Entries) == 0 {
@@ -84,7 +88,7 @@ func (g *gateway) Receive(ctx actor.Context) {
 // member has joined: calls are refused as by a member that is leaving
 // (the sender routes again), grants as not ready (the grain asks the
 // others, then this one again), and nothing is held here yet. Replies to
-// this member's own calls, and replicas, are handled as usual.
+// this member's own calls, replicas and audits are handled as usual.
 func (g *gateway) notReady(ctx actor.Context) bool {
 	switch m := ctx.Message().(type) {
 	case *wire.Call:
@@ -94,7 +98,7 @@ func (g *gateway) notReady(ctx actor.Context) bool {
 		ctx.Respond(&wire.Resolved{Error: &wire.Error{Code: codeNotReady, Text: "member not ready"}})
 	case *wire.Query:
 		ctx.Respond(&wire.Holding{})
-	case *wire.Reply, *wire.Replicate:
+	case *wire.Reply, *wire.Replicate, *wire.Audit, *wire.AuditResult:
 		return false
 	}
 	return true
@@ -113,6 +117,12 @@ func (g *gateway) call(ctx actor.Context, m *wire.Call) {
 	case m.Ref != nil && m.Ref.Member != g.m.id:
 		refuse(encodeError(fmt.Errorf("%w: ref of member %s sent to %s", ErrRefLost, m.Ref.Member, g.m.id)))
 	default:
+		if drop := g.m.testDrop.Load(); drop != nil && (*drop)(m) {
+			return
+		}
+		if m.Window == 0 { // a stream's end goes to its reader, which watches this member
+			g.m.admitInbound(ctx.Sender(), m.Id)
+		}
 		rt.record(m.Session, false).post(&inboundCall{msg: m, from: ctx.Sender()})
 	}
 }

@@ -209,6 +209,7 @@ func (a *sessionActor) forward(env *envelope, e *wire.Entry) {
 	msg.Id = m.track(env, target)
 	switch sent, leaving := m.sendCall(target, msg, m.gateway); {
 	case sent:
+		m.markSent(msg.Id)
 	case leaving: // it announced its leave since we chose it
 		if rc, ok := m.untrack(msg.Id); ok {
 			a.refused(&remoteRefused{env: rc.env, code: codeLeaving, member: target})
@@ -254,7 +255,7 @@ func (a *sessionActor) inbound(actx actor.Context, in *inboundCall) {
 	rt := a.rec.rt
 	msg := in.msg
 	refuse := func(e *wire.Error) {
-		rt.system.Root.Send(in.from, &wire.Reply{Id: msg.Id, Error: e, Worker: -1})
+		rt.member.answerInbound(in.from, &wire.Reply{Id: msg.Id, Error: e, Worker: -1})
 	}
 	p, ok := rt.byName[msg.Pool]
 	if !ok {
@@ -299,7 +300,7 @@ func (m *member) sendReply(env *envelope, val any, err error) {
 	default:
 		r.Value = v
 	}
-	m.rt.system.Root.Send(env.remote.to, r)
+	m.answerInbound(env.remote.to, r)
 }
 
 // leaseGranted takes the session's lease in a pool, unless this member

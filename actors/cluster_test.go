@@ -22,6 +22,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/affinity-go/affinity/internal/wire"
 	"github.com/affinity-go/affinity/messages"
 )
 
@@ -55,11 +56,17 @@ type testCluster struct {
 	agent   *test.InMemAgent
 	members []*Runtime
 	mode    Affinity
+	timeout time.Duration // ClusterConfig.RequestTimeout
 }
 
 func startTestCluster(t testing.TB, n int, mode Affinity) *testCluster {
 	t.Helper()
-	tc := &testCluster{t: t, agent: test.NewInMemAgent(), mode: mode}
+	return startTestClusterTimeout(t, n, mode, 2*time.Second)
+}
+
+func startTestClusterTimeout(t testing.TB, n int, mode Affinity, requestTimeout time.Duration) *testCluster {
+	t.Helper()
+	tc := &testCluster{t: t, agent: test.NewInMemAgent(), mode: mode, timeout: requestTimeout}
 	tc.add(n)
 	t.Cleanup(tc.stop)
 	return tc
@@ -71,7 +78,7 @@ func (tc *testCluster) config() Config {
 			{Name: "p", Size: 2, Affinity: tc.mode, NewWorker: newTally},
 			{Name: "hint", Size: 2, Affinity: Hint, NewWorker: newTally},
 		},
-		Cluster: &ClusterConfig{Name: "affinity-test", Provider: test.NewTestProvider(tc.agent), RequestTimeout: 2 * time.Second},
+		Cluster: &ClusterConfig{Name: "affinity-test", Provider: test.NewTestProvider(tc.agent), RequestTimeout: tc.timeout},
 	}
 }
 
@@ -417,4 +424,90 @@ func TestClusterMessageAPIAndPortability(t *testing.T) {
 	}
 	_, err = away.Session("api").Call(context.Background(), []byte("raw"))
 	assert.NoError(t, err, "bytes cross")
+}
+
+// A call whose reply, or the call itself, is lost between members (with a
+// broken connection, which protoactor's remote layer reports to no one)
+// fails with ErrWorkerFailed once an audit finds that the other member has
+// no record of it, rather than waiting forever on a context without a
+// deadline. A call still running there is audited and left alone.
+func TestClusterLostCallsFailAndRunningOnesDoNot(t *testing.T) {
+	tc := startTestClusterTimeout(t, 2, StrictQueue, 300*time.Millisecond)
+	caller, home := tc.members[0], tc.members[1].member
+	id := sessionHomedOn(t, caller, home.id) // its first call: count 1
+
+	held := callAsync(caller, id, "hold")
+	<-holdStarted
+	require.Eventually(t, func() bool { return home.auditedKnown.Load() >= 2 }, 10*time.Second, 5*time.Millisecond,
+		"the running call was audited twice")
+	holdRelease <- struct{}{}
+	r := waitOutcome(t, held)
+	require.NoError(t, r.err, "a call still running is not failed by an audit")
+	_, _, _, n := splitResult(t, r.out.(string))
+	assert.Equal(t, 2, n)
+
+	for _, lose := range []struct {
+		name  string
+		match func(any) bool
+		ran   bool
+	}{
+		{"reply", func(msg any) bool { _, ok := msg.(*wire.Reply); return ok }, true},
+		{"call", func(msg any) bool { _, ok := msg.(*wire.Call); return ok }, false},
+	} {
+		home.testDrop.Store(&lose.match)
+		r := waitOutcome(t, callAsync(caller, id, "count"))
+		home.testDrop.Store(nil)
+		require.ErrorIs(t, r.err, ErrWorkerFailed, "a call whose %s was lost", lose.name)
+		assert.Contains(t, r.err.Error(), "has no record of the call")
+		_, next, err := callIn(t, caller, "p", id, "count")
+		require.NoError(t, err, "the session after a lost %s", lose.name)
+		if lose.ran {
+			n++
+		}
+		n++
+		assert.Equal(t, n, next, "a lost %s: the call ran: %v", lose.name, lose.ran)
+	}
+	assert.Equal(t, int64(2), caller.member.callsLost.Load())
+}
+
+// sessionHomedOn binds new sessions from rt until one lands on member and
+// returns its id.
+func sessionHomedOn(t *testing.T, rt *Runtime, member string) string {
+	t.Helper()
+	for s := range 100 {
+		id := fmt.Sprint("homed-", s)
+		where, _, err := callIn(t, rt, "p", id, "count")
+		require.NoError(t, err)
+		if where == member {
+			return id
+		}
+	}
+	t.Fatalf("no session of 100 landed on member %s", member)
+	return ""
+}
+
+type remoteOutcome struct {
+	out any
+	err error
+}
+
+func callAsync(rt *Runtime, id string, payload any) <-chan remoteOutcome {
+	done := make(chan remoteOutcome, 1)
+	go func() {
+		out, err := rt.Session(id).Call(context.Background(), payload, WithPool("p"))
+		done <- remoteOutcome{out, err}
+	}()
+	return done
+}
+
+// waitOutcome fails the test if the call has no outcome within 10 s.
+func waitOutcome(t *testing.T, done <-chan remoteOutcome) remoteOutcome {
+	t.Helper()
+	select {
+	case r := <-done:
+		return r
+	case <-time.After(10 * time.Second):
+		t.Fatal("the call had no outcome after 10 s")
+		return remoteOutcome{}
+	}
 }
