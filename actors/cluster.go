@@ -31,7 +31,9 @@ type ClusterConfig struct {
 	Host string
 	Port int
 	// RequestTimeout bounds one request to a session's grain or to another
-	// member's directory. Default 5 s.
+	// member's directory. It is also how often a member audits the calls
+	// it forwarded: one lost between members (with a broken connection)
+	// fails with ErrWorkerFailed within two of it. Default 5 s.
 	RequestTimeout time.Duration
 }
 

@@ -438,9 +438,11 @@ func TestClusterLostCallsFailAndRunningOnesDoNot(t *testing.T) {
 
 	held := callAsync(caller, id, "hold")
 	<-holdStarted
+	release := sync.OnceFunc(func() { holdRelease <- struct{}{} })
+	t.Cleanup(release) // on failure too: shutting down waits for the call
 	require.Eventually(t, func() bool { return home.auditedKnown.Load() >= 2 }, 10*time.Second, 5*time.Millisecond,
 		"the running call was audited twice")
-	holdRelease <- struct{}{}
+	release()
 	r := waitOutcome(t, held)
 	require.NoError(t, r.err, "a call still running is not failed by an audit")
 	_, _, _, n := splitResult(t, r.out.(string))
