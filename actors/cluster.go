@@ -93,6 +93,10 @@ type member struct {
 	pendMu  sync.Mutex
 	pending map[uint64]remoteCall // calls sent to other members, by id
 
+	// owners places session grains as protoactor's disthash does: the
+	// topology's members, by rendezvous hashing (see grainPID).
+	owners *cluster.Rendezvous
+
 	// aliveMu is held for reading across each call sent to another member
 	// (sendCall), so that depart knows the calls already sent.
 	aliveMu  sync.RWMutex
@@ -137,7 +141,8 @@ type remoteCall struct {
 // startMember joins the cluster. protoactor's StartMember sleeps a second.
 func (rt *Runtime) startMember(cc ClusterConfig) error {
 	m := &member{rt: rt, cfg: cc, pending: map[uint64]remoteCall{}, alive: map[string]string{}, departed: map[string]bool{},
-		replicas: map[string][]*wire.Entry{}, readers: map[*streamReader]*actor.PID{}, inbound: map[inboundKey]struct{}{}}
+		replicas: map[string][]*wire.Entry{}, readers: map[*streamReader]*actor.PID{}, inbound: map[inboundKey]struct{}{},
+		owners: cluster.NewRendezvous()}
 	kind := cluster.NewKind(sessionKind, actor.PropsFromProducer(func() actor.Actor { return &sessionGrain{m: m} }))
 	cfg := cluster.Configure(cc.Name, cc.Provider, disthash.New(), remote.Configure(cc.Host, cc.Port),
 		// protoactor's own requests (finding a grain's activation) get a
@@ -203,6 +208,7 @@ func (m *member) onEvent(evt any) {
 // setAlive takes the topology's members, less those that announced they
 // are leaving (the provider may list them for a while yet).
 func (m *member) setAlive(members []*cluster.Member) {
+	m.owners.UpdateMembers(members)
 	alive := make(map[string]string, len(members))
 	m.aliveMu.Lock()
 	defer m.aliveMu.Unlock()

@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"math/rand/v2"
@@ -173,8 +174,8 @@ const maxGrantLosses = 2
 // is still joining (protoactor's StartMember takes a second).
 const grantRetryPause = 50 * time.Millisecond
 
-// grantTry is one bind's progress. A member that refused as leaving is
-// skipped for good; one that is still joining is skipped until every
+// grantTry is one bind's progress. A member that refused as leaving, or
+// left the topology while asked, is skipped for good; one that is still joining is skipped until every
 // member has been asked, then asked again after a pause, until the bind's
 // time (the cluster's RequestTimeout) runs out.
 type grantTry struct {
@@ -203,11 +204,32 @@ func (g *sessionGrain) grant(ctx actor.Context, pool string, t *grantTry) {
 		g.answerGrant(ctx, pool, &wire.Resolved{Error: encodeError(fmt.Errorf("%w: no cluster member took the session", ErrNoWorkersAvailable))})
 		return
 	}
-	e := &wire.Entry{Pool: pool, Member: id, Address: addr, Lease: rand.Uint64() | 1}
-	f := ctx.RequestFuture(gatewayOf(addr), &wire.Grant{Session: g.id, Entry: e}, g.m.cfg.RequestTimeout)
+	g.offer(ctx, pool, t, &wire.Entry{Pool: pool, Member: id, Address: addr, Lease: rand.Uint64() | 1})
+}
+
+// offer sends a member the grant of lease e and waits for its answer in
+// short turns: a member that died is passed over once the topology drops
+// it, not after the whole RequestTimeout (which was a waiting call's whole
+// time too); a live but slow one gets the same grant again, which it takes
+// as the first (one lease, one session).
+func (g *sessionGrain) offer(ctx actor.Context, pool string, t *grantTry, e *wire.Entry) {
+	id := e.Member
+	wait := min(time.Until(t.deadline), max(g.m.cfg.RequestTimeout/5, 100*time.Millisecond))
+	if wait <= 0 {
+		g.answerGrant(ctx, pool, &wire.Resolved{Error: encodeError(fmt.Errorf("%w: member %s did not take the session in time", ErrNoWorkersAvailable, id))})
+		return
+	}
+	f := ctx.RequestFuture(gatewayOf(e.Address), &wire.Grant{Session: g.id, Entry: e}, wait)
 	ctx.ReenterAfter(f, func(res any, err error) {
 		r, _ := res.(*wire.Resolved)
 		switch {
+		case errors.Is(err, actor.ErrTimeout):
+			if _, alive := g.m.addressOf(id); alive {
+				g.offer(ctx, pool, t, e)
+				return
+			}
+			t.leaving[id] = true
+			g.grant(ctx, pool, t)
 		case err == nil && r != nil && r.Entry != nil:
 			g.adopt(ctx, pool, r.Entry, t)
 		case err == nil && r != nil && r.Error.GetCode() == codeNotReady:

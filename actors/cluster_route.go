@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/cluster"
+	"github.com/asynkron/protoactor-go/cluster/identitylookup/disthash"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/affinity-go/affinity/internal/wire"
@@ -131,20 +133,17 @@ func (m *member) askGrain(session string, req any) (any, error) {
 	deadline := time.Now().Add(m.cfg.RequestTimeout)
 	var lastErr error
 	for attempt := 0; time.Now().Before(deadline); attempt++ {
-		pid := m.c.Get(session, sessionKind)
-		if pid == nil {
-			lastErr = fmt.Errorf("no member hosts session grains")
-		} else {
-			// Attempts are short: a grain whose member crashed is found
-			// again on another one once the topology says so.
-			wait := min(time.Until(deadline), max(m.cfg.RequestTimeout/5, 100*time.Millisecond))
-			res, err := m.rt.system.Root.RequestFuture(pid, req, wait).Result()
-			if err == nil {
+		// Attempts are short: a grain whose member crashed is found
+		// again on another one once the topology says so.
+		wait := min(time.Until(deadline), max(m.cfg.RequestTimeout/5, 100*time.Millisecond))
+		pid, err := m.grainPID(session, wait)
+		if err == nil {
+			var res any
+			if res, err = m.rt.system.Root.RequestFuture(pid, req, wait).Result(); err == nil {
 				return res, nil
 			}
-			lastErr = err
-			m.c.PidCache.Remove(session, sessionKind)
 		}
+		lastErr = err
 		// Back off in milliseconds (protoactor's own retry waits nanoseconds).
 		select {
 		case <-m.rt.ctx.Done():
@@ -153,6 +152,28 @@ func (m *member) askGrain(session string, req any) (any, error) {
 		}
 	}
 	return nil, fmt.Errorf("session grain %q: %w", session, lastErr)
+}
+
+// grainPID finds a session's grain as protoactor's disthash lookup does
+// (the member that owns the key by rendezvous hashing activates it and
+// answers with its PID), but within wait: disthash's own lookup waits 5 s
+// for an owner that does not answer, a member that has just died, say,
+// which took the whole of a call's RequestTimeout in one attempt.
+func (m *member) grainPID(session string, wait time.Duration) (*actor.PID, error) {
+	id := cluster.NewClusterIdentity(session, sessionKind)
+	owner := m.owners.GetByClusterIdentity(id)
+	if owner == "" {
+		return nil, errors.New("no member hosts session grains")
+	}
+	activator := actor.NewPID(owner, disthash.PartitionActivatorActorName)
+	res, err := m.rt.system.Root.RequestFuture(activator, &cluster.ActivationRequest{ClusterIdentity: id}, wait).Result()
+	if err != nil {
+		return nil, fmt.Errorf("member %s did not place the grain: %w", owner, err)
+	}
+	if r, ok := res.(*cluster.ActivationResponse); ok && r.Pid != nil {
+		return r.Pid, nil
+	}
+	return nil, fmt.Errorf("member %s did not place the grain: it answered %T", owner, res)
 }
 
 // resolved re-routes the calls that waited for the grain's answer.
