@@ -116,8 +116,10 @@ type member struct {
 	// other members call during that second.
 	ready   atomic.Bool
 	leaving atomic.Bool
-	// grantsRefusedJoining counts the leases refused while not ready.
-	grantsRefusedJoining atomic.Int64
+	// grantsRefusedJoining counts the leases refused while not ready;
+	// turnsUnanswered, the turns in which a grain here waited in vain for
+	// a member's answer to a lease offer or a query.
+	grantsRefusedJoining, turnsUnanswered atomic.Int64
 
 	// The calls other members sent here, until answered (cluster_audit.go).
 	inboundMu sync.Mutex
@@ -126,8 +128,8 @@ type member struct {
 	// auditedKnown counts the calls others audited that were known here;
 	// callsLost, this member's calls failed because they were not.
 	auditedKnown, callsLost atomic.Int64
-	// testDrop, when set, drops the calls and replies it returns true for
-	// (at the gateway and in answerInbound): tests lose messages with it.
+	// testDrop, when set, drops the messages it returns true for, at the
+	// gateway and in answerInbound: tests lose messages with it.
 	testDrop atomic.Pointer[func(any) bool]
 }
 

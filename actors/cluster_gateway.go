@@ -37,6 +37,9 @@ type (
 
 func (g *gateway) Receive(ctx actor.Context) {
 	rt := g.m.rt
+	if drop := g.m.testDrop.Load(); drop != nil && (*drop)(ctx.Message()) {
+		return
+	}
 	if m, ok := ctx.Message().(*wire.Leaving); ok {
 		g.m.depart(m.Member)
 		ctx.Respond(&wire.LeaveNoted{})
@@ -117,9 +120,6 @@ func (g *gateway) call(ctx actor.Context, m *wire.Call) {
 	case m.Ref != nil && m.Ref.Member != g.m.id:
 		refuse(encodeError(fmt.Errorf("%w: ref of member %s sent to %s", ErrRefLost, m.Ref.Member, g.m.id)))
 	default:
-		if drop := g.m.testDrop.Load(); drop != nil && (*drop)(m) {
-			return
-		}
 		if m.Window == 0 { // a stream's end goes to its reader, which watches this member
 			g.m.admitInbound(ctx.Sender(), m.Id)
 		}

@@ -77,25 +77,47 @@ func (g *sessionGrain) handle(ctx actor.Context, h heldRequest) {
 // recover asks every member, in a goroutine the runtime owns, what it holds
 // for this session, and posts the answers back to the grain.
 func (g *sessionGrain) recover(self *actor.PID) {
-	m, rt := g.m, g.m.rt
+	rt := g.m.rt
 	rt.wg.Add(1)
 	go func() {
 		defer rt.wg.Done()
-		members := m.members()
-		futures := make([]*actor.Future, 0, len(members))
-		for _, addr := range members {
-			futures = append(futures, rt.system.Root.RequestFuture(gatewayOf(addr), &wire.Query{Session: g.id}, m.cfg.RequestTimeout))
+		rt.system.Root.Send(self, &recovered{holdings: g.m.holdings(g.id)})
+	}()
+}
+
+// holdings asks every member what it holds for a session, within
+// RequestTimeout, in turns of a fifth of it: a member that has not answered
+// is asked again while it is in the topology, and given up on once it is
+// not (a member that just died would otherwise hold up the grain, and the
+// calls waiting for it, for the whole timeout). What a dead member held is
+// lost with it; the others' replicas say that it lived there.
+func (m *member) holdings(session string) []*wire.Holding {
+	deadline := time.Now().Add(m.cfg.RequestTimeout)
+	turn := max(m.cfg.RequestTimeout/5, 100*time.Millisecond)
+	pending := m.members()
+	var out []*wire.Holding
+	for len(pending) > 0 {
+		wait := min(turn, time.Until(deadline))
+		if wait <= 0 {
+			break
 		}
-		var holdings []*wire.Holding
-		for _, f := range futures {
-			if res, err := f.Result(); err == nil {
-				if h, ok := res.(*wire.Holding); ok {
-					holdings = append(holdings, h)
-				}
+		futures := make(map[string]*actor.Future, len(pending))
+		for id, addr := range pending {
+			futures[id] = m.rt.system.Root.RequestFuture(gatewayOf(addr), &wire.Query{Session: session}, wait)
+		}
+		for id, f := range futures {
+			res, err := f.Result()
+			if _, alive := m.addressOf(id); errors.Is(err, actor.ErrTimeout) && alive {
+				m.turnsUnanswered.Add(1)
+				continue // ask again
+			}
+			delete(pending, id)
+			if h, ok := res.(*wire.Holding); ok && err == nil {
+				out = append(out, h)
 			}
 		}
-		rt.system.Root.Send(self, &recovered{holdings: holdings})
-	}()
+	}
+	return out
 }
 
 // merge rebuilds the entries: a lease a member reports is live; a backed-up
@@ -224,6 +246,7 @@ func (g *sessionGrain) offer(ctx actor.Context, pool string, t *grantTry, e *wir
 		r, _ := res.(*wire.Resolved)
 		switch {
 		case errors.Is(err, actor.ErrTimeout):
+			g.m.turnsUnanswered.Add(1)
 			if _, alive := g.m.addressOf(id); alive {
 				g.offer(ctx, pool, t, e)
 				return

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/asynkron/protoactor-go/cluster"
 	"github.com/asynkron/protoactor-go/cluster/clusterproviders/test"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -512,4 +513,60 @@ func waitOutcome(t *testing.T, done <-chan remoteOutcome) remoteOutcome {
 		t.Fatal("the call had no outcome after 10 s")
 		return remoteOutcome{}
 	}
+}
+
+// A session's first call, when the member chosen for it has just died but
+// is still in the topology, binds it on another member once the topology
+// drops the dead one, within the call's RequestTimeout: the grain's queries
+// (on activation) and its lease offer wait in short turns, not for the
+// whole timeout each.
+func TestClusterFirstCallPassesOverAJustDeadMember(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		kill func(rt *Runtime)
+	}{
+		{"dead before the grain asks", func(rt *Runtime) { rt.member.c.Remote.Shutdown(false) }},
+		{"deaf to the lease offer", func(rt *Runtime) {
+			drop := func(msg any) bool { _, ok := msg.(*wire.Grant); return ok }
+			rt.member.testDrop.Store(&drop)
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			tc := startTestCluster(t, 3, StrictQueue)
+			caller, dead := tc.members[0], tc.members[2]
+			id := sessionChosenFor(t, caller, dead)
+			tt.kill(dead) // still in the topology
+			done := callAsync(caller, id, "count")
+			require.Eventually(t, func() bool {
+				var n int64
+				for _, rt := range tc.members {
+					n += rt.member.turnsUnanswered.Load()
+				}
+				return n > 0
+			}, 10*time.Second, time.Millisecond, "the grain waited for the dead member")
+			tc.agent.DeregisterService(dead.member.id)
+			r := waitOutcome(t, done)
+			require.NoError(t, r.err)
+			member, _, _, n := splitResult(t, r.out.(string))
+			assert.NotEqual(t, dead.member.id, member)
+			assert.Equal(t, 1, n)
+		})
+	}
+}
+
+// sessionChosenFor returns a new session whose lease would go to member
+// chosen and whose grain lives elsewhere.
+func sessionChosenFor(t *testing.T, rt, chosen *Runtime) string {
+	t.Helper()
+	none := func(string) bool { return false }
+	for s := range 1000 {
+		id := fmt.Sprint("fresh-", s)
+		to, _, _ := rt.member.choose(id, none)
+		grainAt := rt.member.owners.GetByClusterIdentity(cluster.NewClusterIdentity(id, sessionKind))
+		if to == chosen.member.id && grainAt != chosen.member.address {
+			return id
+		}
+	}
+	t.Fatalf("no session of 1000 would go to member %s with its grain elsewhere", chosen.member.id)
+	return ""
 }
