@@ -91,11 +91,17 @@ func (m *member) audit() {
 		slices.Sort(ids)
 		m.aliveMu.RLock()
 		if addr, ok := m.alive[id]; ok {
-			m.rt.system.Root.RequestWithCustomSender(gatewayOf(addr), &wire.Audit{Ids: ids}, m.gateway)
+			for chunk := range slices.Chunk(ids, maxAuditIDs) {
+				m.rt.system.Root.RequestWithCustomSender(gatewayOf(addr), &wire.Audit{Ids: chunk}, m.gateway)
+			}
 		}
 		m.aliveMu.RUnlock()
 	}
 }
+
+// maxAuditIDs bounds an Audit message (about 80 KB): gRPC refuses messages
+// over 4 MB, and protoactor then drops the whole batch it was sending.
+const maxAuditIDs = 10_000
 
 // answerAudit tells the sender of an Audit which of its calls this member
 // has no record of.
