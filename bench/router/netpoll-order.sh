@@ -38,15 +38,10 @@ command -v go >/dev/null || PATH=$PATH:/usr/local/go/bin
 
 # shellcheck source=bench/router/haproxy-config.sh
 source "$(dirname "${BASH_SOURCE[0]}")/haproxy-config.sh"
+# shellcheck source=bench/router/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$(dirname "${BASH_SOURCE[0]}")/../.." # the repository root
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/affinity-netpoll-order.XXXXXX")
-pids=()
-cleanup() {
-	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
+start_tmp affinity-netpoll-order
 
 echo "== building (stock toolchain, and a copy with first-ready-first netpoll)"
 goroot=$(go env GOROOT)
@@ -59,9 +54,7 @@ GOROOT=$tmp/goroot "$tmp/goroot/bin/go" build -o "$tmp/fifo" ./cmd/affinity-rout
 go build -o "$tmp/backend" ./bench/router/backend
 cmp -s "$tmp/stock" "$tmp/fifo" && die "the two builds are identical: the patch did not take"
 
-head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$tmp/keys"
-echo >>"$tmp/keys"
-chmod 600 "$tmp/keys"
+write_key "$tmp/keys"
 taskset -c 0 "$tmp/backend" -listen "$B1_ADDR" -name b1 >/dev/null 2>&1 &
 pids+=($!)
 taskset -c 0 "$tmp/backend" -listen "$B2_ADDR" -name b2 >/dev/null 2>&1 &

@@ -32,20 +32,13 @@ for t in wrk curl taskset; do command -v "$t" >/dev/null || die "$t not found (b
 
 # shellcheck source=bench/router/haproxy-config.sh
 source "$(dirname "${BASH_SOURCE[0]}")/haproxy-config.sh"
+# shellcheck source=bench/router/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$(dirname "${BASH_SOURCE[0]}")/../.." # the repository root
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/affinity-router-pair.XXXXXX")
-pids=()
-cleanup() {
-	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
+start_tmp affinity-router-pair
 
 go build -o "$tmp/backend" ./bench/router/backend
-head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$tmp/keys" # 64 hex characters
-echo >>"$tmp/keys"
-chmod 600 "$tmp/keys"
+write_key "$tmp/keys"
 taskset -c 0 "$tmp/backend" -listen "$B1_ADDR" -name b1 >/dev/null 2>&1 &
 pids+=($!)
 taskset -c 0 "$tmp/backend" -listen "$B2_ADDR" -name b2 >/dev/null 2>&1 &

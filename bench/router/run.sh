@@ -87,6 +87,8 @@ has() { [[ " $TARGETS " == *" $1 "* ]]; }
 
 # shellcheck source=bench/router/haproxy-config.sh
 source "$(dirname "${BASH_SOURCE[0]}")/haproxy-config.sh"
+# shellcheck source=bench/router/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 for t in $TARGETS; do
 	case $t in direct | haproxy | nginx | caddy | reverseproxy | affinity) ;; *) die "unknown target '$t' in TARGETS ($ALL_TARGETS)" ;; esac
@@ -327,9 +329,7 @@ if has reverseproxy; then
 fi
 
 if has affinity; then
-	head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$tmp/keys" # 64 hex characters
-	echo >>"$tmp/keys"
-	chmod 600 "$tmp/keys"
+	write_key "$tmp/keys"
 	GOMAXPROCS=$proxy_threads "${proxy[@]}" "$tmp/affinity-router" \
 		-listen "$ROUTER_ADDR" -admin "$ROUTER_ADMIN" -keys-file "$tmp/keys" \
 		-backend "http://$B1_ADDR" -backend "http://$B2_ADDR" \
