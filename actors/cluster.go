@@ -120,6 +120,8 @@ type member struct {
 	// turnsUnanswered, the turns in which a grain here waited in vain for
 	// a member's answer to a lease offer or a query.
 	grantsRefusedJoining, turnsUnanswered atomic.Int64
+	// itemMessages counts the StreamItems messages read here.
+	itemMessages atomic.Int64
 
 	// The calls other members sent here, until answered (cluster_audit.go).
 	inboundMu sync.Mutex

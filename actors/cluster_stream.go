@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/cluster"
@@ -103,8 +104,8 @@ func (r *streamReader) Receive(ctx actor.Context) {
 		r.start(ctx)
 	case *wire.StreamStarted:
 		r.onStarted(ctx, msg)
-	case *wire.StreamItem:
-		r.onItem(ctx, msg)
+	case *wire.StreamItems:
+		r.onItems(ctx, msg)
 	case *wire.StreamEnd:
 		r.onEnd(ctx, msg.Error)
 	case *wire.Reply: // refused before it started
@@ -170,21 +171,24 @@ func (r *streamReader) onStarted(ctx actor.Context, msg *wire.StreamStarted) {
 	}
 }
 
-func (r *streamReader) onItem(ctx actor.Context, msg *wire.StreamItem) {
+func (r *streamReader) onItems(ctx actor.Context, msg *wire.StreamItems) {
 	if !r.started || msg.Seq != r.next {
 		r.abort(ctx, r.env.fail(ErrInternal, fmt.Sprintf("stream item %d out of order (want %d)", msg.Seq, r.next)))
 		return
 	}
-	item, err := wire.DecodeValue(msg.Value)
-	if err != nil {
-		r.abort(ctx, fmt.Errorf("stream item %d (pool %s, session %s): %w", msg.Seq, r.env.pool.cfg.Name, r.env.call.Session, err))
-		return
+	r.m.itemMessages.Add(1)
+	for _, v := range msg.Values {
+		item, err := wire.DecodeValue(v)
+		if err != nil {
+			r.abort(ctx, fmt.Errorf("stream item %d (pool %s, session %s): %w", r.next, r.env.pool.cfg.Name, r.env.call.Session, err))
+			return
+		}
+		if !r.deliver(item) {
+			r.abort(ctx, r.env.fail(ErrInternal, "the worker's member sent past the stream's window"))
+			return
+		}
+		r.next++
 	}
-	if !r.deliver(item) {
-		r.abort(ctx, r.env.fail(ErrInternal, "the worker's member sent past the stream's window"))
-		return
-	}
-	r.next++
 }
 
 // deliver hands an item to the stream's reader: the channel Recv reads,
@@ -349,7 +353,20 @@ func (s *actorStream) start(worker int, inc uint64) {
 	s.rt.system.Root.Send(s.to, &wire.StreamStarted{Worker: int32(worker), Incarnation: inc})
 }
 
-// sendRemote sends an item to the reader on another member.
+// streamOutbox batches the items of a stream read on another member. The
+// worker queues each encoded item; a flusher goroutine, started when none
+// runs, sends what is queued as one StreamItems until nothing is left. An
+// item made while none is being sent goes at once; items made faster than
+// messages go out travel together. The StreamEnd follows the last batch.
+type streamOutbox struct {
+	mu       sync.Mutex
+	seq      uint64 // of values[0]
+	values   []*wire.Value
+	end      *wire.StreamEnd // to send once values are out
+	flushing bool
+}
+
+// sendRemote queues an item for the reader on another member.
 func (s *actorStream) sendRemote(item any) error {
 	v, err := wire.EncodeValue(item)
 	if err != nil {
@@ -357,17 +374,61 @@ func (s *actorStream) sendRemote(item any) error {
 		s.cancel(err)
 		return err
 	}
-	s.rt.system.Root.Send(s.to, &wire.StreamItem{Seq: s.seq, Value: v})
+	o := &s.out
+	o.mu.Lock()
+	if len(o.values) == 0 {
+		o.seq = s.seq
+	}
+	o.values = append(o.values, v)
+	start := !o.flushing
+	o.flushing = true
+	o.mu.Unlock()
 	s.seq++
+	if start {
+		s.rt.wg.Add(1)
+		go s.flush()
+	}
 	return nil
 }
 
-// endRemote sends the stream's one StreamEnd to the reader.
+// flush sends the queued items, then the end if it came, until the outbox
+// is empty.
+func (s *actorStream) flush() {
+	defer s.rt.wg.Done()
+	o := &s.out
+	for {
+		o.mu.Lock()
+		seq, values, end := o.seq, o.values, o.end
+		o.values = nil
+		if len(values) == 0 {
+			o.flushing, o.end = false, nil
+		}
+		o.mu.Unlock()
+		if len(values) == 0 {
+			if end != nil {
+				s.rt.system.Root.Send(s.to, end)
+			}
+			return
+		}
+		s.rt.system.Root.Send(s.to, &wire.StreamItems{Seq: seq, Values: values})
+	}
+}
+
+// endRemote sends the stream's one StreamEnd to the reader, after its items.
 func (s *actorStream) endRemote(err error) {
 	if cause := context.Cause(s.ctx); errors.Is(cause, ErrPayloadNotPortable) {
 		err = cause // whatever the worker made of the failed send
 	}
-	s.rt.system.Root.Send(s.to, &wire.StreamEnd{Error: s.endError(err)})
+	end := &wire.StreamEnd{Error: s.endError(err)}
+	o := &s.out
+	o.mu.Lock()
+	if o.flushing {
+		o.end = end // the flusher sends it after the items
+		o.mu.Unlock()
+		return
+	}
+	o.mu.Unlock()
+	s.rt.system.Root.Send(s.to, end)
 }
 
 // endError is err for the reader. This member shutting down is its leaving

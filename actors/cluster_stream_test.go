@@ -175,6 +175,19 @@ func TestClusterStreamsCrossMembers(t *testing.T) {
 		assert.Equal(t, 4, calls, "the three streams ran on the session's worker, with its state")
 	})
 
+	t.Run("items made faster than they are sent go together, in order, then the end", func(t *testing.T) {
+		const n = 10_000
+		home, away := place(t, tc.members, "st-batched")
+		before := away.member.itemMessages.Load()
+		st, err := away.Session("st-batched").Stream(ctx, fmt.Sprint("items:", n), WithStreamWindow(1024))
+		require.NoError(t, err)
+		items := readAll(t, st)
+		assertInOrder(t, items, n, home.member.id)
+		messages := away.member.itemMessages.Load() - before
+		assert.Less(t, messages, int64(n), "%d items came in %d messages", n, messages)
+		t.Logf("%d items came in %d messages", n, messages)
+	})
+
 	t.Run("a ref's stream from other members", func(t *testing.T) {
 		out, err := tc.members[0].Session("st-ref").Call(ctx, "ref")
 		require.NoError(t, err)
@@ -513,11 +526,20 @@ func BenchmarkClusterStream(b *testing.B) {
 	tc := startTestCluster(b, 2, StrictQueue)
 	home, away := place(b, tc.members, "bench-stream")
 	for _, c := range []struct {
-		name string
-		rt   *Runtime
-	}{{"across members", away}, {"on the session's member", home}} {
+		name   string
+		rt     *Runtime
+		window int
+	}{
+		{"across members", away, 0},
+		{"across members, window 1024", away, 1024},
+		{"on the session's member", home, 0},
+	} {
 		b.Run(c.name, func(b *testing.B) {
-			st, err := c.rt.Session("bench-stream").Stream(context.Background(), fmt.Sprint("items:", b.N))
+			var opts []CallOption
+			if c.window > 0 {
+				opts = append(opts, WithStreamWindow(c.window))
+			}
+			st, err := c.rt.Session("bench-stream").Stream(context.Background(), fmt.Sprint("items:", b.N), opts...)
 			require.NoError(b, err)
 			for range b.N {
 				if _, err := st.Recv(); err != nil {

@@ -189,6 +189,7 @@ type actorStream struct {
 	remote, started bool
 	pool            string
 	worker          int
+	out             streamOutbox // a remote stream's items on their way
 
 	// relay: the worker is on another member, and this streamReader relays
 	// its items to the receiver (set and read by the session actor only).

@@ -1306,29 +1306,30 @@ func (x *StreamStarted) GetIncarnation() uint64 {
 	return 0
 }
 
-// StreamItem is item seq (from 0) of a stream.
-type StreamItem struct {
+// StreamItems are items seq, seq+1, ... (from 0) of a stream: the items a
+// worker made while the previous message was being sent go together.
+type StreamItems struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
-	Value         *Value                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	Values        []*Value               `protobuf:"bytes,2,rep,name=values,proto3" json:"values,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *StreamItem) Reset() {
-	*x = StreamItem{}
+func (x *StreamItems) Reset() {
+	*x = StreamItems{}
 	mi := &file_wire_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *StreamItem) String() string {
+func (x *StreamItems) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*StreamItem) ProtoMessage() {}
+func (*StreamItems) ProtoMessage() {}
 
-func (x *StreamItem) ProtoReflect() protoreflect.Message {
+func (x *StreamItems) ProtoReflect() protoreflect.Message {
 	mi := &file_wire_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -1340,21 +1341,21 @@ func (x *StreamItem) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use StreamItem.ProtoReflect.Descriptor instead.
-func (*StreamItem) Descriptor() ([]byte, []int) {
+// Deprecated: Use StreamItems.ProtoReflect.Descriptor instead.
+func (*StreamItems) Descriptor() ([]byte, []int) {
 	return file_wire_proto_rawDescGZIP(), []int{21}
 }
 
-func (x *StreamItem) GetSeq() uint64 {
+func (x *StreamItems) GetSeq() uint64 {
 	if x != nil {
 		return x.Seq
 	}
 	return 0
 }
 
-func (x *StreamItem) GetValue() *Value {
+func (x *StreamItems) GetValues() []*Value {
 	if x != nil {
-		return x.Value
+		return x.Values
 	}
 	return nil
 }
@@ -1603,11 +1604,10 @@ const file_wire_proto_rawDesc = "" +
 	"LeaveNoted\"I\n" +
 	"\rStreamStarted\x12\x16\n" +
 	"\x06worker\x18\x01 \x01(\x05R\x06worker\x12 \n" +
-	"\vincarnation\x18\x02 \x01(\x04R\vincarnation\"J\n" +
-	"\n" +
-	"StreamItem\x12\x10\n" +
-	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12*\n" +
-	"\x05value\x18\x02 \x01(\v2\x14.affinity.wire.ValueR\x05value\"K\n" +
+	"\vincarnation\x18\x02 \x01(\x04R\vincarnation\"M\n" +
+	"\vStreamItems\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12,\n" +
+	"\x06values\x18\x02 \x03(\v2\x14.affinity.wire.ValueR\x06values\"K\n" +
 	"\tStreamAck\x12\x18\n" +
 	"\asession\x18\x01 \x01(\tR\asession\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\x04R\x02id\x12\x14\n" +
@@ -1653,7 +1653,7 @@ var file_wire_proto_goTypes = []any{
 	(*Leaving)(nil),       // 18: affinity.wire.Leaving
 	(*LeaveNoted)(nil),    // 19: affinity.wire.LeaveNoted
 	(*StreamStarted)(nil), // 20: affinity.wire.StreamStarted
-	(*StreamItem)(nil),    // 21: affinity.wire.StreamItem
+	(*StreamItems)(nil),   // 21: affinity.wire.StreamItems
 	(*StreamAck)(nil),     // 22: affinity.wire.StreamAck
 	(*StreamCancel)(nil),  // 23: affinity.wire.StreamCancel
 	(*StreamEnd)(nil),     // 24: affinity.wire.StreamEnd
@@ -1674,7 +1674,7 @@ var file_wire_proto_depIdxs = []int32{
 	7,  // 11: affinity.wire.Holding.leases:type_name -> affinity.wire.Entry
 	7,  // 12: affinity.wire.Holding.replicas:type_name -> affinity.wire.Entry
 	7,  // 13: affinity.wire.Replicate.entries:type_name -> affinity.wire.Entry
-	0,  // 14: affinity.wire.StreamItem.value:type_name -> affinity.wire.Value
+	0,  // 14: affinity.wire.StreamItems.values:type_name -> affinity.wire.Value
 	2,  // 15: affinity.wire.StreamEnd.error:type_name -> affinity.wire.Error
 	16, // [16:16] is the sub-list for method output_type
 	16, // [16:16] is the sub-list for method input_type
