@@ -197,9 +197,10 @@ const maxGrantLosses = 2
 const grantRetryPause = 50 * time.Millisecond
 
 // grantTry is one bind's progress. A member that refused as leaving, or
-// left the topology while asked, is skipped for good; one that is still joining is skipped until every
-// member has been asked, then asked again after a pause, until the bind's
-// time (the cluster's RequestTimeout) runs out.
+// left the topology while asked, is skipped for good; one that is still
+// joining is skipped until every member has been asked, then asked again
+// after a pause, until the bind's time (the cluster's RequestTimeout) runs
+// out.
 type grantTry struct {
 	leaving  map[string]bool
 	joining  map[string]bool
