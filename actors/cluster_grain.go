@@ -93,7 +93,7 @@ func (g *sessionGrain) recover(self *actor.PID) {
 // lost with it; the others' replicas say that it lived there.
 func (m *member) holdings(session string) []*wire.Holding {
 	deadline := time.Now().Add(m.cfg.RequestTimeout)
-	turn := max(m.cfg.RequestTimeout/5, 100*time.Millisecond)
+	turn := m.turn()
 	pending := m.members()
 	var out []*wire.Holding
 	for len(pending) > 0 {
@@ -237,7 +237,7 @@ func (g *sessionGrain) grant(ctx actor.Context, pool string, t *grantTry) {
 // as the first (one lease, one session).
 func (g *sessionGrain) offer(ctx actor.Context, pool string, t *grantTry, e *wire.Entry) {
 	id := e.Member
-	wait := min(time.Until(t.deadline), max(g.m.cfg.RequestTimeout/5, 100*time.Millisecond))
+	wait := min(time.Until(t.deadline), g.m.turn())
 	if wait <= 0 {
 		g.answerGrant(ctx, pool, &wire.Resolved{Error: encodeError(fmt.Errorf("%w: member %s did not take the session in time", ErrNoWorkersAvailable, id))})
 		return

@@ -135,7 +135,7 @@ func (m *member) askGrain(session string, req any) (any, error) {
 	for attempt := 0; time.Now().Before(deadline); attempt++ {
 		// Attempts are short: a grain whose member crashed is found
 		// again on another one once the topology says so.
-		wait := min(time.Until(deadline), max(m.cfg.RequestTimeout/5, 100*time.Millisecond))
+		wait := min(time.Until(deadline), m.turn())
 		pid, err := m.grainPID(session, wait)
 		if err == nil {
 			var res any
@@ -153,6 +153,11 @@ func (m *member) askGrain(session string, req any) (any, error) {
 	}
 	return nil, fmt.Errorf("session grain %q: %w", session, lastErr)
 }
+
+// turn is how long one attempt to reach another member waits: a fifth of
+// RequestTimeout, so that a member that has just died (still in the
+// topology) costs a call one turn, and is passed over once it is gone.
+func (m *member) turn() time.Duration { return max(m.cfg.RequestTimeout/5, 100*time.Millisecond) }
 
 // grainPID finds a session's grain as protoactor's disthash lookup does
 // (the member that owns the key by rendezvous hashing activates it and
