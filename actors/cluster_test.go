@@ -248,15 +248,7 @@ func TestClusterFirstCallWaitsForAJoiningMember(t *testing.T) {
 			rt.member.ready.Store(true)
 		}
 	})
-	type result struct {
-		out any
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		out, err := tc.members[0].Session("first-while-joining").Call(context.Background(), "count", WithPool("p"))
-		done <- result{out, err}
-	}()
+	done := callAsync(tc.members[0], "first-while-joining", "count")
 	require.Eventually(t, func() bool {
 		for _, rt := range tc.members {
 			if rt.member.grantsRefusedJoining.Load() == 0 {
@@ -267,7 +259,7 @@ func TestClusterFirstCallWaitsForAJoiningMember(t *testing.T) {
 	}, 10*time.Second, time.Millisecond, "every member refused the lease once")
 	ready := tc.members[2]
 	ready.member.ready.Store(true)
-	r := <-done
+	r := waitOutcome(t, done)
 	require.NoError(t, r.err)
 	member, _, _, n := splitResult(t, r.out.(string))
 	assert.Equal(t, ready.member.id, member, "the lease went to the member that became ready")
